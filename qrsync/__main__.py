@@ -1,0 +1,7 @@
+"""Allow ``python -m qrsync``."""
+
+from __future__ import annotations
+
+from qrsync.cli import main
+
+main()

@@ -1,0 +1,96 @@
+"""What every command needs, built once: the configuration and a checked database engine.
+
+The CLI (and the daemon) call these; they raise :class:`qrsync.errors.QrsyncError` subclasses
+whose messages are ready for people.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
+
+from qrsync.config import Config, load_config, resolve_path
+from qrsync.errors import DatabaseError
+from qrsync.store import migrate
+from qrsync.store.accounts import MirrorResult, mirror_accounts
+from qrsync.store.engine import make_engine, masked_url
+from qrsync.store.queries import query
+
+
+@dataclass
+class App:
+    config: Config
+    _engine: Engine | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, config_path: str | None) -> App:
+        return cls(load_config(resolve_path(config_path)))
+
+    @property
+    def database_url(self) -> str:
+        url = self.config.database.url
+        if not url:
+            raise DatabaseError(
+                f"{self.config.path}: no database configured: set database.url in the file or "
+                "QRSYNC_DATABASE_URL in the environment (e.g. postgresql://user@host/db)"
+            )
+        return url
+
+    def engine(self) -> Engine:
+        """The engine, after checking that the database answers."""
+        if self._engine is None:
+            engine = make_engine(
+                self.database_url,
+                self.config.database.schema,
+                pool_size=self.config.sync.concurrency + 2,
+            )
+            try:
+                with engine.connect() as conn:
+                    conn.exec_driver_sql("SELECT 1")
+            except SQLAlchemyError as exc:
+                engine.dispose()
+                raise DatabaseError(
+                    f"cannot connect to {masked_url(self.database_url)}: {_first_line(exc)}"
+                ) from None
+            self._engine = engine
+        return self._engine
+
+    def ready_engine(self) -> Engine:
+        """The engine, after checking that the schema is migrated to this version of qrsync."""
+        engine = self.engine()
+        schema = self.config.database.schema
+        try:
+            with engine.connect() as conn:
+                revision = conn.execute(query("schema_revision")).scalar_one_or_none()
+        except (ProgrammingError, OperationalError):
+            revision = None
+        if revision is None:
+            raise DatabaseError(
+                f"the database schema '{schema}' is not set up: run `qrsync db upgrade`"
+            )
+        head = migrate.head_revision()
+        if revision != head:
+            raise DatabaseError(
+                f"the database schema '{schema}' is at revision {revision}, this qrsync needs "
+                f"{head}: run `qrsync db upgrade`"
+            )
+        return engine
+
+    def mirror_accounts(self) -> MirrorResult:
+        try:
+            return mirror_accounts(self.ready_engine(), self.config.accounts)
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"cannot record the accounts: {_first_line(exc)}") from None
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    original = getattr(exc, "orig", None) or exc
+    lines = str(original).strip().splitlines()
+    return lines[0] if lines else original.__class__.__name__

@@ -1,0 +1,395 @@
+"""The command line: each command parses, calls one function, renders, and exits.
+
+Exit codes (SPEC "Command line"): 0 every account synced; 1 at least one account failed (the
+others still synced); 2 the command could not run (bad configuration, no database, bad
+arguments), with one line naming the file, key or account at fault, and nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
+
+import click
+
+from qrsync import __version__
+from qrsync.app import App
+from qrsync.errors import QrsyncError, UsageError
+from qrsync.masking import MaskingFilter, mask
+from qrsync.report import build_report, render_report_text, render_status_text, sync_health
+from qrsync.simulator.command import simulator_command
+from qrsync.store import migrate
+from qrsync.store.accounts import list_accounts
+from qrsync.store.engine import masked_url
+from qrsync.sync import RunResult, Syncer, SyncRequest
+
+
+def _fail(exc: QrsyncError) -> NoReturn:
+    click.echo(f"qrsync: {mask(str(exc))}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    handler.addFilter(MaskingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Library chatter (the rate limiter announces every bucket) stays below warnings.
+    logging.getLogger("pyrate_limiter").setLevel(logging.WARNING)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _echo_json(document: Any) -> None:
+    click.echo(mask(json.dumps(document, default=_json_default, ensure_ascii=False, indent=2)))
+
+
+class Context:
+    """The global options, and the App built from them on first use."""
+
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._app: App | None = None
+
+    def app(self) -> App:
+        if self._app is None:
+            self._app = App.load(self.config_path)
+        return self._app
+
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+
+
+def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn qrsync's own errors into one line on stderr and the right exit code."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except QrsyncError as exc:
+            _fail(exc)
+        except KeyboardInterrupt:
+            click.echo("qrsync: interrupted", err=True)
+            sys.exit(130)
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    help="Configuration file (default: $QRSYNC_CONFIG, else ./qrsync.toml).",
+)
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+@click.version_option(__version__, prog_name="qrsync")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
+    """Mirror WeChat QR-code jump rules (二维码跳转规则) into PostgreSQL, with their history."""
+    _setup_logging(verbose)
+    context = Context(config_path)
+    ctx.obj = context
+    ctx.call_on_close(context.close)
+
+
+# --- db ------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """Create and migrate qrsync's tables (Alembic)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@click.pass_obj
+@_guarded
+def db_upgrade(obj: Context, revision: str) -> None:
+    """Migrate the database up to REVISION (default: the newest)."""
+    app = obj.app()
+    engine = app.engine()
+    before = migrate.current(engine, app.config.database.schema)
+    migrate.upgrade(engine, app.config.database.schema, revision)
+    after = migrate.current(engine, app.config.database.schema)
+    schema = app.config.database.schema
+    if before == after:
+        click.echo(f"schema '{schema}' already at revision {after}")
+    else:
+        click.echo(f"schema '{schema}' upgraded from {before or 'empty'} to {after}")
+
+
+@db.command("current")
+@click.pass_obj
+@_guarded
+def db_current(obj: Context) -> None:
+    """Show the revision the database is at, and the newest one."""
+    app = obj.app()
+    current = migrate.current(app.engine(), app.config.database.schema)
+    head = migrate.head_revision()
+    state = "up to date" if current == head else "run `qrsync db upgrade`"
+    click.echo(f"{current or 'empty'} (newest: {head}; {state})")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@click.pass_obj
+@_guarded
+def db_downgrade(obj: Context, revision: str) -> None:
+    """Migrate the database down to REVISION ("base" removes every qrsync table)."""
+    app = obj.app()
+    migrate.downgrade(app.engine(), app.config.database.schema, revision)
+    current = migrate.current(app.engine(), app.config.database.schema)
+    click.echo(f"schema '{app.config.database.schema}' now at {current or 'base (empty)'}")
+
+
+@db.command("url")
+@click.pass_obj
+@_guarded
+def db_url(obj: Context) -> None:
+    """Print the database URL in use (password masked), e.g. for psql."""
+    app = obj.app()
+    url = masked_url(app.database_url)
+    click.echo(url.replace("postgresql+psycopg://", "postgresql://", 1))
+
+
+# --- sync ----------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--account", "accounts", multiple=True, metavar="NAME", help="Only this account.")
+@click.option(
+    "--prefix",
+    "prefixes",
+    multiple=True,
+    metavar="PREFIX",
+    help="Refresh just these rules of the one --account (get_type 1); deletes nothing.",
+)
+@click.option(
+    "--allow-mass-delete",
+    is_flag=True,
+    help="Apply a listing that deletes more than sync.max_delete_fraction of the rules.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@click.pass_obj
+@_guarded
+def sync(
+    obj: Context,
+    accounts: tuple[str, ...],
+    prefixes: tuple[str, ...],
+    allow_mass_delete: bool,
+    as_json: bool,
+) -> None:
+    """Sync every enabled account (or those named) once, now."""
+    if prefixes and len(accounts) != 1:
+        raise UsageError("--prefix needs exactly one --account")
+    if allow_mass_delete and not accounts:
+        raise UsageError("--allow-mass-delete needs --account (confirm one account at a time)")
+    app = obj.app()
+    config = app.config
+    chosen = (
+        [config.account(name) for name in dict.fromkeys(accounts)]
+        if accounts
+        else [a for a in config.accounts if a.enabled]
+    )
+    for account in chosen:
+        if not account.enabled:
+            raise UsageError(
+                f"{config.path}: account '{account.name}' is disabled (enabled = false)"
+            )
+    if not chosen:
+        raise UsageError(f"{config.path}: no enabled account to sync")
+    ids = app.mirror_accounts().ids
+    requests = [
+        SyncRequest(
+            account=a,
+            account_id=ids[a.name],
+            trigger="cli",
+            prefixes=prefixes,
+            allow_mass_delete=allow_mass_delete,
+        )
+        for a in chosen
+    ]
+    syncer = Syncer(config, app.ready_engine())
+    try:
+        results = _run_with_display(syncer, requests, as_json)
+    finally:
+        syncer.close()
+    failed = [r for r in results if r.status == "failed"]
+    if as_json:
+        _echo_json(
+            {
+                "accounts": [asdict(r) for r in results],
+                "succeeded": sum(r.status == "succeeded" for r in results),
+                "partial": sum(r.status == "partial" for r in results),
+                "failed": len(failed),
+            }
+        )
+    else:
+        click.echo(_summary(results))
+    sys.exit(1 if failed else 0)
+
+
+def _run_with_display(
+    syncer: Syncer, requests: list[SyncRequest], as_json: bool
+) -> list[RunResult]:
+    """A progress bar on a terminal; otherwise one line per account as it finishes."""
+    if as_json:
+        return syncer.sync_many(requests)
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        console = Console()
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("syncing", total=len(requests))
+
+            def finished(result: RunResult) -> None:
+                progress.console.print(_result_line(result), markup=False, highlight=False)
+                progress.advance(task)
+
+            return syncer.sync_many(requests, on_finish=finished)
+
+    def line(result: RunResult) -> None:
+        click.echo(_result_line(result))
+
+    return syncer.sync_many(requests, on_finish=line)
+
+
+def _result_line(r: RunResult) -> str:
+    if r.status == "failed":
+        return f"{r.account}: failed: {r.error}"
+    text = (
+        f"{r.account}: {r.status}: {r.rules_seen} rules, {r.inserted} new, {r.updated} changed, "
+        f"{r.deleted} deleted, {r.state_changes} state changes, {r.api_calls} API calls, "
+        f"{r.duration_s:.1f}s"
+    )
+    if r.message:
+        text += f" ({r.message})"
+    return text
+
+
+def _summary(results: list[RunResult]) -> str:
+    counts = {s: sum(r.status == s for r in results) for s in ("succeeded", "partial", "failed")}
+    rules = sum(r.rules_seen for r in results)
+    return (
+        f"{len(results)} account(s): {counts['succeeded']} succeeded, {counts['partial']} "
+        f"partial, {counts['failed']} failed; {rules} rules listed"
+    )
+
+
+# --- accounts, status, report --------------------------------------------------------------------
+
+
+@cli.command("accounts")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+@_guarded
+def accounts_command(obj: Context, as_json: bool) -> None:
+    """The accounts, with their last run."""
+    app = obj.app()
+    app.mirror_accounts()
+    overview = list_accounts(app.ready_engine())
+    if as_json:
+        _echo_json([asdict(a) for a in overview])
+        return
+    from qrsync.report import fmt_time, format_table
+
+    click.echo(
+        format_table(
+            ["account", "kind", "appid", "token", "enabled", "live rules", "last run", "status"],
+            [
+                [
+                    a.name,
+                    a.kind,
+                    a.appid,
+                    a.token_source,
+                    "yes" if a.enabled else ("removed" if not a.in_config else "no"),
+                    f"{a.live_rules:,}",
+                    fmt_time(a.last_run_at),
+                    a.last_status or "never",
+                ]
+                for a in overview
+            ],
+        )
+    )
+
+
+@cli.command()
+@click.option("--account", metavar="NAME", help="Only this account.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+@_guarded
+def status(obj: Context, account: str | None, as_json: bool) -> None:
+    """Sync health: per account the last success, its age, the failure streak."""
+    app = obj.app()
+    app.mirror_accounts()
+    rows = sync_health(app.ready_engine(), account)
+    if as_json:
+        _echo_json(rows)
+    else:
+        click.echo(render_status_text(rows))
+
+
+def _parse_since(value: str) -> datetime:
+    units = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if value and value[-1] in units and value[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(
+            f"--since: '{value}' is neither a duration (30m, 12h, 7d, 2w) nor a date (2026-11-01)"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.astimezone()
+
+
+@cli.command()
+@click.option("--since", default="7d", show_default=True, help="Window: 12h, 7d, or a date.")
+@click.option("--account", metavar="NAME", help="Only this account.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+@_guarded
+def report(obj: Context, since: str, account: str | None, as_json: bool) -> None:
+    """Rules by state, recent publications and deletions, publish quota."""
+    start = _parse_since(since)
+    app = obj.app()
+    if account is not None:
+        app.config.account(account)
+    app.mirror_accounts()
+    built = build_report(app.ready_engine(), since=start, account=account)
+    if as_json:
+        _echo_json(asdict(built))
+    else:
+        click.echo(render_report_text(built))
+
+
+cli.add_command(simulator_command)
+
+
+def main() -> None:
+    cli(prog_name="qrsync")

@@ -1,0 +1,498 @@
+"""Read and validate the TOML configuration into frozen dataclasses (SPEC "Configuration").
+
+Everything is checked before the database is touched: an unknown key, a wrong type, a duplicate
+account name, a missing environment variable or file each raise :class:`ConfigError` naming the
+file, the account and the key. Secrets never sit in the file: ``*_env`` names an environment
+variable and ``*_file`` a file holding the value (surrounding whitespace stripped).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from qrsync.errors import ConfigError
+from qrsync.masking import register_secret
+
+AccountKind = Literal["miniprogram", "service_account"]
+TokenSourceName = Literal["stable_token", "central", "static", "component"]
+ACCOUNT_KINDS: tuple[str, ...] = ("miniprogram", "service_account")
+TOKEN_SOURCES: tuple[str, ...] = ("stable_token", "central", "static", "component")
+MAX_PAGE_SIZE = 200
+DEFAULT_PATH = Path("qrsync.toml")
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where a secret lives (an environment variable or a file); read when needed, never logged."""
+
+    kind: Literal["env", "file"]
+    name: str
+
+    def read(self) -> str:
+        """Return the secret's current value (a file may be rewritten, e.g. a verify ticket)."""
+        if self.kind == "env":
+            value = os.environ.get(self.name)
+            if value is None or not value.strip():
+                raise LookupError(f"environment variable {self.name} is not set")
+        else:
+            try:
+                value = Path(self.name).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise LookupError(f"cannot read file {self.name}: {exc.strerror}") from exc
+            if not value.strip():
+                raise LookupError(f"file {self.name} is empty")
+        value = value.strip()
+        register_secret(value)
+        return value
+
+    def describe(self) -> str:
+        return f"${self.name}" if self.kind == "env" else self.name
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str | None = None
+    schema: str = "qrsync"
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    base_url: str = "https://api.weixin.qq.com"
+    timeout_s: float = 10.0
+    requests_per_second: float = 5.0
+    max_retries: int = 5
+    retry_backoff_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    concurrency: int = 8
+    page_size: int = 200
+    max_delete_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    schedule: str = "*/15 * * * *"
+    lease_s: int = 60
+    shutdown_grace_s: int = 30
+    http_port: int = 9108
+
+
+@dataclass(frozen=True)
+class ComponentConfig:
+    """A third-party platform (服务商) acting for the accounts whose token source is component."""
+
+    appid: str
+    appsecret: SecretRef
+    verify_ticket: SecretRef
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    source: TokenSourceName
+    secret: SecretRef | None = None
+    url: str | None = None
+    token: SecretRef | None = None
+    refresh_token: SecretRef | None = None
+    authorization: SecretRef | None = None
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    name: str
+    kind: AccountKind
+    appid: str
+    token: TokenConfig
+    miniprogram_appid: str | None = None
+    schedule: str | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    component: ComponentConfig | None = None
+    accounts: tuple[AccountConfig, ...] = ()
+
+    def account(self, name: str) -> AccountConfig:
+        for account in self.accounts:
+            if account.name == name:
+                return account
+        names = ", ".join(a.name for a in self.accounts) or "none"
+        raise ConfigError(
+            f"no account named '{name}' (configured: {names})", file=self.path, key="accounts"
+        )
+
+
+def resolve_path(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path:
+    """``--config``, else ``$QRSYNC_CONFIG``, else ``./qrsync.toml``."""
+    env = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit)
+    if env.get("QRSYNC_CONFIG"):
+        return Path(env["QRSYNC_CONFIG"])
+    return DEFAULT_PATH
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and return the configuration at ``path``."""
+    env = os.environ if environ is None else environ
+    file = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            "configuration file not found (give --config PATH or set QRSYNC_CONFIG)", file=file
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the configuration: {exc.strerror}", file=file) from None
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text", file=file) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=file) from None
+    return _Parser(file, env).config(document)
+
+
+class _Parser:
+    """Walks the TOML document; every complaint names the file, the account and the key."""
+
+    def __init__(self, file: str, environ: Mapping[str, str]) -> None:
+        self.file = file
+        self.environ = environ
+
+    def fail(self, problem: str, key: str, account: str | None = None) -> ConfigError:
+        return ConfigError(problem, file=self.file, account=account, key=key)
+
+    def config(self, doc: dict[str, Any]) -> Config:
+        self.only(doc, {"database", "api", "sync", "daemon", "component", "accounts"}, "")
+        database = self.database(self.table(doc, "database"))
+        api = self.api(self.table(doc, "api"))
+        sync = self.sync(self.table(doc, "sync"))
+        daemon = self.daemon(self.table(doc, "daemon"))
+        component = self.component(doc["component"]) if "component" in doc else None
+        accounts_raw = doc.get("accounts", [])
+        if not isinstance(accounts_raw, list) or not all(isinstance(a, dict) for a in accounts_raw):
+            raise self.fail("must be an array of tables ([[accounts]])", "accounts")
+        accounts: list[AccountConfig] = []
+        seen: set[str] = set()
+        for index, item in enumerate(accounts_raw):
+            account = self.account(item, index, component)
+            if account.name in seen:
+                raise self.fail(
+                    "duplicate account name (names must be unique)", "name", account.name
+                )
+            seen.add(account.name)
+            accounts.append(account)
+        return Config(
+            path=self.file,
+            database=database,
+            api=api,
+            sync=sync,
+            daemon=daemon,
+            component=component,
+            accounts=tuple(accounts),
+        )
+
+    # --- sections ---------------------------------------------------------------------------
+
+    def database(self, t: dict[str, Any]) -> DatabaseConfig:
+        self.only(t, {"url", "schema"}, "database")
+        url = self.environ.get("QRSYNC_DATABASE_URL") or self.opt_str(t, "url", "database")
+        schema = self.opt_str(t, "schema", "database") or "qrsync"
+        if not schema.replace("_", "").isalnum() or schema[0].isdigit():
+            raise self.fail(
+                "must be a plain identifier (letters, digits, underscore)", "database.schema"
+            )
+        return DatabaseConfig(url=url, schema=schema)
+
+    def api(self, t: dict[str, Any]) -> ApiConfig:
+        keys = {"base_url", "timeout_s", "requests_per_second", "max_retries", "retry_backoff_s"}
+        self.only(t, keys, "api")
+        d = ApiConfig()
+        base_url = self.opt_str(t, "base_url", "api") or d.base_url
+        if not base_url.startswith(("http://", "https://")):
+            raise self.fail("must start with http:// or https://", "api.base_url")
+        return ApiConfig(
+            base_url=base_url.rstrip("/"),
+            timeout_s=self.number(t, "timeout_s", "api", d.timeout_s, minimum=0.1),
+            requests_per_second=self.number(
+                t, "requests_per_second", "api", d.requests_per_second, minimum=0.1
+            ),
+            max_retries=self.integer(t, "max_retries", "api", d.max_retries, minimum=0),
+            retry_backoff_s=self.number(t, "retry_backoff_s", "api", d.retry_backoff_s, minimum=0),
+        )
+
+    def sync(self, t: dict[str, Any]) -> SyncConfig:
+        self.only(t, {"concurrency", "page_size", "max_delete_fraction"}, "sync")
+        d = SyncConfig()
+        fraction = self.number(t, "max_delete_fraction", "sync", d.max_delete_fraction, minimum=0)
+        if fraction > 1:
+            raise self.fail("must be between 0 and 1", "sync.max_delete_fraction")
+        return SyncConfig(
+            concurrency=self.integer(t, "concurrency", "sync", d.concurrency, minimum=1),
+            page_size=self.integer(
+                t, "page_size", "sync", d.page_size, minimum=1, maximum=MAX_PAGE_SIZE
+            ),
+            max_delete_fraction=fraction,
+        )
+
+    def daemon(self, t: dict[str, Any]) -> DaemonConfig:
+        self.only(t, {"schedule", "lease_s", "shutdown_grace_s", "http_port"}, "daemon")
+        d = DaemonConfig()
+        return DaemonConfig(
+            schedule=self.opt_str(t, "schedule", "daemon") or d.schedule,
+            lease_s=self.integer(t, "lease_s", "daemon", d.lease_s, minimum=1),
+            shutdown_grace_s=self.integer(
+                t, "shutdown_grace_s", "daemon", d.shutdown_grace_s, minimum=0
+            ),
+            http_port=self.integer(t, "http_port", "daemon", d.http_port, minimum=0, maximum=65535),
+        )
+
+    def component(self, t: Any) -> ComponentConfig:
+        if not isinstance(t, dict):
+            raise self.fail("must be a table ([component])", "component")
+        keys = {
+            "appid",
+            "appsecret_env",
+            "appsecret_file",
+            "verify_ticket_env",
+            "verify_ticket_file",
+        }
+        self.only(t, keys, "component")
+        appid = self.req_str(t, "appid", "component")
+        appsecret = self.secret(t, "appsecret", "component", None)
+        ticket = self.secret(t, "verify_ticket", "component", None)
+        if appsecret is None or ticket is None:
+            missing = "appsecret" if appsecret is None else "verify_ticket"
+            raise self.fail(f"{missing}_env or {missing}_file is required", f"component.{missing}")
+        return ComponentConfig(appid=appid, appsecret=appsecret, verify_ticket=ticket)
+
+    def account(
+        self, t: dict[str, Any], index: int, component: ComponentConfig | None
+    ) -> AccountConfig:
+        label = f"accounts[{index}]"
+        name_raw = t.get("name")
+        if not isinstance(name_raw, str) or not name_raw.strip():
+            raise self.fail("every account needs a name (a non-empty string)", f"{label}.name")
+        name = name_raw
+        keys = {"name", "kind", "appid", "miniprogram_appid", "schedule", "enabled", "token"}
+        self.only(t, keys, "", name)
+        kind = self.req_str(t, "kind", "", name)
+        if kind not in ACCOUNT_KINDS:
+            raise self.fail(
+                f"must be one of {', '.join(ACCOUNT_KINDS)}, not '{kind}'", "kind", name
+            )
+        appid = self.req_str(t, "appid", "", name)
+        mp_appid = self.opt_str(t, "miniprogram_appid", "", name)
+        if kind == "service_account" and not mp_appid:
+            raise self.fail(
+                "a service_account needs the linked mini program's appid (sent as appid)",
+                "miniprogram_appid",
+                name,
+            )
+        if kind == "miniprogram" and mp_appid:
+            raise self.fail(
+                "only a service_account has a miniprogram_appid", "miniprogram_appid", name
+            )
+        enabled = t.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise self.fail("must be true or false", "enabled", name)
+        token = self.token(t.get("token"), name, component, check_secrets=enabled)
+        return AccountConfig(
+            name=name,
+            kind=kind,  # type: ignore[arg-type]
+            appid=appid,
+            miniprogram_appid=mp_appid,
+            schedule=self.opt_str(t, "schedule", "", name),
+            enabled=enabled,
+            token=token,
+        )
+
+    def token(
+        self, t: Any, account: str, component: ComponentConfig | None, *, check_secrets: bool
+    ) -> TokenConfig:
+        if not isinstance(t, dict):
+            raise self.fail(
+                'is required, e.g. token = { source = "stable_token", secret_env = "NAME" }',
+                "token",
+                account,
+            )
+        source = self.req_str(t, "source", "token", account)
+        if source not in TOKEN_SOURCES:
+            raise self.fail(
+                f"must be one of {', '.join(TOKEN_SOURCES)}, not '{source}'",
+                "token.source",
+                account,
+            )
+        allowed = {
+            "stable_token": {"secret_env", "secret_file"},
+            "central": {"url", "authorization_env", "authorization_file"},
+            "static": {"token_env", "token_file"},
+            "component": {"refresh_token_env", "refresh_token_file"},
+        }[source]
+        self.only(t, allowed | {"source"}, "token", account)
+        check = check_secrets
+        if source == "stable_token":
+            secret = self.secret(t, "secret", "token", account, check=check)
+            if secret is None:
+                raise self.fail("secret_env or secret_file is required", "token.secret", account)
+            return TokenConfig(source="stable_token", secret=secret)
+        if source == "central":
+            url = self.req_str(t, "url", "token", account)
+            if not url.startswith(("http://", "https://")):
+                raise self.fail("must start with http:// or https://", "token.url", account)
+            auth = self.secret(t, "authorization", "token", account, check=check)
+            return TokenConfig(source="central", url=url, authorization=auth)
+        if source == "static":
+            token = self.secret(t, "token", "token", account, check=check)
+            if token is None:
+                raise self.fail("token_env or token_file is required", "token.token", account)
+            return TokenConfig(source="static", token=token)
+        if component is None:
+            raise self.fail(
+                "source 'component' needs a [component] section (the platform's appid, "
+                "appsecret and verify ticket)",
+                "token.source",
+                account,
+            )
+        refresh = self.secret(t, "refresh_token", "token", account, check=check)
+        if refresh is None:
+            raise self.fail(
+                "refresh_token_env or refresh_token_file is required (it seeds the first run)",
+                "token.refresh_token",
+                account,
+            )
+        return TokenConfig(source="component", refresh_token=refresh)
+
+    # --- values -----------------------------------------------------------------------------
+
+    def table(self, doc: dict[str, Any], key: str) -> dict[str, Any]:
+        value = doc.get(key, {})
+        if not isinstance(value, dict):
+            raise self.fail(f"must be a table ([{key}])", key)
+        return value
+
+    def only(
+        self, t: dict[str, Any], allowed: set[str], section: str, account: str | None = None
+    ) -> None:
+        for key in t:
+            if key not in allowed:
+                where = f"{section}.{key}" if section else key
+                hint = ""
+                if key in {"secret", "appsecret", "token", "refresh_token", "verify_ticket"} or (
+                    key.endswith(("secret", "token")) and isinstance(t[key], str)
+                ):
+                    hint = f" (secrets are never written in the file: use {key}_env or {key}_file)"
+                raise self.fail(
+                    f"unknown key{hint}; expected one of {', '.join(sorted(allowed))}",
+                    where,
+                    account,
+                )
+
+    def opt_str(
+        self, t: dict[str, Any], key: str, section: str, account: str | None = None
+    ) -> str | None:
+        value = t.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(
+                f"must be a non-empty string, not {_describe(value)}",
+                _join(section, key),
+                account,
+            )
+        return value
+
+    def req_str(self, t: dict[str, Any], key: str, section: str, account: str | None = None) -> str:
+        value = self.opt_str(t, key, section, account)
+        if value is None:
+            raise self.fail("is required", _join(section, key), account)
+        return value
+
+    def integer(
+        self,
+        t: dict[str, Any],
+        key: str,
+        section: str,
+        default: int,
+        *,
+        minimum: int,
+        maximum: int | None = None,
+    ) -> int:
+        value = t.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(f"must be a whole number, not {_describe(value)}", _join(section, key))
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f"at least {minimum}" if maximum is None else f"{minimum} to {maximum}"
+            raise self.fail(f"must be {bounds}, not {value}", _join(section, key))
+        return value
+
+    def number(
+        self, t: dict[str, Any], key: str, section: str, default: float, *, minimum: float
+    ) -> float:
+        value = t.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(f"must be a number, not {_describe(value)}", _join(section, key))
+        if value < minimum:
+            raise self.fail(f"must be at least {minimum}, not {value}", _join(section, key))
+        return float(value)
+
+    def secret(
+        self,
+        t: dict[str, Any],
+        base: str,
+        section: str,
+        account: str | None,
+        *,
+        check: bool = True,
+    ) -> SecretRef | None:
+        env_key, file_key = f"{base}_env", f"{base}_file"
+        if env_key in t and file_key in t:
+            raise self.fail(
+                f"give {env_key} or {file_key}, not both", _join(section, base), account
+            )
+        ref: SecretRef | None = None
+        if env_key in t:
+            ref = SecretRef("env", self.req_str(t, env_key, section, account))
+            key = _join(section, env_key)
+        elif file_key in t:
+            path = self.req_str(t, file_key, section, account)
+            if not Path(path).is_absolute():
+                path = str((Path(self.file).parent / path).resolve())
+            ref = SecretRef("file", path)
+            key = _join(section, file_key)
+        if ref is not None and check:
+            try:
+                if ref.kind == "env":
+                    value = self.environ.get(ref.name)
+                    if value is None or not value.strip():
+                        raise LookupError(f"environment variable {ref.name} is not set")
+                    register_secret(value.strip())
+                else:
+                    ref.read()
+            except LookupError as exc:
+                raise self.fail(str(exc), key, account) from None
+        return ref
+
+
+def _join(section: str, key: str) -> str:
+    return f"{section}.{key}" if section else key
+
+
+def _describe(value: Any) -> str:
+    type_name = {str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+    return f"{type_name} ({value!r})" if isinstance(value, str | int | float) else type_name

@@ -1,0 +1,63 @@
+"""Keep secrets out of everything a person or a machine reads (SPEC behaviour 7).
+
+Two nets: patterns that catch a secret by where it stands (``access_token=...`` in a URL, a
+``"secret": "..."`` JSON member), and the exact values qrsync has loaded or fetched (app secrets,
+tokens, refresh tokens, verify tickets), registered here as soon as they are known. The registry
+is process-wide on purpose: a secret may surface in any exception text from any library.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+
+MASK = "***"
+
+_QUERY_SECRET = re.compile(
+    r"((?:access_token|component_access_token|secret|appsecret|refresh_token|ticket)=)[^&\s\"']+",
+    re.IGNORECASE,
+)
+_JSON_SECRET = re.compile(
+    r"""(["']?(?:access_token|component_access_token|authorizer_access_token|"""
+    r"""authorizer_refresh_token|refresh_token|secret|appsecret|component_appsecret|"""
+    r"""component_verify_ticket|verify_ticket|token)["']?\s*[:=]\s*["'])[^"']*(["'])""",
+    re.IGNORECASE,
+)
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+(@)", re.IGNORECASE)
+
+_lock = threading.Lock()
+_known: set[str] = set()
+_MIN_SECRET_LENGTH = 4
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret's value so that :func:`mask` hides it wherever it turns up."""
+    if value and len(value) >= _MIN_SECRET_LENGTH:
+        with _lock:
+            _known.add(value)
+
+
+def mask(text: str) -> str:
+    """Return ``text`` with every known secret and every secret-looking member replaced."""
+    if not text:
+        return text
+    with _lock:
+        known = sorted(_known, key=len, reverse=True)
+    for value in known:
+        if value in text:
+            text = text.replace(value, MASK)
+    text = _QUERY_SECRET.sub(rf"\g<1>{MASK}", text)
+    text = _JSON_SECRET.sub(rf"\g<1>{MASK}\g<2>", text)
+    return _URL_PASSWORD.sub(rf"\g<1>{MASK}\g<2>", text)
+
+
+class MaskingFilter(logging.Filter):
+    """A logging filter that masks the rendered message of every record it sees."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        rendered = record.getMessage()
+        masked = mask(rendered)
+        if masked != rendered or record.args:
+            record.msg, record.args = masked, None
+        return True

@@ -1,0 +1,473 @@
+"""The simulator's HTTP layer: WeChat's endpoints and the ``/sim/`` admin API on stdlib http.server.
+
+One lock guards the world; it is never held while a request sleeps (latency, delay faults) or
+while an answer is encoded and sent, so a slow request does not stall the others.
+
+WeChat endpoints: ``POST /cgi-bin/stable_token``, ``GET /cgi-bin/token``,
+``GET /central/token/<appid>`` (a central token service), ``POST /cgi-bin/component/
+api_component_token``, ``POST /cgi-bin/component/api_authorizer_token``, ``POST /cgi-bin/wxopen/
+qrcodejumpget|qrcodejumpadd|qrcodejumppublish|qrcodejumpdelete``.
+
+Admin endpoints (JSON in and out; errors are HTTP 400/404 with ``{"error"}``):
+``POST /sim/reset``, ``POST /sim/accounts``, ``GET|PATCH /sim/accounts/<appid>``,
+``POST|PUT|GET /sim/accounts/<appid>/rules``, ``POST /sim/components``,
+``POST|GET /sim/components/<appid>/ticket``,
+``DELETE /sim/components/<appid>/authorizations/<authorizer_appid>``,
+``POST /sim/tokens/expire``, ``POST /sim/tokens/invalidate``, ``POST /sim/clock``,
+``POST|GET|DELETE /sim/faults``, ``GET|DELETE /sim/calls``, ``GET /sim/stats``,
+``GET|POST /sim/settings``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import re
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from qrsync.simulator.admin import SimulatorAdmin
+from qrsync.simulator.faults import Fault, FaultBook, malform
+from qrsync.simulator.world import (
+    ApiCall,
+    Json,
+    NotFound,
+    Settings,
+    World,
+    WorldError,
+    error_reply,
+    is_int,
+)
+
+logger = logging.getLogger(__name__)
+
+JSON_TYPE = "application/json; charset=utf-8"
+
+_WECHAT_ROUTES: dict[tuple[str, str], str] = {
+    ("POST", "/cgi-bin/stable_token"): "stable_token",
+    ("GET", "/cgi-bin/token"): "token",
+    ("POST", "/cgi-bin/component/api_component_token"): "component_token",
+    ("POST", "/cgi-bin/component/api_authorizer_token"): "authorizer_token",
+    ("POST", "/cgi-bin/wxopen/qrcodejumpget"): "qrcodejumpget",
+    ("POST", "/cgi-bin/wxopen/qrcodejumpadd"): "qrcodejumpadd",
+    ("POST", "/cgi-bin/wxopen/qrcodejumppublish"): "qrcodejumppublish",
+    ("POST", "/cgi-bin/wxopen/qrcodejumpdelete"): "qrcodejumpdelete",
+}
+_CENTRAL = re.compile(r"/central/token/([^/]+)")
+_SECRET_IN_URL = re.compile(r"((?:access_token|secret)=)[^&\s]+")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the handler sends: a status and a body, or nothing at all (a dropped connection)."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = JSON_TYPE
+    drop: bool = False
+
+
+@dataclass(frozen=True)
+class AdminRequest:
+    """An admin request: the path's named parts, the query string and the JSON body."""
+
+    args: Mapping[str, str]
+    query: Mapping[str, str]
+    body: Json
+
+
+def _encode(payload: object) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _json_object(raw: bytes) -> Json | None:
+    """The body as a JSON object; an empty body is ``{}``, anything else unparsable is None."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class Simulator:
+    """One simulator's state behind its one lock, and how each request is answered."""
+
+    def __init__(self, seed: int, world: Mapping[str, Any] | None, settings: Settings) -> None:
+        self.lock = threading.Lock()
+        self._start_seed = seed
+        self._start_world = copy.deepcopy(dict(world)) if world is not None else None
+        self._start_settings = dataclasses.replace(settings)
+        self.world = World(self._start_world, seed, dataclasses.replace(settings))
+        self.faults = FaultBook()
+        self._admin_routes: list[tuple[str, re.Pattern[str], Callable[[AdminRequest], Any]]] = [
+            (method, re.compile(pattern), handler)
+            for method, pattern, handler in (
+                ("POST", r"/sim/reset", self._reset),
+                ("POST", r"/sim/accounts", self._add_account),
+                ("GET", r"/sim/accounts/(?P<appid>[^/]+)", self._account),
+                ("PATCH", r"/sim/accounts/(?P<appid>[^/]+)", self._patch_account),
+                ("POST", r"/sim/accounts/(?P<appid>[^/]+)/rules", self._generate_rules),
+                ("PUT", r"/sim/accounts/(?P<appid>[^/]+)/rules", self._put_rules),
+                ("GET", r"/sim/accounts/(?P<appid>[^/]+)/rules", self._rules),
+                ("POST", r"/sim/components", self._add_component),
+                ("POST", r"/sim/components/(?P<appid>[^/]+)/ticket", self._rotate_ticket),
+                ("GET", r"/sim/components/(?P<appid>[^/]+)/ticket", self._ticket),
+                (
+                    "DELETE",
+                    r"/sim/components/(?P<appid>[^/]+)/authorizations/(?P<authorizer>[^/]+)",
+                    self._revoke_authorization,
+                ),
+                ("POST", r"/sim/tokens/expire", self._expire_tokens),
+                ("POST", r"/sim/tokens/invalidate", self._invalidate_tokens),
+                ("POST", r"/sim/clock", self._advance_clock),
+                ("POST", r"/sim/faults", self._add_fault),
+                ("GET", r"/sim/faults", self._faults),
+                ("DELETE", r"/sim/faults", self._clear_faults),
+                ("GET", r"/sim/calls", self._calls),
+                ("DELETE", r"/sim/calls", self._clear_calls),
+                ("GET", r"/sim/stats", self._stats),
+                ("GET", r"/sim/settings", self._settings),
+                ("POST", r"/sim/settings", self._change_settings),
+            )
+        ]
+
+    def route(self, method: str, path: str, query: Mapping[str, str], raw: bytes) -> Outcome:
+        endpoint = _WECHAT_ROUTES.get((method, path))
+        if endpoint is not None:
+            return self.wechat(endpoint, query, raw)
+        central = _CENTRAL.fullmatch(path)
+        if central is not None and method == "GET":
+            return self.wechat("central", query, raw, unquote(central.group(1)))
+        if path.startswith("/sim/"):
+            return self.admin(method, path, query, raw)
+        return Outcome(404, _encode({"error": f"no endpoint {method} {path}"}))
+
+    # --- WeChat --------------------------------------------------------------------------
+
+    def wechat(
+        self, endpoint: str, query: Mapping[str, str], raw: bytes, path_appid: str = ""
+    ) -> Outcome:
+        """Answer a WeChat endpoint, with the latency and the fault (if any) that hits it."""
+        with self.lock:
+            world = self.world
+            call = ApiCall(endpoint, query, _json_object(raw), world.next_rid(), path_appid)
+            appid = world.caller_appid(call)
+            fault = self.faults.take(endpoint, appid, *call.listing_args())
+            pause = world.settings.latency_ms / 1000 + (0.0 if fault is None else fault.delay_s)
+        if pause > 0:
+            time.sleep(pause)
+        with self.lock:
+            world = self.world  # a reset may have come in while this request slept
+            if fault is not None and fault.replaces_answer:
+                outcome, errcode = _fault_outcome(fault, call.rid)
+                status = None if outcome.drop else outcome.status
+                world.record_call(call, appid, errcode, status, fault.id)
+                return outcome
+            if fault is not None and fault.effect == "drift":
+                world.drift(call, fault.drift_add, fault.drift_delete)
+            reply = world.answer(call)
+            if fault is not None and fault.effect == "malformed" and reply.errcode == 0:
+                malform(reply.payload, fault.malformed)
+            world.record_call(
+                call, appid, reply.errcode, reply.status, None if fault is None else fault.id
+            )
+        # The payload is built from copies, so it is encoded outside the lock.
+        return Outcome(reply.status, _encode(reply.payload))
+
+    # --- admin ---------------------------------------------------------------------------
+
+    def admin(self, method: str, path: str, query: Mapping[str, str], raw: bytes) -> Outcome:
+        body = _json_object(raw)
+        if body is None:
+            return Outcome(400, _encode({"error": "the body must be a JSON object"}))
+        allowed = False
+        for verb, pattern, handler in self._admin_routes:
+            match = pattern.fullmatch(path)
+            if match is None:
+                continue
+            allowed = True
+            if verb != method:
+                continue
+            request = AdminRequest(
+                {k: unquote(v) for k, v in match.groupdict().items()}, query, body
+            )
+            try:
+                with self.lock:
+                    result = handler(request)
+            except WorldError as exc:
+                return Outcome(exc.status, _encode({"error": str(exc)}))
+            return Outcome(200, _encode(result))
+        if allowed:
+            return Outcome(405, _encode({"error": f"{method} is not allowed on {path}"}))
+        return Outcome(404, _encode({"error": f"no admin endpoint {path}"}))
+
+    def _reset(self, request: AdminRequest) -> Json:
+        seed = request.body.get("seed", self._start_seed)
+        world = request.body.get("world", self._start_world)
+        if not is_int(seed):
+            raise WorldError("seed: must be an integer")
+        if world is not None and not isinstance(world, dict):
+            raise WorldError("world: must be an object in the world-file shape")
+        # Built before anything is replaced: a bad world leaves the running one as it was.
+        self.world = World(world, seed, dataclasses.replace(self._start_settings))
+        self.faults = FaultBook()
+        return {"seed": seed, "accounts": sorted(self.world.accounts)}
+
+    def _add_account(self, request: AdminRequest) -> Json:
+        return self.world.add_account(request.body)
+
+    def _account(self, request: AdminRequest) -> Json:
+        return self.world.account_view(request.args["appid"])
+
+    def _patch_account(self, request: AdminRequest) -> Json:
+        return self.world.patch_account(request.args["appid"], request.body)
+
+    def _generate_rules(self, request: AdminRequest) -> Json:
+        return self.world.generate_rules(request.args["appid"], request.body)
+
+    def _put_rules(self, request: AdminRequest) -> Json:
+        return self.world.put_rules(request.args["appid"], request.body)
+
+    def _rules(self, request: AdminRequest) -> Json:
+        return self.world.rules_view(
+            request.args["appid"], request.query.get("miniprogram_appid") or None
+        )
+
+    def _add_component(self, request: AdminRequest) -> Json:
+        return self.world.add_component(request.body)
+
+    def _rotate_ticket(self, request: AdminRequest) -> Json:
+        return {"verify_ticket": self.world.rotate_ticket(request.args["appid"])}
+
+    def _ticket(self, request: AdminRequest) -> Json:
+        return {"verify_ticket": self.world.component(request.args["appid"]).ticket}
+
+    def _revoke_authorization(self, request: AdminRequest) -> Json:
+        self.world.revoke_authorization(request.args["appid"], request.args["authorizer"])
+        return {}
+
+    def _token_appid(self, request: AdminRequest) -> str:
+        appid = request.body.get("appid")
+        if not isinstance(appid, str) or not appid:
+            raise WorldError("appid: required")
+        if appid not in self.world.accounts and appid not in self.world.components:
+            raise NotFound(f"no account or component {appid}")
+        return appid
+
+    def _expire_tokens(self, request: AdminRequest) -> Json:
+        return {"tokens": self.world.expire_tokens(self._token_appid(request))}
+
+    def _invalidate_tokens(self, request: AdminRequest) -> Json:
+        return {"tokens": self.world.invalidate_tokens(self._token_appid(request))}
+
+    def _advance_clock(self, request: AdminRequest) -> Json:
+        seconds = request.body.get("advance_s")
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+            raise WorldError("advance_s: must be a number of seconds, 0 or more")
+        return {"now": self.world.clock.advance(float(seconds))}
+
+    def _add_fault(self, request: AdminRequest) -> Json:
+        return {"id": self.faults.add(request.body).id}
+
+    def _faults(self, request: AdminRequest) -> list[Json]:
+        return self.faults.views()
+
+    def _clear_faults(self, request: AdminRequest) -> Json:
+        self.faults.clear()
+        return {}
+
+    def _calls(self, request: AdminRequest) -> list[Json]:
+        query = request.query
+        return self.world.calls_view(query.get("endpoint") or None, query.get("appid") or None)
+
+    def _clear_calls(self, request: AdminRequest) -> Json:
+        self.world.clear_calls()
+        return {}
+
+    def _stats(self, request: AdminRequest) -> Json:
+        return self.world.stats_view()
+
+    def _settings(self, request: AdminRequest) -> Json:
+        return self.world.settings.view()
+
+    def _change_settings(self, request: AdminRequest) -> Json:
+        return self.world.update_settings(request.body)
+
+
+def _fault_outcome(fault: Fault, rid: str) -> tuple[Outcome, int | None]:
+    """The answer of a fault that replaces the endpoint's, and the errcode it carries."""
+    if fault.effect == "errcode":
+        reply = error_reply(fault.errcode, rid, fault.errmsg)
+        return Outcome(200, _encode(reply.payload)), fault.errcode
+    if fault.effect == "http_status":
+        return Outcome(fault.http_status, fault.error_page(), "text/html"), None
+    if fault.effect == "body":
+        return Outcome(200, fault.body.encode()), None
+    return Outcome(drop=True), None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Reads a request, lets the simulator answer it, writes the answer (or drops the line)."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "qrsync-simulator"
+    timeout = 120.0  # an idle keep-alive connection is closed after this
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, open_=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, open_=False)
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_PATCH(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        url = urlsplit(self.path)
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        try:
+            length = max(0, int(self.headers.get("Content-Length") or 0))
+        except ValueError:
+            length = 0
+        raw = self.rfile.read(length) if length else b""
+        outcome = self.server.simulator.route(self.command, url.path, query, raw)
+        if outcome.drop:
+            self.close_connection = True
+            return
+        self.send_response(outcome.status)
+        self.send_header("Content-Type", outcome.content_type)
+        self.send_header("Content-Length", str(len(outcome.body)))
+        self.end_headers()
+        self.wfile.write(outcome.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("simulator: %s", _SECRET_IN_URL.sub(r"\1***", format % args))
+
+
+class _Server(ThreadingHTTPServer):
+    """A threading HTTP server that remembers its open connections so that stop() can end them."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], simulator: Simulator) -> None:
+        self.simulator = simulator
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind asks DNS for the host's name; nothing here needs it.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = str(self.server_address[0])
+        self.server_port = int(self.server_address[1])
+
+    def track(self, connection: socket.socket, open_: bool) -> None:
+        with self._connections_lock:
+            if open_:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
+    def close_connections(self) -> None:
+        """End idle keep-alive connections, whose threads would otherwise wait for a request."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        logger.debug("simulator: connection from %s failed", client_address, exc_info=True)
+
+
+class RunningSimulator:
+    """A simulator serving in a background thread; ``stop()`` or leaving a ``with`` ends it."""
+
+    def __init__(self, server: _Server) -> None:
+        self._server = server
+        self.host = str(server.server_address[0])
+        self.port = int(server.server_address[1])
+        shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        self.url = (
+            f"http://[{shown}]:{self.port}" if ":" in shown else f"http://{shown}:{self.port}"
+        )
+        self.admin = SimulatorAdmin(self.url)
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"qrsync-simulator-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        self._stopped = False
+
+    @property
+    def simulator(self) -> Simulator:
+        """The state behind the server, for in-process inspection."""
+        return self._server.simulator
+
+    def stop(self) -> None:
+        """Stop serving, end open connections and wait for the server thread; idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._server.shutdown()
+        self._server.close_connections()
+        self._server.server_close()
+        self._thread.join()
+        self.admin.close()
+
+    def __enter__(self) -> RunningSimulator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def start_simulator(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    seed: int = 1,
+    world: Mapping[str, Any] | None = None,
+    rate_limit: bool = True,
+    latency_ms: int = 0,
+) -> RunningSimulator:
+    """Start a simulator in a background thread; ``world`` None is an empty world.
+
+    Raises :class:`WorldError` for an invalid world and OSError when the port cannot be bound.
+    """
+    if latency_ms < 0:
+        raise ValueError("latency_ms must be 0 or more")
+    simulator = Simulator(seed, world, Settings(rate_limit=rate_limit, latency_ms=latency_ms))
+    return RunningSimulator(_Server((host, port), simulator))

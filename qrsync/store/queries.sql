@@ -1,0 +1,338 @@
+-- Every statement qrsync runs against its database, each under a "-- name: NAME --" header
+-- followed by a one-line description (procrastinate style). Tables are unqualified: every
+-- connection's search_path is the configured schema. Parameters are :named.
+
+-- name: mirror_accounts --
+-- Insert or update the configured accounts in one statement, writing only rows that changed.
+INSERT INTO accounts AS a (name, kind, appid, miniprogram_appid, token_source, schedule, enabled,
+                           in_config)
+SELECT c.name, c.kind, c.appid, c.miniprogram_appid, c.token_source, c.schedule, c.enabled, true
+FROM unnest(CAST(:names AS text[]), CAST(:kinds AS text[]), CAST(:appids AS text[]),
+            CAST(:miniprogram_appids AS text[]), CAST(:token_sources AS text[]),
+            CAST(:schedules AS text[]), CAST(:enableds AS boolean[]))
+     AS c(name, kind, appid, miniprogram_appid, token_source, schedule, enabled)
+ON CONFLICT (name) DO UPDATE
+SET kind = EXCLUDED.kind, appid = EXCLUDED.appid, miniprogram_appid = EXCLUDED.miniprogram_appid,
+    token_source = EXCLUDED.token_source, schedule = EXCLUDED.schedule,
+    enabled = EXCLUDED.enabled, in_config = true, updated_at = now()
+WHERE (a.kind, a.appid, a.miniprogram_appid, a.token_source, a.schedule, a.enabled, a.in_config)
+      IS DISTINCT FROM (EXCLUDED.kind, EXCLUDED.appid, EXCLUDED.miniprogram_appid,
+                        EXCLUDED.token_source, EXCLUDED.schedule, EXCLUDED.enabled, true);
+
+-- name: disable_removed_accounts --
+-- Disable the accounts no longer in the configuration; their history stays.
+UPDATE accounts
+SET enabled = false, in_config = false, updated_at = now()
+WHERE name <> ALL (CAST(:names AS text[])) AND (enabled OR in_config)
+RETURNING name;
+
+-- name: account_ids --
+-- The id of every account by name.
+SELECT id, name FROM accounts;
+
+-- name: list_accounts --
+-- The accounts with their last finished run, for `qrsync accounts`.
+SELECT a.id, a.name, a.kind, a.appid, a.miniprogram_appid, a.token_source, a.enabled,
+       a.in_config, r.id AS last_run_id, r.status AS last_status, r.started_at AS last_run_at,
+       r.finished_at AS last_finished_at, r.rules_seen AS last_rules_seen, r.error AS last_error,
+       (SELECT count(*) FROM rules x WHERE x.account_id = a.id AND x.deleted_at IS NULL)
+           AS live_rules
+FROM accounts a
+LEFT JOIN LATERAL (
+    SELECT * FROM sync_runs s WHERE s.account_id = a.id AND s.status <> 'running'
+    ORDER BY s.started_at DESC, s.id DESC LIMIT 1
+) r ON true
+ORDER BY a.name;
+
+-- name: start_run --
+-- Open a sync_runs row for one account; the run is 'running' until finished or failed.
+INSERT INTO sync_runs (account_id, trigger, scheduled_for, replica)
+VALUES (:account_id, :trigger, :scheduled_for, :replica)
+RETURNING id, started_at;
+
+-- name: clear_staged --
+-- Forget what a run has staged (before listing again, or when the run ends).
+DELETE FROM staged_rules WHERE sync_run_id = :run_id;
+
+-- name: lock_account --
+-- Serialise merges of one account: a transaction-level advisory lock (PgBouncer-safe).
+SELECT pg_advisory_xact_lock(1903260011, CAST(:account_id AS integer));
+
+-- name: merge_listing --
+-- Apply a staged listing to rules, their debug URLs and their history in one statement.
+-- Unchanged rules are not written at all; deletions only when :complete and the guard allows.
+WITH listing AS MATERIALIZED (
+    SELECT DISTINCT ON (prefix) prefix, path, state, open_version, permit_sub_rule, debug_urls
+    FROM staged_rules
+    WHERE sync_run_id = :run_id
+    ORDER BY prefix, seq DESC
+),
+previous AS (
+    SELECT max(taken_at) AS listed_at
+    FROM account_snapshots
+    WHERE account_id = :account_id AND complete
+),
+diff AS MATERIALIZED (
+    SELECT l.prefix, l.path, l.state, l.open_version, l.permit_sub_rule, l.debug_urls,
+           r.prefix IS NULL AS is_new,
+           r.deleted_at IS NOT NULL AS is_back,
+           r.prefix IS NOT NULL AND r.deleted_at IS NULL
+             AND (r.path, r.state, r.open_version, r.permit_sub_rule, r.debug_urls)
+                 IS DISTINCT FROM (l.path, l.state, l.open_version, l.permit_sub_rule,
+                                   l.debug_urls) AS is_changed,
+           r.state AS old_state,
+           r.debug_urls AS old_debug_urls,
+           r.changed_at AS old_changed_at
+    FROM listing l
+    LEFT JOIN rules r ON r.account_id = :account_id AND r.prefix = l.prefix
+),
+live AS (
+    SELECT count(*) AS n FROM rules WHERE account_id = :account_id AND deleted_at IS NULL
+),
+candidates AS MATERIALIZED (
+    SELECT r.prefix, r.path, r.state, r.open_version, r.permit_sub_rule, r.debug_urls, r.changed_at
+    FROM rules r
+    WHERE r.account_id = :account_id AND r.deleted_at IS NULL AND CAST(:complete AS boolean)
+      AND NOT EXISTS (SELECT 1 FROM listing l WHERE l.prefix = r.prefix)
+),
+guard AS (
+    SELECT count(*) AS would_delete,
+           (SELECT n FROM live) AS live_rules,
+           count(*) = 0
+             OR CAST(:allow_mass_delete AS boolean)
+             OR (count(*) <= CAST(:max_delete_fraction AS float8) * (SELECT n FROM live)
+                 AND count(*) < (SELECT n FROM live)) AS allowed
+    FROM candidates
+),
+gone AS MATERIALIZED (
+    SELECT c.* FROM candidates c, guard g WHERE g.allowed
+),
+inserted AS (
+    INSERT INTO rules (account_id, prefix, path, state, open_version, permit_sub_rule, debug_urls,
+                       first_seen_at, changed_at, published_at)
+    SELECT :account_id, prefix, path, state, open_version, permit_sub_rule, debug_urls,
+           :observed_at, :observed_at,
+           CASE WHEN state = 2 THEN CAST(:observed_at AS timestamptz) END
+    FROM diff
+    WHERE is_new
+    RETURNING 1
+),
+updated AS (
+    UPDATE rules r
+    SET path = d.path, state = d.state, open_version = d.open_version,
+        permit_sub_rule = d.permit_sub_rule, debug_urls = d.debug_urls,
+        changed_at = :observed_at, deleted_at = NULL,
+        published_at = COALESCE(r.published_at,
+                                CASE WHEN d.state = 2 THEN CAST(:observed_at AS timestamptz) END)
+    FROM diff d
+    WHERE r.account_id = :account_id AND r.prefix = d.prefix AND (d.is_changed OR d.is_back)
+    RETURNING 1
+),
+marked_deleted AS (
+    UPDATE rules r
+    SET deleted_at = :observed_at
+    FROM gone g
+    WHERE r.account_id = :account_id AND r.prefix = g.prefix
+    RETURNING 1
+),
+state_changes AS (
+    INSERT INTO rule_state_changes (account_id, prefix, from_state, to_state, observed_at,
+                                    previous_seen_at, sync_run_id)
+    SELECT :account_id, d.prefix,
+           CASE WHEN d.is_new OR d.is_back THEN NULL ELSE d.old_state END,
+           d.state, :observed_at,
+           CASE WHEN d.is_new OR d.is_back THEN p.listed_at
+                ELSE GREATEST(d.old_changed_at, p.listed_at) END,
+           :run_id
+    FROM diff d, previous p
+    WHERE d.is_new OR d.is_back OR (d.is_changed AND d.old_state IS DISTINCT FROM d.state)
+    UNION ALL
+    SELECT :account_id, g.prefix, g.state, NULL, :observed_at,
+           GREATEST(g.changed_at, p.listed_at), :run_id
+    FROM gone g, previous p
+    RETURNING 1
+),
+closed_versions AS (
+    UPDATE rule_versions v
+    SET valid_to = :observed_at
+    WHERE v.account_id = :account_id AND v.valid_to IS NULL
+      AND v.prefix IN (SELECT prefix FROM diff WHERE is_changed OR is_back
+                       UNION ALL
+                       SELECT prefix FROM gone)
+    RETURNING 1
+),
+opened_versions AS (
+    INSERT INTO rule_versions (account_id, prefix, valid_from, path, state, open_version,
+                               permit_sub_rule, debug_urls, deleted, sync_run_id)
+    SELECT :account_id, prefix, :observed_at, path, state, open_version, permit_sub_rule,
+           debug_urls, false, :run_id
+    FROM diff
+    WHERE is_new OR is_changed OR is_back
+    UNION ALL
+    SELECT :account_id, prefix, :observed_at, path, state, open_version, permit_sub_rule,
+           debug_urls, true, :run_id
+    FROM gone
+    RETURNING 1
+),
+urls_changed AS (
+    SELECT prefix, debug_urls
+    FROM diff
+    WHERE is_new OR ((is_changed OR is_back) AND debug_urls IS DISTINCT FROM old_debug_urls)
+),
+removed_urls AS (
+    DELETE FROM rule_debug_urls u
+    USING urls_changed c
+    WHERE u.account_id = :account_id AND u.prefix = c.prefix
+      AND u.url <> ALL (COALESCE(c.debug_urls, CAST('{}' AS text[])))
+    RETURNING 1
+),
+added_urls AS (
+    INSERT INTO rule_debug_urls AS t (account_id, prefix, url, position)
+    SELECT :account_id, c.prefix, u.url, min(u.pos)
+    FROM urls_changed c
+    CROSS JOIN LATERAL unnest(c.debug_urls) WITH ORDINALITY AS u(url, pos)
+    GROUP BY c.prefix, u.url
+    ON CONFLICT (account_id, prefix, url) DO UPDATE
+    SET position = EXCLUDED.position
+    WHERE t.position IS DISTINCT FROM EXCLUDED.position
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM listing) AS rules_seen,
+       (SELECT count(*) FROM inserted) AS inserted,
+       (SELECT count(*) FROM updated) AS updated,
+       (SELECT count(*) FROM marked_deleted) AS deleted,
+       (SELECT count(*) FROM state_changes) AS state_changes,
+       (SELECT count(*) FROM closed_versions) + (SELECT count(*) FROM opened_versions)
+         + (SELECT count(*) FROM removed_urls) + (SELECT count(*) FROM added_urls)
+         AS history_rows,
+       (SELECT would_delete FROM guard) AS would_delete,
+       (SELECT live_rules FROM guard) AS live_rules,
+       (SELECT allowed FROM guard) AS deletions_allowed;
+
+-- name: finish_run --
+-- Record the listing's snapshot, forget its staged rows and close the run, in one statement.
+WITH snapshot AS (
+    INSERT INTO account_snapshots (account_id, sync_run_id, taken_at, qrcodejump_open,
+                                   qrcodejump_pub_quota, total_count, rule_count, complete)
+    VALUES (:account_id, :run_id, :observed_at, :qrcodejump_open, :qrcodejump_pub_quota,
+            :total_count, :rules_seen, :complete)
+),
+staged AS (
+    DELETE FROM staged_rules WHERE sync_run_id = :run_id
+)
+UPDATE sync_runs
+SET finished_at = clock_timestamp(), status = :status, api_calls = :api_calls, pages = :pages,
+    rules_seen = :rules_seen, inserted = :inserted, updated = :updated, unchanged = :unchanged,
+    deleted = :deleted, state_changes = :state_changes, total_count = :total_count,
+    message = :message
+WHERE id = :run_id;
+
+-- name: fail_run --
+-- Close a run as failed with its errcode and one-line error; its staged rows are forgotten.
+WITH staged AS (
+    DELETE FROM staged_rules WHERE sync_run_id = :run_id
+)
+UPDATE sync_runs
+SET finished_at = clock_timestamp(), status = 'failed', errcode = :errcode, error = :error,
+    api_calls = :api_calls, pages = :pages
+WHERE id = :run_id;
+
+-- name: token_lock --
+-- Serialise refreshes of one token across processes (transaction-level: PgBouncer-safe).
+SELECT pg_advisory_xact_lock(1903260012, hashtext(:key));
+
+-- name: token_get --
+-- A cached token that may still be reused (until shortly before it expires).
+SELECT access_token
+FROM tokens
+WHERE key = :key AND reuse_until > now();
+
+-- name: token_put --
+-- Store a freshly fetched token for every process to share, reused until :reuse_s from now.
+INSERT INTO tokens (key, access_token, expires_at, reuse_until, fetched_at)
+VALUES (:key, :access_token, now() + make_interval(secs => :expires_in),
+        now() + make_interval(secs => :reuse_s), now())
+ON CONFLICT (key) DO UPDATE
+SET access_token = EXCLUDED.access_token, expires_at = EXCLUDED.expires_at,
+    reuse_until = EXCLUDED.reuse_until, fetched_at = EXCLUDED.fetched_at;
+
+-- name: token_drop --
+-- Drop a cached token only if it is still the one that failed (another process may have
+-- stored a fresh one meanwhile).
+DELETE FROM tokens WHERE key = :key AND access_token = :access_token;
+
+-- name: refresh_token_get --
+-- The stored authorizer refresh token and the fingerprint of the config value it came from.
+SELECT refresh_token, seed_fingerprint
+FROM authorizer_refresh_tokens
+WHERE component_appid = :component_appid AND authorizer_appid = :authorizer_appid;
+
+-- name: refresh_token_put --
+-- Save an authorizer refresh token (committed at once: the old one dies within minutes).
+INSERT INTO authorizer_refresh_tokens (component_appid, authorizer_appid, refresh_token,
+                                       seed_fingerprint, updated_at)
+VALUES (:component_appid, :authorizer_appid, :refresh_token, :seed_fingerprint, now())
+ON CONFLICT (component_appid, authorizer_appid) DO UPDATE
+SET refresh_token = EXCLUDED.refresh_token, seed_fingerprint = EXCLUDED.seed_fingerprint,
+    updated_at = now();
+
+-- name: schema_revision --
+-- The Alembic revision of the schema, to refuse to run on an unmigrated database.
+SELECT version_num FROM alembic_version;
+
+-- name: report_rules_by_state --
+-- Live rules per account and state, with deleted ones, for `qrsync report`.
+SELECT a.name AS account, a.kind,
+       count(r.prefix) FILTER (WHERE r.deleted_at IS NULL AND r.state = 1) AS unpublished,
+       count(r.prefix) FILTER (WHERE r.deleted_at IS NULL AND r.state = 2) AS published,
+       count(r.prefix) FILTER (WHERE r.deleted_at IS NULL AND r.state NOT IN (1, 2)) AS other,
+       count(r.prefix) FILTER (WHERE r.deleted_at IS NOT NULL) AS deleted
+FROM accounts a
+LEFT JOIN rules r ON r.account_id = a.id
+WHERE (CAST(:account AS text) IS NULL OR a.name = :account)
+GROUP BY a.name, a.kind
+ORDER BY a.name;
+
+-- name: report_publications --
+-- The most recent publications since :since, with their wait.
+SELECT account, prefix, path, published_observed_at, wait, first_seen_published
+FROM publications
+WHERE published_observed_at >= :since
+  AND (CAST(:account AS text) IS NULL OR account = :account)
+ORDER BY published_observed_at DESC, account, prefix
+LIMIT :limit;
+
+-- name: report_deletions --
+-- The most recent deletions since :since.
+SELECT a.name AS account, c.prefix, c.from_state, c.observed_at, c.previous_seen_at
+FROM rule_state_changes c
+JOIN accounts a ON a.id = c.account_id
+WHERE c.to_state IS NULL AND c.observed_at >= :since
+  AND (CAST(:account AS text) IS NULL OR a.name = :account)
+ORDER BY c.observed_at DESC, a.name, c.prefix
+LIMIT :limit;
+
+-- name: report_quota --
+-- The latest publish quota and open flag per account, and the quota a week before.
+SELECT a.name AS account, s.qrcodejump_pub_quota, s.qrcodejump_open, s.taken_at,
+       w.qrcodejump_pub_quota AS quota_week_before
+FROM accounts a
+JOIN LATERAL (
+    SELECT * FROM account_snapshots x WHERE x.account_id = a.id
+    ORDER BY x.taken_at DESC LIMIT 1
+) s ON true
+LEFT JOIN LATERAL (
+    SELECT qrcodejump_pub_quota FROM account_snapshots y
+    WHERE y.account_id = a.id AND y.taken_at <= s.taken_at - interval '7 days'
+    ORDER BY y.taken_at DESC LIMIT 1
+) w ON true
+WHERE (CAST(:account AS text) IS NULL OR a.name = :account)
+ORDER BY a.name;
+
+-- name: sync_health --
+-- Sync health per account, failing and stale ones first, for `qrsync status`.
+SELECT account, enabled, last_status, last_run_at, last_success_at, success_age,
+       failure_streak, last_errcode, last_error
+FROM sync_health
+WHERE (CAST(:account AS text) IS NULL OR account = :account)
+ORDER BY failure_streak DESC, last_success_at ASC NULLS FIRST, account;

@@ -1,0 +1,203 @@
+"""The one definition of qrsync's tables (SQLAlchemy Core), used by Alembic as target_metadata.
+
+Tables carry no schema name: every connection's ``search_path`` is set to ``database.schema``
+(see :mod:`qrsync.store.engine`), so one definition serves any schema. A test checks that
+migrating from empty gives exactly this metadata.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+
+metadata = MetaData()
+
+TS = DateTime(timezone=True)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("appid", Text, nullable=False),
+    Column("miniprogram_appid", Text),
+    Column("token_source", Text, nullable=False),
+    Column("schedule", Text),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("in_config", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", TS, nullable=False, server_default=text("now()")),
+    Column("updated_at", TS, nullable=False, server_default=text("now()")),
+    UniqueConstraint("name", name="accounts_name_key"),
+    CheckConstraint("kind IN ('miniprogram', 'service_account')", name="accounts_kind_check"),
+)
+
+sync_runs = Table(
+    "sync_runs",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("trigger", Text, nullable=False),
+    Column("scheduled_for", TS),
+    Column("replica", Text),
+    Column("started_at", TS, nullable=False, server_default=text("now()")),
+    Column("finished_at", TS),
+    Column("status", Text, nullable=False, server_default=text("'running'")),
+    Column("api_calls", Integer, nullable=False, server_default=text("0")),
+    Column("pages", Integer, nullable=False, server_default=text("0")),
+    Column("rules_seen", Integer, nullable=False, server_default=text("0")),
+    Column("inserted", Integer, nullable=False, server_default=text("0")),
+    Column("updated", Integer, nullable=False, server_default=text("0")),
+    Column("unchanged", Integer, nullable=False, server_default=text("0")),
+    Column("deleted", Integer, nullable=False, server_default=text("0")),
+    Column("state_changes", Integer, nullable=False, server_default=text("0")),
+    Column("total_count", Integer),
+    Column("errcode", Integer),
+    Column("error", Text),
+    Column("message", Text),
+    CheckConstraint(
+        "status IN ('running', 'succeeded', 'partial', 'failed')", name="sync_runs_status_check"
+    ),
+    Index("sync_runs_account_started_idx", "account_id", "started_at"),
+    Index(
+        "sync_runs_running_idx",
+        "account_id",
+        postgresql_where=text("status = 'running'"),
+    ),
+)
+
+rules = Table(
+    "rules",
+    metadata,
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("prefix", Text, nullable=False),
+    Column("path", Text),
+    Column("state", SmallInteger),
+    Column("open_version", SmallInteger),
+    Column("permit_sub_rule", SmallInteger),
+    Column("debug_urls", ARRAY(Text)),
+    Column("first_seen_at", TS, nullable=False),
+    Column("changed_at", TS, nullable=False),
+    Column("published_at", TS),
+    Column("deleted_at", TS),
+    PrimaryKeyConstraint("account_id", "prefix", name="rules_pkey"),
+)
+
+rule_debug_urls = Table(
+    "rule_debug_urls",
+    metadata,
+    Column("account_id", BigInteger, nullable=False),
+    Column("prefix", Text, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("position", Integer, nullable=False),
+    PrimaryKeyConstraint("account_id", "prefix", "url", name="rule_debug_urls_pkey"),
+)
+
+rule_state_changes = Table(
+    "rule_state_changes",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("prefix", Text, nullable=False),
+    Column("from_state", SmallInteger),
+    Column("to_state", SmallInteger),
+    Column("observed_at", TS, nullable=False),
+    Column("previous_seen_at", TS),
+    Column("sync_run_id", BigInteger, ForeignKey("sync_runs.id"), nullable=False),
+    Index("rule_state_changes_account_observed_idx", "account_id", "observed_at"),
+    Index("rule_state_changes_account_prefix_idx", "account_id", "prefix"),
+)
+
+rule_versions = Table(
+    "rule_versions",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("prefix", Text, nullable=False),
+    Column("valid_from", TS, nullable=False),
+    Column("valid_to", TS),
+    Column("path", Text),
+    Column("state", SmallInteger),
+    Column("open_version", SmallInteger),
+    Column("permit_sub_rule", SmallInteger),
+    Column("debug_urls", ARRAY(Text)),
+    Column("deleted", Boolean, nullable=False, server_default=text("false")),
+    Column("sync_run_id", BigInteger, ForeignKey("sync_runs.id"), nullable=False),
+    Index(
+        "rule_versions_current_idx",
+        "account_id",
+        "prefix",
+        postgresql_where=text("valid_to IS NULL"),
+    ),
+    Index("rule_versions_account_prefix_from_idx", "account_id", "prefix", "valid_from"),
+)
+
+account_snapshots = Table(
+    "account_snapshots",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("sync_run_id", BigInteger, ForeignKey("sync_runs.id"), nullable=False),
+    Column("taken_at", TS, nullable=False),
+    Column("qrcodejump_open", SmallInteger),
+    Column("qrcodejump_pub_quota", Integer),
+    Column("total_count", Integer),
+    Column("rule_count", Integer, nullable=False),
+    Column("complete", Boolean, nullable=False),
+    Index("account_snapshots_account_taken_idx", "account_id", "taken_at"),
+)
+
+staged_rules = Table(
+    "staged_rules",
+    metadata,
+    Column("sync_run_id", BigInteger, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("prefix", Text, nullable=False),
+    Column("path", Text),
+    Column("state", SmallInteger),
+    Column("open_version", SmallInteger),
+    Column("permit_sub_rule", SmallInteger),
+    Column("debug_urls", ARRAY(Text)),
+    Index("staged_rules_run_prefix_idx", "sync_run_id", "prefix"),
+    prefixes=["UNLOGGED"],
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("access_token", Text, nullable=False),
+    Column("expires_at", TS, nullable=False),
+    Column("reuse_until", TS, nullable=False),
+    Column("fetched_at", TS, nullable=False, server_default=text("now()")),
+)
+
+authorizer_refresh_tokens = Table(
+    "authorizer_refresh_tokens",
+    metadata,
+    Column("component_appid", Text, nullable=False),
+    Column("authorizer_appid", Text, nullable=False),
+    Column("refresh_token", Text, nullable=False),
+    Column("seed_fingerprint", Text, nullable=False),
+    Column("updated_at", TS, nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint(
+        "component_appid", "authorizer_appid", name="authorizer_refresh_tokens_pkey"
+    ),
+)

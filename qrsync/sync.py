@@ -1,0 +1,344 @@
+"""Sync one account end to end, or many with bounded concurrency.
+
+The stages (STYLE.md): listing (pages from the API, :mod:`qrsync.wechat.listing`) -> staging
+(COPY, :class:`qrsync.store.runs.RunStore`) -> merge (one transaction). A failure anywhere before
+the merge leaves every rule as it was and closes the run as failed (SPEC behaviour 3). The daemon
+calls :meth:`Syncer.sync_account` too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from qrsync.config import AccountConfig, Config
+from qrsync.errors import AccountError, DatabaseError
+from qrsync.masking import mask
+from qrsync.store.runs import RunOutcome, RunStore, database_error
+from qrsync.store.tokens import PgTokenCache
+from qrsync.wechat.client import ApiCaller, CallCounter, Observer, WeChatClient
+from qrsync.wechat.listing import (
+    ListingTally,
+    Page,
+    judge_listing,
+    miniprogram_listing,
+    prefix_listing,
+    service_account_listing,
+)
+from qrsync.wechat.tokens import TokenProviders
+
+logger = logging.getLogger("qrsync.sync")
+
+LISTING_ATTEMPTS = 3
+"""A paged listing that is not consistent is tried again, twice (SPEC behaviour 2)."""
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How one account's run ended, for the CLI summary, --json and the daemon."""
+
+    account: str
+    run_id: int | None
+    status: str
+    api_calls: int = 0
+    pages: int = 0
+    rules_seen: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    state_changes: int = 0
+    total_count: int | None = None
+    qrcodejump_pub_quota: int | None = None
+    errcode: int | None = None
+    error: str | None = None
+    message: str | None = None
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("succeeded", "partial")
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """What to do for one account: which one, why, and the options of this run."""
+
+    account: AccountConfig
+    account_id: int
+    trigger: str = "cli"
+    scheduled_for: datetime | None = None
+    replica: str | None = None
+    prefixes: tuple[str, ...] = ()
+    allow_mass_delete: bool = False
+
+
+class Syncer:
+    """Everything a run needs, built once per process and shared by its threads."""
+
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        *,
+        client: WeChatClient | None = None,
+        clock: Clock = utc_now,
+        observer: Observer | None = None,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.client = client or WeChatClient(config.api, pool_size=config.sync.concurrency * 2)
+        self.runs = RunStore(engine)
+        self.tokens = TokenProviders(self.client, PgTokenCache(engine), config.component)
+        self.clock = clock
+        self.observer = observer
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- many accounts ------------------------------------------------------------------------
+
+    def sync_many(
+        self,
+        requests: Sequence[SyncRequest],
+        *,
+        on_start: Callable[[SyncRequest], None] | None = None,
+        on_finish: Callable[[RunResult], None] | None = None,
+    ) -> list[RunResult]:
+        """Sync the accounts ``sync.concurrency`` at a time; results in the order given."""
+
+        def one(request: SyncRequest) -> RunResult:
+            if on_start is not None:
+                on_start(request)
+            result = self.sync_account(request)
+            if on_finish is not None:
+                on_finish(result)
+            return result
+
+        workers = max(1, min(self.config.sync.concurrency, len(requests)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qrsync-sync") as pool:
+            return list(pool.map(one, requests))
+
+    # --- one account --------------------------------------------------------------------------
+
+    def sync_account(self, request: SyncRequest) -> RunResult:
+        """List one account's rules and apply them; never raises for the account's own
+        failures (they are recorded on the run), only when the database itself fails."""
+        account = request.account
+        started = time.monotonic()
+        log_extra = {"account": account.name}
+        try:
+            run_id = self.runs.start_run(
+                request.account_id,
+                trigger=request.trigger,
+                scheduled_for=request.scheduled_for,
+                replica=request.replica,
+            )
+        except SQLAlchemyError as exc:
+            error = database_error(exc)
+            return RunResult(
+                account.name, None, "failed", error=f"account '{account.name}': {error}"
+            )
+        log_extra["run_id"] = str(run_id)
+        logger.info(
+            "account '%s': run %d started",
+            account.name,
+            run_id,
+            extra={"action": "run_started", **log_extra},
+        )
+        counter = CallCounter(self.observer)
+        tally = ListingTally()
+        try:
+            result = self._run(request, run_id, counter, tally)
+        except (AccountError, DatabaseError, SQLAlchemyError) as exc:
+            if isinstance(exc, SQLAlchemyError):
+                exc = database_error(exc)
+            errcode = exc.errcode if isinstance(exc, AccountError) else None
+            message = str(exc)
+            if not message.startswith(f"account '{account.name}'"):
+                message = f"account '{account.name}': {message}"
+            message = mask(message)
+            try:
+                self.runs.fail_run(
+                    run_id,
+                    errcode=errcode,
+                    error=message,
+                    api_calls=counter.calls,
+                    pages=tally.pages,
+                )
+            except SQLAlchemyError as db_exc:
+                message += f" (and the run could not be recorded: {database_error(db_exc)})"
+            logger.warning("%s", message, extra={"action": "run_failed", **log_extra})
+            return RunResult(
+                account.name,
+                run_id,
+                "failed",
+                api_calls=counter.calls,
+                pages=tally.pages,
+                errcode=errcode,
+                error=message,
+                duration_s=time.monotonic() - started,
+            )
+        result = replace(result, duration_s=time.monotonic() - started)
+        logger.info(
+            "account '%s': run %d %s: %d rules, %d new, %d changed, %d deleted",
+            account.name,
+            run_id,
+            result.status,
+            result.rules_seen,
+            result.inserted,
+            result.updated,
+            result.deleted,
+            extra={"action": "run_finished", **log_extra},
+        )
+        return result
+
+    def _run(
+        self, request: SyncRequest, run_id: int, counter: CallCounter, tally: ListingTally
+    ) -> RunResult:
+        account = request.account
+        api = ApiCaller(
+            client=self.client,
+            tokens=self.tokens.for_account(account),
+            account=account.name,
+            caller=account.appid,
+            counter=counter,
+        )
+        notes: list[str] = []
+        complete = True
+        status = "succeeded"
+        if request.prefixes:
+            complete = False
+            self._stage(run_id, self._prefix_pages(api, account, request.prefixes, tally))
+            seen = self.runs.count_staged(run_id)
+            missing = len(set(request.prefixes)) - seen
+            notes.append(f"refreshed {seen} of {len(set(request.prefixes))} prefixes (get_type 1)")
+            if missing > 0:
+                notes.append(f"{missing} not found (nothing deleted)")
+        elif account.kind == "miniprogram":
+            self._stage(run_id, miniprogram_listing(api, tally))
+            page = tally.last
+            listed = page.rules if page else ()
+            distinct = len({r.prefix for r in listed})
+            total = page.total_count if page else None
+            if total is not None and total != distinct:
+                notes.append(
+                    f"mini-program listing holds {distinct} rules but its total_count says "
+                    f"{total} (WeChat's own example does this); applied as listed"
+                )
+        else:
+            assert account.miniprogram_appid is not None
+            problems: list[str] = []
+            for attempt in range(1, LISTING_ATTEMPTS + 1):
+                if attempt > 1:
+                    tally.restart()
+                    self.runs.clear_staged(run_id)
+                self._stage(
+                    run_id,
+                    service_account_listing(
+                        api, account.miniprogram_appid, self.config.sync.page_size, tally
+                    ),
+                )
+                problems = judge_listing(tally, self.runs.count_staged(run_id))
+                if not problems:
+                    break
+                logger.warning(
+                    "account '%s': listing %d of %d not consistent: %s",
+                    account.name,
+                    attempt,
+                    LISTING_ATTEMPTS,
+                    "; ".join(problems),
+                    extra={
+                        "action": "listing_inconsistent",
+                        "account": account.name,
+                        "run_id": str(run_id),
+                    },
+                )
+            if problems:
+                complete = False
+                status = "partial"
+                notes.append(
+                    f"listing not consistent after {LISTING_ATTEMPTS} attempts ("
+                    + "; ".join(problems)
+                    + "): applied what was seen, deleted nothing"
+                )
+        last = tally.last
+        outcome = RunOutcome(
+            status=status,
+            api_calls=counter.calls,
+            pages=tally.pages,
+            total_count=last.total_count if last else None,
+            qrcodejump_open=last.qrcodejump_open if last else None,
+            qrcodejump_pub_quota=last.qrcodejump_pub_quota if last else None,
+            complete=complete,
+            message="; ".join(notes) or None,
+        )
+        counts, outcome = self.runs.apply_listing(
+            run_id=run_id,
+            account_id=request.account_id,
+            observed_at=self.clock(),
+            complete=complete,
+            allow_mass_delete=request.allow_mass_delete,
+            max_delete_fraction=self.config.sync.max_delete_fraction,
+            outcome=outcome,
+        )
+        return RunResult(
+            account=account.name,
+            run_id=run_id,
+            status=outcome.status,
+            api_calls=outcome.api_calls,
+            pages=outcome.pages,
+            rules_seen=counts.rules_seen,
+            inserted=counts.inserted,
+            updated=counts.updated,
+            unchanged=counts.unchanged,
+            deleted=counts.deleted,
+            state_changes=counts.state_changes,
+            total_count=outcome.total_count,
+            qrcodejump_pub_quota=outcome.qrcodejump_pub_quota,
+            message=outcome.message,
+        )
+
+    def _prefix_pages(
+        self,
+        api: ApiCaller,
+        account: AccountConfig,
+        prefixes: Sequence[str],
+        tally: ListingTally,
+    ) -> Iterator[Page]:
+        """Service accounts: get_type 1. Mini programs: their one listing call, filtered, since
+        the ordinary-QR mode has no documented per-prefix form."""
+        wanted = list(dict.fromkeys(prefixes))
+        if account.kind == "service_account":
+            assert account.miniprogram_appid is not None
+            yield from prefix_listing(api, account.miniprogram_appid, wanted, tally)
+            return
+        keep = set(wanted)
+        for page in miniprogram_listing(api, tally):
+            yield Page(
+                page_num=page.page_num,
+                rules=tuple(r for r in page.rules if r.prefix in keep),
+                total_count=page.total_count,
+                list_size=page.list_size,
+                qrcodejump_open=page.qrcodejump_open,
+                qrcodejump_pub_quota=page.qrcodejump_pub_quota,
+            )
+
+    def _stage(self, run_id: int, pages: Iterator[Page]) -> None:
+        """COPY each page into staging as it arrives (memory: one page at a time)."""
+        seq = 0
+        for page in pages:
+            seq = self.runs.stage_page(run_id, page, seq)

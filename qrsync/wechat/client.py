@@ -1,0 +1,293 @@
+"""The one HTTP edge to WeChat: pooled session, per-account rate limit, retries, errcode mapping.
+
+Only this module sees ``requests``' exceptions; they leave it as :mod:`qrsync.errors` types with
+every token and secret masked. Retry policy (SPEC behaviour 5): -1, 886001, HTTP 5xx, timeouts
+and resets are retried with exponential backoff and jitter up to ``api.max_retries``; 44990 is
+backed off for at least the 1-second window and retried; token errors are left to the caller,
+which fetches a fresh token and retries once (:meth:`ApiCaller.call`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import requests
+from pyrate_limiter import Duration, InMemoryBucket, Limiter, Rate
+from requests.adapters import HTTPAdapter
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from qrsync.config import ApiConfig
+from qrsync.errors import (
+    AccountError,
+    MalformedResponse,
+    RateLimited,
+    TokenRejected,
+    TransportError,
+)
+from qrsync.masking import mask
+from qrsync.wechat.errcodes import api_error
+
+logger = logging.getLogger("qrsync.wechat")
+
+Observer = Callable[[str, int | None], None]
+"""Told of every HTTP attempt: (endpoint, errcode or None for a transport failure)."""
+
+USER_AGENT = "qrsync (+https://github.com/qrsync/qrsync)"
+RATE_LIMIT_WINDOW_S = 1.0
+
+
+def _retryable(exc: BaseException) -> bool:
+    return bool(getattr(exc, "retryable", False))
+
+
+class WeChatClient:
+    """Sends requests to the WeChat API (or a simulator at ``api.base_url``) for every account.
+
+    One instance per process: it owns the connection pool and the per-caller rate limiters, so
+    that threads syncing accounts that share an AppID also share its 5 requests a second.
+    """
+
+    def __init__(
+        self,
+        api: ApiConfig,
+        *,
+        pool_size: int = 10,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.api = api
+        self.base_url = api.base_url.rstrip("/")
+        self._sleep = sleep
+        self._session = session or requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 4), max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers["User-Agent"] = USER_AGENT
+        self._limiters: dict[str, Limiter] = {}
+        self._limiters_lock = threading.Lock()
+
+    def close(self) -> None:
+        self._session.close()
+
+    # --- rate limit ---------------------------------------------------------------------------
+
+    def _limiter(self, caller: str) -> Limiter:
+        with self._limiters_lock:
+            limiter = self._limiters.get(caller)
+            if limiter is None:
+                rps = self.api.requests_per_second
+                if rps >= 1:
+                    rate = Rate(int(rps), Duration.SECOND)
+                else:
+                    rate = Rate(1, int(1000 / rps))
+                limiter = Limiter(InMemoryBucket([rate]), buffer_ms=50)
+                self._limiters[caller] = limiter
+            return limiter
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        url_or_path: str,
+        *,
+        endpoint: str,
+        account: str | None,
+        caller: str | None,
+        params: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        observer: Observer | None = None,
+        wechat: bool = True,
+    ) -> dict[str, Any]:
+        """Send one logical request, retrying transient failures; return the JSON object.
+
+        ``caller`` is the AppID whose rate limit the request counts against (None: no limit,
+        e.g. a company's own token service). ``wechat`` False skips errcode handling.
+        """
+        url = url_or_path if "://" in url_or_path else self.base_url + url_or_path
+
+        def attempt() -> dict[str, Any]:
+            if caller is not None:
+                self._limiter(caller).try_acquire(caller, blocking=True)
+            try:
+                payload = self._send(method, url, endpoint, account, params, body, headers)
+                errcode = payload.get("errcode", 0) if wechat else 0
+                if isinstance(errcode, bool) or not isinstance(errcode, int):
+                    raise MalformedResponse(
+                        f"{endpoint} answered a non-numeric errcode {errcode!r}", account=account
+                    )
+                if errcode != 0:
+                    errmsg = payload.get("errmsg")
+                    raise api_error(
+                        errcode,
+                        errmsg if isinstance(errmsg, str) else "",
+                        endpoint=endpoint,
+                        account=account,
+                    )
+            except AccountError as exc:
+                if observer is not None:
+                    observer(endpoint, exc.errcode)
+                raise
+            if observer is not None:
+                observer(endpoint, 0)
+            return payload
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.api.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception(_retryable),
+            sleep=self._sleep,
+            reraise=True,
+            before_sleep=self._log_retry,
+        )
+        result: dict[str, Any] = retrying(attempt)
+        return result
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Exponential backoff with full jitter; a 44990 waits out the 1-second window first."""
+        base = self.api.retry_backoff_s * (2 ** (state.attempt_number - 1))
+        delay: float = min(base, 30.0) * (0.5 + random.random() / 2)
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RateLimited):
+            delay = max(delay, RATE_LIMIT_WINDOW_S + random.random() * 0.25)
+        return delay
+
+    @staticmethod
+    def _log_retry(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        logger.warning(
+            "attempt %d failed, retrying: %s",
+            state.attempt_number,
+            exc,
+            extra={"action": "api_retry", "attempt": state.attempt_number},
+        )
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        endpoint: str,
+        account: str | None,
+        params: dict[str, str] | None,
+        body: dict[str, Any] | None,
+        headers: dict[str, str] | None,
+    ) -> dict[str, Any]:
+        timeout = self.api.timeout_s
+        try:
+            response = self._session.request(
+                method, url, params=params, json=body, headers=headers, timeout=timeout
+            )
+        except requests.Timeout:
+            raise TransportError(
+                f"{endpoint} timed out after {timeout:g} s", account=account
+            ) from None
+        except requests.ConnectionError as exc:
+            raise TransportError(
+                f"{endpoint}: connection failed ({_reason(exc)})", account=account
+            ) from None
+        except requests.RequestException as exc:
+            raise TransportError(
+                f"{endpoint}: request failed ({_reason(exc)})", account=account, retryable=False
+            ) from None
+        status = response.status_code
+        if status != 200:
+            retryable = status >= 500 or status == 429
+            raise TransportError(
+                f"{endpoint} answered HTTP {status}"
+                + ("" if retryable else f": {_snippet(response.text)}"),
+                account=account,
+                retryable=retryable,
+            )
+        try:
+            payload = response.json()
+        except ValueError:
+            raise MalformedResponse(
+                f"{endpoint} answered something that is not JSON: {_snippet(response.text)}",
+                account=account,
+            ) from None
+        if not isinstance(payload, dict):
+            raise MalformedResponse(
+                f"{endpoint} answered JSON that is not an object: {_snippet(response.text)}",
+                account=account,
+            )
+        return payload
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc.args[0]) if exc.args else exc.__class__.__name__
+    return mask(_snippet(text, 160))
+
+
+def _snippet(text: str, limit: int = 80) -> str:
+    flat = " ".join(text.split())
+    return mask(flat if len(flat) <= limit else flat[: limit - 1] + "…")
+
+
+class TokenProvider(Protocol):
+    """Gives the access token of one caller AppID; see :mod:`qrsync.wechat.tokens`."""
+
+    def get(self) -> str: ...
+
+    def refresh(self, failed: str) -> str: ...
+
+
+@dataclass
+class CallCounter:
+    """Counts the HTTP attempts of one run (for ``sync_runs.api_calls``) and passes them on."""
+
+    downstream: Observer | None = None
+    calls: int = 0
+    by_errcode: dict[int | None, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __call__(self, endpoint: str, errcode: int | None) -> None:
+        with self._lock:
+            self.calls += 1
+            self.by_errcode[errcode] = self.by_errcode.get(errcode, 0) + 1
+        if self.downstream is not None:
+            self.downstream(endpoint, errcode)
+
+
+@dataclass
+class ApiCaller:
+    """Calls WeChat endpoints as one account: its token, its caller AppID, its run's counter."""
+
+    client: WeChatClient
+    tokens: TokenProvider
+    account: str
+    caller: str
+    counter: CallCounter = field(default_factory=CallCounter)
+
+    def call(self, path: str, body: dict[str, Any], *, endpoint: str) -> dict[str, Any]:
+        """POST ``body`` to ``path``; on 40001/40014/42001 fetch a fresh token and retry once."""
+        token = self.tokens.get()
+        try:
+            return self._post(path, body, endpoint, token)
+        except TokenRejected as exc:
+            logger.info(
+                "account '%s': token rejected (%s), fetching a fresh one",
+                self.account,
+                exc.errcode,
+                extra={"action": "token_rejected", "account": self.account},
+            )
+            fresh = self.tokens.refresh(token)
+            return self._post(path, body, endpoint, fresh)
+
+    def _post(self, path: str, body: dict[str, Any], endpoint: str, token: str) -> dict[str, Any]:
+        return self.client.request(
+            "POST",
+            path,
+            endpoint=endpoint,
+            account=self.account,
+            caller=self.caller,
+            params={"access_token": token},
+            body=body,
+            observer=self.counter,
+        )

@@ -1,0 +1,222 @@
+"""The pager: read an account's rules from qrcodejumpget, page by page, validated.
+
+Mini-program mode ("scan an ordinary QR code") is one call with body ``{}`` whose answer is the
+whole listing. Service-account mode pages with ``get_type = 2`` from ``page_num = 1`` until every
+rule is seen; ``get_type = 1`` refreshes named prefixes in batches of 200 (REFERENCE.md). Pages
+are yielded one at a time so that nothing holds a whole listing in memory; whether a listing was
+consistent is judged by :func:`judge_listing` from what the pages said.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from qrsync.errors import MalformedResponse
+from qrsync.wechat.client import ApiCaller
+
+ENDPOINT = "qrcodejumpget"
+PATH = "/cgi-bin/wxopen/qrcodejumpget"
+MAX_PREFIXES_PER_CALL = 200
+EXTRA_PAGES = 2
+"""Pages the pager may read past what total_count announced (rules added while it pages)."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule exactly as WeChat listed it (quirks kept: nothing is trimmed or fixed)."""
+
+    prefix: str
+    path: str | None
+    state: int
+    open_version: int | None = None
+    permit_sub_rule: int | None = None
+    debug_urls: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One answer of qrcodejumpget."""
+
+    page_num: int
+    rules: tuple[Rule, ...]
+    total_count: int | None
+    list_size: int | None
+    qrcodejump_open: int | None
+    qrcodejump_pub_quota: int | None
+
+
+@dataclass
+class ListingTally:
+    """What the pages of a listing said, gathered as they pass (no rules kept).
+
+    ``pages`` counts every page of the run, across listing attempts; the other fields describe
+    the current attempt and are cleared by :meth:`restart`.
+    """
+
+    pages: int = 0
+    total_counts: list[int | None] = field(default_factory=list)
+    ended: bool = True
+    last: Page | None = None
+
+    def add(self, page: Page) -> None:
+        self.pages += 1
+        self.total_counts.append(page.total_count)
+        self.last = page
+
+    def restart(self) -> None:
+        self.total_counts = []
+        self.ended = True
+        self.last = None
+
+
+def judge_listing(tally: ListingTally, distinct_prefixes: int) -> list[str]:
+    """Why a paged listing is not complete and consistent (SPEC behaviour 2); empty if it is."""
+    problems: list[str] = []
+    counts = set(tally.total_counts)
+    if not tally.ended:
+        problems.append("the pager did not reach the end of the listing")
+    if len(counts) > 1:
+        shown = ", ".join(str(c) for c in sorted(c for c in counts if c is not None))
+        problems.append(f"total_count changed between pages ({shown})")
+    elif counts and distinct_prefixes != next(iter(counts)):
+        problems.append(
+            f"{distinct_prefixes} distinct rules seen but total_count is {next(iter(counts))}"
+        )
+    return problems
+
+
+def miniprogram_listing(api: ApiCaller, tally: ListingTally) -> Iterator[Page]:
+    """The one call of mini-program mode: body ``{}``, the whole listing in one answer."""
+    page = parse_page(api.call(PATH, {}, endpoint=ENDPOINT), page_num=1, account=api.account)
+    tally.add(page)
+    yield page
+
+
+def service_account_listing(
+    api: ApiCaller, miniprogram_appid: str, page_size: int, tally: ListingTally
+) -> Iterator[Page]:
+    """Pages of get_type 2 until a short page, or total_count is reached.
+
+    The loop is bounded: it stops ``EXTRA_PAGES`` pages past the largest total_count announced
+    and then reports the listing as not ended (``tally.ended = False``).
+    """
+    page_num = 1
+    largest_total = 0
+    while True:
+        body = {
+            "appid": miniprogram_appid,
+            "get_type": 2,
+            "page_num": page_num,
+            "page_size": page_size,
+        }
+        page = parse_page(api.call(PATH, body, endpoint=ENDPOINT), page_num, api.account)
+        if page.total_count is None:
+            raise MalformedResponse(
+                f"qrcodejumpget page {page_num} has no total_count", account=api.account
+            )
+        tally.add(page)
+        yield page
+        largest_total = max(largest_total, page.total_count)
+        if len(page.rules) < page_size or page_num * page_size >= page.total_count:
+            return
+        if page_num >= math.ceil(largest_total / page_size) + EXTRA_PAGES:
+            tally.ended = False
+            return
+        page_num += 1
+
+
+def prefix_listing(
+    api: ApiCaller, miniprogram_appid: str, prefixes: Sequence[str], tally: ListingTally
+) -> Iterator[Page]:
+    """get_type 1 in batches of at most 200 prefixes."""
+    for start in range(0, len(prefixes), MAX_PREFIXES_PER_CALL):
+        batch = list(prefixes[start : start + MAX_PREFIXES_PER_CALL])
+        body = {"appid": miniprogram_appid, "get_type": 1, "prefix_list": batch}
+        page_num = start // MAX_PREFIXES_PER_CALL + 1
+        page = parse_page(api.call(PATH, body, endpoint=ENDPOINT), page_num, api.account)
+        tally.add(page)
+        yield page
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+def parse_page(payload: dict[str, Any], page_num: int, account: str) -> Page:
+    """Check an answer's shape and turn it into a :class:`Page`; anything off is malformed."""
+
+    def bad(problem: str) -> MalformedResponse:
+        return MalformedResponse(f"qrcodejumpget page {page_num}: {problem}", account=account)
+
+    rule_list = payload.get("rule_list")
+    if rule_list is None:
+        # An empty listing may come without rule_list; anything else must carry it.
+        if payload.get("total_count") == 0 or payload.get("list_size") == 0:
+            rule_list = []
+        else:
+            raise bad("the answer has no rule_list")
+    if not isinstance(rule_list, list):
+        raise bad(f"rule_list is {type(rule_list).__name__}, not a list")
+    rules = tuple(_parse_rule(item, index, bad) for index, item in enumerate(rule_list))
+    return Page(
+        page_num=page_num,
+        rules=rules,
+        total_count=_optional_int(payload, "total_count", bad),
+        list_size=_optional_int(payload, "list_size", bad),
+        qrcodejump_open=_optional_int(payload, "qrcodejump_open", bad),
+        qrcodejump_pub_quota=_optional_int(payload, "qrcodejump_pub_quota", bad),
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_small_int(value: object) -> bool:
+    """Rule fields are small enums (1/2/3); anything outside smallint is not a rule field."""
+    return _is_int(value) and -32768 <= value <= 32767  # type: ignore[operator]
+
+
+def _optional_int(payload: dict[str, Any], key: str, bad: Any) -> int | None:
+    value = payload.get(key)
+    if value is None:
+        return None
+    if not _is_int(value):
+        raise bad(f"{key} is {value!r}, not a whole number")
+    return int(value)
+
+
+def _parse_rule(item: object, index: int, bad: Any) -> Rule:
+    if not isinstance(item, dict):
+        raise bad(f"rule {index} is {type(item).__name__}, not an object")
+    prefix = item.get("prefix")
+    if not isinstance(prefix, str) or not prefix:
+        raise bad(f"rule {index} has no prefix")
+    state = item.get("state")
+    if not _is_small_int(state):
+        raise bad(f"rule {prefix!r} has state {state!r}, not a whole number")
+    path = item.get("path")
+    if path is not None and not isinstance(path, str):
+        raise bad(f"rule {prefix!r} has path {path!r}, not a string")
+    numbers: dict[str, int | None] = {}
+    for key in ("open_version", "permit_sub_rule"):
+        value = item.get(key)
+        if value is not None and not _is_small_int(value):
+            raise bad(f"rule {prefix!r} has {key} {value!r}, not a whole number")
+        numbers[key] = value
+    debug = item.get("debug_url")
+    debug_urls: tuple[str, ...] | None = None
+    if debug is not None:
+        if not isinstance(debug, list) or not all(isinstance(u, str) for u in debug):
+            raise bad(f"rule {prefix!r} has a debug_url that is not a list of strings")
+        debug_urls = tuple(debug)
+    return Rule(
+        prefix=prefix,
+        path=path,
+        state=int(state),  # type: ignore[arg-type]
+        open_version=numbers["open_version"],
+        permit_sub_rule=numbers["permit_sub_rule"],
+        debug_urls=debug_urls,
+    )

@@ -1,0 +1,373 @@
+"""Access tokens from the four sources (SPEC "Configuration", REFERENCE.md "Tokens").
+
+- ``stable_token``: the account's AppID and secret, ``POST /cgi-bin/stable_token`` (preferred:
+  other programs using the same AppID keep their token).
+- ``central``: a company's token service (中控) answering ``{"access_token", "expires_in"?}``.
+- ``static``: a token handed in through the environment or a file, used as it is.
+- ``component``: a third-party platform: verify ticket -> component_access_token ->
+  authorizer_access_token through the authorizer refresh token, which WeChat may rotate; a
+  rotated refresh token is saved (and committed) before the new access token is used.
+
+Tokens are cached in the database through a :class:`TokenCache` (see qrsync.store.tokens) that
+refreshes under a PostgreSQL lock, so N processes refreshing at once call WeChat once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from qrsync.config import AccountConfig, ComponentConfig, SecretRef, TokenConfig
+from qrsync.errors import AccountError, TokenError, TokenRejected
+from qrsync.masking import register_secret
+from qrsync.wechat.client import WeChatClient
+
+logger = logging.getLogger("qrsync.tokens")
+
+REUSE_MARGIN_S = 300
+"""Tokens are reused until 5 minutes before they expire (REFERENCE.md: WeChat renews then)."""
+CENTRAL_DEFAULT_EXPIRES_S = 900
+"""A central service that does not say ``expires_in`` is asked again after 10 minutes."""
+
+
+@dataclass(frozen=True)
+class FetchedToken:
+    access_token: str
+    expires_in: int
+
+
+class TokenCache(Protocol):
+    """Where tokens are shared between threads and processes (implemented in qrsync.store)."""
+
+    def get(self, key: str) -> str | None:
+        """A cached token that may still be reused, or None."""
+
+    def refresh(
+        self, key: str, fetch: Callable[[str | None], FetchedToken], failed: str | None
+    ) -> str:
+        """Under a lock: return the cached token unless missing, stale or ``failed``; else call
+        ``fetch(failed)``, store its token (replacing the old one) and return it."""
+
+    def load_refresh_token(
+        self, component_appid: str, authorizer_appid: str
+    ) -> tuple[str, str] | None:
+        """The stored authorizer refresh token and the fingerprint of the seed it came from."""
+
+    def save_refresh_token(
+        self, component_appid: str, authorizer_appid: str, refresh_token: str, seed_fingerprint: str
+    ) -> None:
+        """Save (and commit at once) an authorizer refresh token."""
+
+
+def reuse_seconds(expires_in: int) -> int:
+    """How long a token is reused: until 5 minutes before expiry (half its life if shorter)."""
+    return max(expires_in - min(REUSE_MARGIN_S, expires_in // 2), 0)
+
+
+def _read(ref: SecretRef, what: str, account: str) -> str:
+    try:
+        return ref.read()
+    except LookupError as exc:
+        raise TokenError(f"cannot read the {what} ({exc})", account=account) from None
+
+
+def _expires_in(payload: dict[str, Any], endpoint: str, account: str, default: int) -> int:
+    value = payload.get("expires_in", default)
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise TokenError(f"{endpoint} answered an invalid expires_in {value!r}", account=account)
+    return value
+
+
+def _token_field(payload: dict[str, Any], name: str, endpoint: str, account: str) -> str:
+    value = payload.get(name)
+    if not isinstance(value, str) or not value:
+        raise TokenError(f"{endpoint} answered without {name}", account=account)
+    register_secret(value)
+    return value
+
+
+class CachedTokenProvider:
+    """A token provider over the shared cache: get() reuses, refresh(failed) replaces."""
+
+    def __init__(self, key: str, cache: TokenCache, fetch: Callable[[str | None], FetchedToken]):
+        self.key = key
+        self._cache = cache
+        self._fetch = fetch
+
+    def get(self) -> str:
+        token = self._cache.get(self.key)
+        if token is None:
+            token = self._cache.refresh(self.key, self._fetch, None)
+        register_secret(token)
+        return token
+
+    def refresh(self, failed: str) -> str:
+        token = self._cache.refresh(self.key, self._fetch, failed)
+        register_secret(token)
+        return token
+
+
+class StaticTokenProvider:
+    """A token given by the user: used as it is; a rejection cannot be mended here."""
+
+    def __init__(self, ref: SecretRef, account: str) -> None:
+        self._ref = ref
+        self._account = account
+
+    def get(self) -> str:
+        return _read(self._ref, "static token", self._account)
+
+    def refresh(self, failed: str) -> str:
+        token = self.get()
+        if token == failed:
+            raise TokenError(
+                f"WeChat rejected the static token from {self._ref.describe()}; put a valid "
+                'token there, or use source = "stable_token"',
+                account=self._account,
+            )
+        return token
+
+
+class TokenProviders:
+    """Builds one token provider per (source, AppID) and shares it between accounts."""
+
+    def __init__(
+        self, client: WeChatClient, cache: TokenCache, component: ComponentConfig | None
+    ) -> None:
+        self.client = client
+        self.cache = cache
+        self.component = component
+        self._providers: dict[str, CachedTokenProvider | StaticTokenProvider] = {}
+        self._lock = threading.Lock()
+
+    def for_account(self, account: AccountConfig) -> CachedTokenProvider | StaticTokenProvider:
+        token = account.token
+        key = self._key(account)
+        with self._lock:
+            provider = self._providers.get(key)
+            if provider is None:
+                provider = self._build(key, account, token)
+                self._providers[key] = provider
+            return provider
+
+    def _key(self, account: AccountConfig) -> str:
+        token = account.token
+        if token.source == "central":
+            return f"central:{token.url}"
+        if token.source == "component":
+            assert self.component is not None
+            return f"authorizer:{self.component.appid}:{account.appid}"
+        return f"{token.source}:{account.appid}"
+
+    def _build(
+        self, key: str, account: AccountConfig, token: TokenConfig
+    ) -> CachedTokenProvider | StaticTokenProvider:
+        name = account.name
+        if token.source == "static":
+            assert token.token is not None
+            return StaticTokenProvider(token.token, name)
+        if token.source == "stable_token":
+            assert token.secret is not None
+            secret = token.secret
+            return CachedTokenProvider(
+                key, self.cache, lambda failed: self._stable_token(account, secret, failed)
+            )
+        if token.source == "central":
+            return CachedTokenProvider(key, self.cache, lambda _failed: self._central(account))
+        return CachedTokenProvider(key, self.cache, lambda _failed: self._authorizer_token(account))
+
+    # --- stable_token -------------------------------------------------------------------------
+
+    def _stable_token(
+        self, account: AccountConfig, secret_ref: SecretRef, failed: str | None
+    ) -> FetchedToken:
+        """Within its validity stable_token gives the same token back; if that is the one that
+        just failed, ask once more with force_refresh (limited by WeChat to 20 a day)."""
+        secret = _read(secret_ref, "secret", account.name)
+        fetched = self._stable_token_call(account, secret, force=False)
+        if failed is not None and fetched.access_token == failed:
+            logger.warning(
+                "account '%s': stable_token gave back the rejected token; forcing a refresh",
+                account.name,
+                extra={"action": "token_force_refresh", "account": account.name},
+            )
+            fetched = self._stable_token_call(account, secret, force=True)
+        return fetched
+
+    def _stable_token_call(
+        self, account: AccountConfig, secret: str, *, force: bool
+    ) -> FetchedToken:
+        endpoint = "stable_token"
+        payload = self._token_request(
+            "/cgi-bin/stable_token",
+            endpoint,
+            account.name,
+            account.appid,
+            {
+                "grant_type": "client_credential",
+                "appid": account.appid,
+                "secret": secret,
+                "force_refresh": force,
+            },
+        )
+        return FetchedToken(
+            _token_field(payload, "access_token", endpoint, account.name),
+            _expires_in(payload, endpoint, account.name, 7200),
+        )
+
+    # --- central ------------------------------------------------------------------------------
+
+    def _central(self, account: AccountConfig) -> FetchedToken:
+        token = account.token
+        assert token.url is not None
+        headers = {}
+        if token.authorization is not None:
+            headers["Authorization"] = _read(token.authorization, "authorization", account.name)
+        endpoint = "central token service"
+        try:
+            payload = self.client.request(
+                "GET",
+                token.url,
+                endpoint=endpoint,
+                account=account.name,
+                caller=None,
+                headers=headers,
+            )
+        except AccountError as exc:
+            error = TokenError(_detail(exc), account=account.name)
+            error.errcode = exc.errcode
+            raise error from None
+        return FetchedToken(
+            _token_field(payload, "access_token", endpoint, account.name),
+            _expires_in(payload, endpoint, account.name, CENTRAL_DEFAULT_EXPIRES_S),
+        )
+
+    # --- component (third-party platform) -----------------------------------------------------
+
+    def _component_key(self) -> str:
+        assert self.component is not None
+        return f"component:{self.component.appid}"
+
+    def _component_token(self, account: str, failed: str | None) -> str:
+        key = self._component_key()
+        if failed is None:
+            cached = self.cache.get(key)
+            if cached is not None:
+                register_secret(cached)
+                return cached
+        token = self.cache.refresh(key, lambda _f: self._component_call(account), failed)
+        register_secret(token)
+        return token
+
+    def _component_call(self, account: str) -> FetchedToken:
+        component = self.component
+        assert component is not None
+        endpoint = "api_component_token"
+        payload = self._token_request(
+            "/cgi-bin/component/api_component_token",
+            endpoint,
+            account,
+            component.appid,
+            {
+                "component_appid": component.appid,
+                "component_appsecret": _read(component.appsecret, "component appsecret", account),
+                "component_verify_ticket": _read(
+                    component.verify_ticket, "component_verify_ticket", account
+                ),
+            },
+        )
+        return FetchedToken(
+            _token_field(payload, "component_access_token", endpoint, account),
+            _expires_in(payload, endpoint, account, 7200),
+        )
+
+    def _authorizer_token(self, account: AccountConfig) -> FetchedToken:
+        component = self.component
+        assert component is not None and account.token.refresh_token is not None
+        seed = _read(account.token.refresh_token, "refresh token", account.name)
+        fingerprint = hashlib.sha256(seed.encode()).hexdigest()
+        stored = self.cache.load_refresh_token(component.appid, account.appid)
+        if stored is None or stored[1] != fingerprint:
+            # First run, or the configuration holds a new seed (the merchant authorised again).
+            self.cache.save_refresh_token(component.appid, account.appid, seed, fingerprint)
+            refresh_token = seed
+        else:
+            refresh_token = stored[0]
+            register_secret(refresh_token)
+        component_token = self._component_token(account.name, None)
+        body = {
+            "component_appid": component.appid,
+            "authorizer_appid": account.appid,
+            "authorizer_refresh_token": refresh_token,
+        }
+        endpoint = "api_authorizer_token"
+
+        def call(ct: str) -> dict[str, Any]:
+            return self._token_request(
+                "/cgi-bin/component/api_authorizer_token",
+                endpoint,
+                account.name,
+                component.appid,
+                body,
+                params={"component_access_token": ct},
+            )
+
+        try:
+            payload = call(component_token)
+        except TokenError as exc:
+            if not isinstance(exc.__cause__, TokenRejected):
+                raise
+            payload = call(self._component_token(account.name, component_token))
+        access = _token_field(payload, "authorizer_access_token", endpoint, account.name)
+        rotated = payload.get("authorizer_refresh_token")
+        if isinstance(rotated, str) and rotated and rotated != refresh_token:
+            register_secret(rotated)
+            # Saved and committed before the new access token is used: the old refresh token
+            # dies within minutes, and losing the new one means the merchant authorises again.
+            self.cache.save_refresh_token(component.appid, account.appid, rotated, fingerprint)
+            logger.info(
+                "account '%s': authorizer refresh token rotated and saved",
+                account.name,
+                extra={"action": "refresh_token_rotated", "account": account.name},
+            )
+        return FetchedToken(access, _expires_in(payload, endpoint, account.name, 7200))
+
+    # --- shared -------------------------------------------------------------------------------
+
+    def _token_request(
+        self,
+        path: str,
+        endpoint: str,
+        account: str,
+        caller: str,
+        body: dict[str, Any],
+        params: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        try:
+            return self.client.request(
+                "POST",
+                path,
+                endpoint=endpoint,
+                account=account,
+                caller=caller,
+                params=params,
+                body=body,
+            )
+        except AccountError as exc:
+            error = TokenError(_detail(exc), account=account)
+            error.errcode = exc.errcode
+            raise error from exc
+
+
+def _detail(exc: AccountError) -> str:
+    """The message of an account error without its "account 'x': " prefix (re-prefixed later)."""
+    text = str(exc)
+    if exc.account and text.startswith(f"account '{exc.account}': "):
+        return text[len(f"account '{exc.account}': ") :]
+    return text
