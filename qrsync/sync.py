@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from qrsync.config import AccountConfig, Config
+from qrsync.config import MAX_PAGE_SIZE, AccountConfig, Config
 from qrsync.errors import AccountError, DatabaseError
 from qrsync.masking import mask
 from qrsync.store.runs import RunOutcome, RunStore, database_error
@@ -267,6 +267,8 @@ class Syncer:
                         "run_id": str(run_id),
                     },
                 )
+            if not problems:
+                self._verify_deletions(api, account, request.account_id, run_id, tally)
             if problems:
                 complete = False
                 status = "partial"
@@ -337,8 +339,28 @@ class Syncer:
                 qrcodejump_pub_quota=page.qrcodejump_pub_quota,
             )
 
-    def _stage(self, run_id: int, pages: Iterator[Page]) -> None:
+    def _verify_deletions(
+        self,
+        api: ApiCaller,
+        account: AccountConfig,
+        account_id: int,
+        run_id: int,
+        tally: ListingTally,
+    ) -> None:
+        """Ask for the rules a consistent listing lacks by prefix (get_type 1) before deleting.
+
+        Page drift can hide a rule while keeping every count right (one rule deleted on an
+        earlier page shifts another past the pager while one is added at the end); a rule that
+        get_type 1 still returns is staged as seen, so only rules really gone are deleted.
+        """
+        assert account.miniprogram_appid is not None
+        candidates = self.runs.deletion_candidates(run_id, account_id)
+        if candidates:
+            pages = prefix_listing(api, account.miniprogram_appid, candidates, tally)
+            self._stage(run_id, pages, first_seq=tally.pages * MAX_PAGE_SIZE)
+
+    def _stage(self, run_id: int, pages: Iterator[Page], first_seq: int = 0) -> None:
         """COPY each page into staging as it arrives (memory: one page at a time)."""
-        seq = 0
+        seq = first_seq
         for page in pages:
             seq = self.runs.stage_page(run_id, page, seq)

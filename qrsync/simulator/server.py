@@ -323,6 +323,9 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "qrsync-simulator"
     timeout = 120.0  # an idle keep-alive connection is closed after this
+    # Headers and body go out in two writes: without TCP_NODELAY the second waits ~40 ms for
+    # the client's delayed ACK.
+    disable_nagle_algorithm = True
     server: _Server
 
     def setup(self) -> None:

@@ -336,7 +336,7 @@ class RuleBook:
         return self._order[offset : offset + size]
 
     def newest(self, limit: int) -> list[Rule]:
-        return self._order[::-1][:limit]
+        return self._order[-limit:][::-1] if limit > 0 else []
 
     def among(self, prefixes: Iterable[str]) -> list[Rule]:
         found = {p: self._by_prefix[p] for p in prefixes if p in self._by_prefix}

@@ -336,3 +336,16 @@ SELECT account, enabled, last_status, last_run_at, last_success_at, success_age,
 FROM sync_health
 WHERE (CAST(:account AS text) IS NULL OR account = :account)
 ORDER BY failure_streak DESC, last_success_at ASC NULLS FIRST, account;
+
+-- name: deletion_candidates --
+-- Live rules of the account that the staged listing does not hold (checked before deleting).
+SELECT r.prefix
+FROM rules r
+WHERE r.account_id = :account_id AND r.deleted_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM staged_rules s
+                  WHERE s.sync_run_id = :run_id AND s.prefix = r.prefix)
+ORDER BY r.prefix;
+
+-- name: count_staged --
+-- Distinct prefixes a run has staged (the listing's consistency check).
+SELECT count(DISTINCT prefix) FROM staged_rules WHERE sync_run_id = :run_id;

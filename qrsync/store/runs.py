@@ -102,12 +102,15 @@ class RunStore:
 
     def count_staged(self, run_id: int) -> int:
         with self.engine.connect() as conn:
-            return int(
-                conn.exec_driver_sql(
-                    "SELECT count(DISTINCT prefix) FROM staged_rules WHERE sync_run_id = %(r)s",
-                    {"r": run_id},
-                ).scalar_one()
+            return int(conn.execute(query("count_staged"), {"run_id": run_id}).scalar_one())
+
+    def deletion_candidates(self, run_id: int, account_id: int) -> list[str]:
+        """Live rules the staged listing does not hold: what a merge would mark deleted."""
+        with self.engine.connect() as conn:
+            result = conn.execute(
+                query("deletion_candidates"), {"run_id": run_id, "account_id": account_id}
             )
+            return list(result.scalars())
 
     def apply_listing(
         self,

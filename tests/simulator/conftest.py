@@ -67,7 +67,9 @@ class WeChat:
 @pytest.fixture
 def sim() -> Iterator[RunningSimulator]:
     """The default world, seed 1, rate limit off."""
-    with start_simulator(host="127.0.0.1", port=0, seed=1, world=default_world(), rate_limit=False) as s:
+    with start_simulator(
+        host="127.0.0.1", port=0, seed=1, world=default_world(), rate_limit=False
+    ) as s:
         yield s
 
 

@@ -1,0 +1,127 @@
+"""Shared test helpers: simulated accounts, config text, and a WeChat "user" who edits rules
+through the simulator's own API (qrcodejumpadd / publish / delete), as a person would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import requests
+
+MP = "wx1000000000000001"
+OA = "wx2000000000000002"
+OA_MP = "wx1000000000000009"
+MP_SECRET = "mp-secret-value-123"
+OA_SECRET = "oa-secret-value-456"
+
+
+def mp_world(appid: str = MP, secret: str = MP_SECRET, **extra: Any) -> dict[str, Any]:
+    return {"appid": appid, "kind": "miniprogram", "secret": secret, **extra}
+
+
+def oa_world(
+    appid: str = OA, secret: str = OA_SECRET, linked: str = OA_MP, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "appid": appid,
+        "kind": "service_account",
+        "secret": secret,
+        "verified": True,
+        "linked_miniprograms": [linked],
+        **extra,
+    }
+
+
+def toml_config(
+    base_url: str,
+    accounts: str,
+    *,
+    api: str = "",
+    sync: str = "",
+    extra: str = "",
+) -> str:
+    """Config text (without [database], which the qrsync fixture adds)."""
+    return (
+        f'[api]\nbase_url = "{base_url}"\nretry_backoff_s = 0.01\nmax_retries = 3\n{api}\n'
+        f"[sync]\n{sync}\n{extra}\n{accounts}"
+    )
+
+
+def mp_account(name: str = "mp", appid: str = MP, secret_env: str = "MP_SECRET") -> str:
+    return (
+        f'[[accounts]]\nname = "{name}"\nkind = "miniprogram"\nappid = "{appid}"\n'
+        f'token = {{ source = "stable_token", secret_env = "{secret_env}" }}\n'
+    )
+
+
+def oa_account(
+    name: str = "oa",
+    appid: str = OA,
+    miniprogram_appid: str = OA_MP,
+    secret_env: str = "OA_SECRET",
+) -> str:
+    return (
+        f'[[accounts]]\nname = "{name}"\nkind = "service_account"\nappid = "{appid}"\n'
+        f'miniprogram_appid = "{miniprogram_appid}"\n'
+        f'token = {{ source = "stable_token", secret_env = "{secret_env}" }}\n'
+    )
+
+
+def rule(
+    prefix: str,
+    state: int = 1,
+    path: str = "pages/index/index",
+    **extra: Any,
+) -> dict[str, Any]:
+    return {"prefix": prefix, "state": state, "path": path, **extra}
+
+
+class WeChatUser:
+    """Changes rules through the simulator's WeChat endpoints, with a stable token."""
+
+    def __init__(self, base_url: str, appid: str, secret: str, miniprogram_appid: str | None = None):
+        self.base_url = base_url
+        self.miniprogram_appid = miniprogram_appid
+        answer = requests.post(
+            f"{base_url}/cgi-bin/stable_token",
+            json={"grant_type": "client_credential", "appid": appid, "secret": secret},
+            timeout=10,
+        ).json()
+        self.token = answer["access_token"]
+
+    def _call(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self.miniprogram_appid:
+            body = {**body, "appid": self.miniprogram_appid}
+        answer: dict[str, Any] = requests.post(
+            f"{self.base_url}/cgi-bin/wxopen/{name}",
+            params={"access_token": self.token},
+            json=body,
+            timeout=10,
+        ).json()
+        assert answer.get("errcode", 0) == 0, answer
+        return answer
+
+    def add(self, prefix: str, path: str = "pages/index/index", **extra: Any) -> None:
+        body = {"prefix": prefix, "path": path, "is_edit": 0, "permit_sub_rule": 1,
+                "open_version": 3, "debug_url": [], **extra}
+        self._call("qrcodejumpadd", body)
+
+    def edit(self, prefix: str, path: str, **extra: Any) -> None:
+        body = {"prefix": prefix, "path": path, "is_edit": 1, "permit_sub_rule": 1,
+                "open_version": 3, "debug_url": [], **extra}
+        self._call("qrcodejumpadd", body)
+
+    def publish(self, prefix: str) -> None:
+        self._call("qrcodejumppublish", {"prefix": prefix})
+
+    def delete(self, prefix: str) -> None:
+        self._call("qrcodejumpdelete", {"prefix": prefix})
+
+
+def rows(db: psycopg.Connection[Any], sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    return db.execute(sql, params).fetchall()
+
+
+def scalar(db: psycopg.Connection[Any], sql: str, *params: Any) -> Any:
+    row = db.execute(sql, params).fetchone()
+    return None if row is None else row[0]
