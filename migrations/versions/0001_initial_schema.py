@@ -244,6 +244,13 @@ WHERE r.deleted_at IS NULL;
 COMMENT ON VIEW current_rules IS
     'Live QR-code jump rules (not deleted), one row per account and prefix, with the account''s name.';
 COMMENT ON COLUMN current_rules.account IS 'The account''s name from the configuration.';
+COMMENT ON COLUMN current_rules.account_id IS 'The account''s id (accounts.id).';
+COMMENT ON COLUMN current_rules.kind IS 'miniprogram or service_account.';
+COMMENT ON COLUMN current_rules.appid IS 'The AppID whose token lists the rules.';
+COMMENT ON COLUMN current_rules.miniprogram_appid IS 'Service accounts: the linked mini program.';
+COMMENT ON COLUMN current_rules.open_version IS 'Mini-program rules: 1 develop, 2 trial, 3 release.';
+COMMENT ON COLUMN current_rules.permit_sub_rule IS 'Mini-program rules: 2 owns every sub-rule under the prefix.';
+COMMENT ON COLUMN current_rules.debug_urls IS 'The debug_url list verbatim (duplicates kept).';
 COMMENT ON COLUMN current_rules.prefix IS 'The rule: a URL prefix, verbatim.';
 COMMENT ON COLUMN current_rules.path IS 'The mini program page the rule opens, verbatim.';
 COMMENT ON COLUMN current_rules.state IS '1 unpublished, 2 published.';
@@ -273,6 +280,14 @@ JOIN rules r ON r.account_id = c.account_id AND r.prefix = c.prefix
 WHERE c.to_state = 2;
 COMMENT ON VIEW publications IS
     'Each observed change of a rule to published (state 2), with the wait since it was first seen.';
+COMMENT ON COLUMN publications.state_change_id IS 'The rule_state_changes row of the publication.';
+COMMENT ON COLUMN publications.account IS 'The account''s name from the configuration.';
+COMMENT ON COLUMN publications.account_id IS 'The account''s id (accounts.id).';
+COMMENT ON COLUMN publications.prefix IS 'The rule that was published.';
+COMMENT ON COLUMN publications.path IS 'The page the rule opens (as last seen).';
+COMMENT ON COLUMN publications.from_state IS '1 (unpublished) before; null when first seen already published.';
+COMMENT ON COLUMN publications.first_seen_at IS 'When qrsync first saw the rule.';
+COMMENT ON COLUMN publications.sync_run_id IS 'The run that observed the publication.';
 COMMENT ON COLUMN publications.published_observed_at IS
     'When qrsync saw the rule published (the change happened after previous_seen_at).';
 COMMENT ON COLUMN publications.previous_seen_at IS
@@ -297,6 +312,10 @@ JOIN accounts a ON a.id = s.account_id
 ORDER BY s.account_id, s.taken_at::date, s.taken_at DESC;
 COMMENT ON VIEW quota_daily IS
     'Per account and day (in the session time zone): the last publish quota and open flag seen.';
+COMMENT ON COLUMN quota_daily.account IS 'The account''s name from the configuration.';
+COMMENT ON COLUMN quota_daily.account_id IS 'The account''s id (accounts.id).';
+COMMENT ON COLUMN quota_daily.total_count IS 'total_count WeChat reported in that listing.';
+COMMENT ON COLUMN quota_daily.rule_count IS 'Distinct rules in that listing.';
 COMMENT ON COLUMN quota_daily.day IS 'The day, in the session''s TimeZone.';
 COMMENT ON COLUMN quota_daily.qrcodejump_pub_quota IS 'Publishes left this month, last seen that day.';
 COMMENT ON COLUMN quota_daily.qrcodejump_open IS '1 when QR-code jumping was switched on.';
@@ -327,6 +346,13 @@ LEFT JOIN LATERAL (
 ) last_ok ON true;
 COMMENT ON VIEW sync_health IS
     'Per account: the last finished run, the last success and the failures since (failing or stale accounts need attention).';
+COMMENT ON COLUMN sync_health.account IS 'The account''s name from the configuration.';
+COMMENT ON COLUMN sync_health.account_id IS 'The account''s id (accounts.id).';
+COMMENT ON COLUMN sync_health.enabled IS 'false: paused or removed from the configuration.';
+COMMENT ON COLUMN sync_health.last_run_id IS 'The last finished run (sync_runs.id).';
+COMMENT ON COLUMN sync_health.last_run_at IS 'When the last finished run started.';
+COMMENT ON COLUMN sync_health.last_error IS 'Why the last run failed, if it did.';
+COMMENT ON COLUMN sync_health.last_errcode IS 'The WeChat errcode of the last run, if it failed with one.';
 COMMENT ON COLUMN sync_health.last_status IS 'Status of the last finished run.';
 COMMENT ON COLUMN sync_health.last_success_at IS 'When the last succeeded or partial run finished.';
 COMMENT ON COLUMN sync_health.success_age IS 'How long ago that was.';

@@ -159,9 +159,10 @@ class Simulator:
         self, endpoint: str, query: Mapping[str, str], raw: bytes, path_appid: str = ""
     ) -> Outcome:
         """Answer a WeChat endpoint, with the latency and the fault (if any) that hits it."""
+        body = _json_object(raw)
         with self.lock:
             world = self.world
-            call = ApiCall(endpoint, query, _json_object(raw), world.next_rid(), path_appid)
+            call = ApiCall(endpoint, query, body, world.next_rid(), path_appid)
             appid = world.caller_appid(call)
             fault = self.faults.take(endpoint, appid, *call.listing_args())
             pause = world.settings.latency_ms / 1000 + (0.0 if fault is None else fault.delay_s)

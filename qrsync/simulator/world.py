@@ -968,7 +968,8 @@ class World:
     def _expires_in(self, token: Token) -> int:
         return max(0, int(token.expires_at - self.clock.now()))
 
-    def _check_secret(self, call: ApiCall, appid: object, secret: object) -> Reply | None:
+    def _authenticate(self, call: ApiCall, appid: object, secret: object) -> Account | Reply:
+        """The account an appid and secret prove, or the error WeChat answers."""
         if not isinstance(appid, str) or not appid:
             return error_reply(41002, call.rid)
         if not isinstance(secret, str) or not secret:
@@ -978,7 +979,7 @@ class World:
             return error_reply(40013, call.rid)
         if account.secret is None or secret != account.secret:
             return error_reply(40125, call.rid)
-        return None
+        return account
 
     def _current_stable(self, appid: str) -> Token:
         """The stable token of an account, renewed in its last 5 minutes (the old one lives on)."""
@@ -997,10 +998,10 @@ class World:
             return error_reply(44990, call.rid)
         if call.body_value("grant_type") != "client_credential":
             return error_reply(40002, call.rid)
-        refused = self._check_secret(call, appid, call.body_value("secret"))
-        if refused is not None:
-            return refused
-        assert isinstance(appid, str)
+        account = self._authenticate(call, appid, call.body_value("secret"))
+        if isinstance(account, Reply):
+            return account
+        appid = account.appid
         if call.body_value("force_refresh") is True:
             now = self.clock.now()
             day = int(now // 86400)
@@ -1026,10 +1027,10 @@ class World:
             return error_reply(44990, call.rid)
         if call.query.get("grant_type") != "client_credential":
             return error_reply(40002, call.rid)
-        refused = self._check_secret(call, appid, call.query.get("secret"))
-        if refused is not None:
-            return refused
-        assert appid is not None
+        account = self._authenticate(call, appid, call.query.get("secret"))
+        if isinstance(account, Reply):
+            return account
+        appid = account.appid
         # Every call issues a new token; the previous one lives 5 more minutes (REFERENCE).
         previous = self.tokens.get(self._plain.get(appid, ""))
         if previous is not None and previous.invalid_at is None:
@@ -1079,8 +1080,9 @@ class World:
         if platform_token is None or platform_token.kind != "component":
             return error_reply(40001, call.rid)
         now = self.clock.now()
-        if platform_token.errcode(now):
-            return error_reply(platform_token.errcode(now), call.rid)
+        refused = platform_token.errcode(now)
+        if refused:
+            return error_reply(refused, call.rid)
         if call.body_value("component_appid") != platform_token.appid:
             return error_reply(40013, call.rid)
         component = self.components.get(platform_token.appid)
@@ -1112,8 +1114,9 @@ class World:
         token = self.tokens.get(value)
         if token is None or token.kind != "access":
             return error_reply(40001, call.rid)
-        if token.errcode(self.clock.now()):
-            return error_reply(token.errcode(self.clock.now()), call.rid)
+        refused = token.errcode(self.clock.now())
+        if refused:
+            return error_reply(refused, call.rid)
         if not self._admit(token.appid):
             return error_reply(44990, call.rid)
         if call.body is None:

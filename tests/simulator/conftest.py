@@ -6,7 +6,7 @@ world and the rate limit off unless the test says otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -74,10 +74,23 @@ def sim() -> Iterator[RunningSimulator]:
 
 
 @pytest.fixture
-def wechat(sim: RunningSimulator) -> Iterator[WeChat]:
-    client = WeChat(sim.url)
-    yield client
-    client.session.close()
+def make_wechat() -> Iterator[Callable[[str], WeChat]]:
+    """Makes WeChat clients for any simulator URL, closed after the test."""
+    clients: list[WeChat] = []
+
+    def make(base_url: str) -> WeChat:
+        clients.append(WeChat(base_url))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        client.session.close()
+
+
+@pytest.fixture
+def wechat(sim: RunningSimulator, make_wechat: Callable[[str], WeChat]) -> WeChat:
+    """A WeChat client of the ``sim`` simulator."""
+    return make_wechat(sim.url)
 
 
 @pytest.fixture

@@ -135,7 +135,9 @@ def test_times_minus_one_hits_until_cleared(wechat, mp_token: str, sim: RunningS
     assert wechat.get(mp_token)["errcode"] == 0
 
 
-def test_filters_narrow_a_fault(wechat, mp_token: str, oa_token: str, sim: RunningSimulator) -> None:
+def test_filters_narrow_a_fault(
+    wechat, mp_token: str, oa_token: str, sim: RunningSimulator
+) -> None:
     sim.admin.add_fault(endpoint="qrcodejumpget", appid=SERVICE_ACCOUNT, page_num=3, errcode=-1)
     sim.admin.add_fault(endpoint="qrcodejumpget", get_type=1, errcode=886001)
     assert wechat.get(mp_token, {"get_type": 2, "page_num": 3, "page_size": 5})["errcode"] == 0

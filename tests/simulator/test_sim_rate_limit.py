@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -15,8 +16,6 @@ from qrsync.simulator.default_world import (
     default_world,
 )
 
-from conftest import WeChat
-
 
 @pytest.fixture
 def limited() -> Iterator[RunningSimulator]:
@@ -25,12 +24,14 @@ def limited() -> Iterator[RunningSimulator]:
         yield sim
 
 
-def burst(client: WeChat, token: str, count: int = 8) -> list[int]:
+def burst(client: Any, token: str, count: int = 8) -> list[int]:
     return [client.get(token)["errcode"] for _ in range(count)]
 
 
-def test_a_burst_of_eight_requests_meets_44990(limited: RunningSimulator) -> None:
-    client = WeChat(limited.url)
+def test_a_burst_of_eight_requests_meets_44990(
+    limited: RunningSimulator, make_wechat: Callable[[str], Any]
+) -> None:
+    client = make_wechat(limited.url)
     token = client.access_token(MINIPROGRAM, MINIPROGRAM_SECRET)
     codes = burst(client, token)
     assert 44990 in codes
@@ -40,24 +41,30 @@ def test_a_burst_of_eight_requests_meets_44990(limited: RunningSimulator) -> Non
     assert rejected and rejected[0]["appid"] == MINIPROGRAM
 
 
-def test_the_limit_is_per_caller_account(limited: RunningSimulator) -> None:
-    client = WeChat(limited.url)
+def test_the_limit_is_per_caller_account(
+    limited: RunningSimulator, make_wechat: Callable[[str], Any]
+) -> None:
+    client = make_wechat(limited.url)
     mp = client.access_token(MINIPROGRAM, MINIPROGRAM_SECRET)
     oa = client.access_token(SERVICE_ACCOUNT, SERVICE_ACCOUNT_SECRET)
     assert 44990 in burst(client, mp)
-    assert client.get(oa, {"appid": MINIPROGRAM, "get_type": 1, "prefix_list": ["x"]})[
-        "errcode"
-    ] == 0
+    body = {"appid": MINIPROGRAM, "get_type": 1, "prefix_list": ["x"]}
+    assert client.get(oa, body)["errcode"] == 0
 
 
-def test_token_endpoints_are_limited_by_the_appid_they_ask_for(limited: RunningSimulator) -> None:
-    client = WeChat(limited.url)
-    codes = [client.stable_token(MINIPROGRAM, MINIPROGRAM_SECRET).get("errcode", 0) for _ in range(8)]
+def test_token_endpoints_are_limited_by_the_appid_they_ask_for(
+    limited: RunningSimulator, make_wechat: Callable[[str], Any]
+) -> None:
+    client = make_wechat(limited.url)
+    answers = [client.stable_token(MINIPROGRAM, MINIPROGRAM_SECRET) for _ in range(8)]
+    codes = [answer.get("errcode", 0) for answer in answers]
     assert 44990 in codes
 
 
-def test_the_limit_can_be_switched_off_and_tightened_live(limited: RunningSimulator) -> None:
-    client = WeChat(limited.url)
+def test_the_limit_can_be_switched_off_and_tightened_live(
+    limited: RunningSimulator, make_wechat: Callable[[str], Any]
+) -> None:
+    client = make_wechat(limited.url)
     token = client.access_token(MINIPROGRAM, MINIPROGRAM_SECRET)
     assert limited.admin.settings(rate_limit=False)["rate_limit"] is False
     assert 44990 not in burst(client, token)
@@ -67,6 +74,6 @@ def test_the_limit_can_be_switched_off_and_tightened_live(limited: RunningSimula
     assert codes[:2] == [0, 0] and 44990 in codes[2:]
 
 
-def test_rate_limit_false_never_answers_44990(sim: RunningSimulator, wechat: WeChat) -> None:
+def test_rate_limit_false_never_answers_44990(sim: RunningSimulator, wechat) -> None:
     token = wechat.access_token(MINIPROGRAM, MINIPROGRAM_SECRET)
     assert 44990 not in burst(wechat, token)

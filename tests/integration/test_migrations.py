@@ -1,0 +1,98 @@
+"""Migrations: up from empty gives exactly the schema.py metadata; down removes everything."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+
+from qrsync.store import migrate
+from qrsync.store.engine import make_engine
+from qrsync.store.schema import metadata
+
+VIEWS = {"current_rules", "publications", "quota_daily", "sync_health"}
+
+
+def _objects(url: str, schema: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'v')",
+            (schema,),
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def test_upgrade_from_empty_matches_the_metadata(empty_database_url: str) -> None:
+    engine = make_engine(empty_database_url, "qrsync")
+    try:
+        migrate.upgrade(engine, "qrsync")
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn)
+            diff = compare_metadata(context, metadata)
+        # Comments live in the migrations (with the views'); everything else must match.
+        kinds = {"modify_comment", "add_table_comment", "remove_table_comment"}
+        structural = [d for d in diff if not (isinstance(d, list) and d[0][0] in kinds)]
+        structural = [d for d in structural if not (isinstance(d, tuple) and d[0] in kinds)]
+        assert structural == []
+    finally:
+        engine.dispose()
+
+
+def test_downgrade_to_base_and_up_again(empty_database_url: str) -> None:
+    engine = make_engine(empty_database_url, "analytics")
+    try:
+        migrate.upgrade(engine, "analytics")
+        assert migrate.current(engine, "analytics") == migrate.head_revision()
+        assert VIEWS | {t for t in metadata.tables} <= _objects(empty_database_url, "analytics")
+        migrate.downgrade(engine, "analytics", "base")
+        assert migrate.current(engine, "analytics") is None
+        assert _objects(empty_database_url, "analytics") == {"alembic_version"}
+        migrate.upgrade(engine, "analytics")
+        assert migrate.current(engine, "analytics") == migrate.head_revision()
+    finally:
+        engine.dispose()
+
+
+def test_every_view_and_its_columns_have_comments(engine: Any) -> None:
+    with engine.connect() as conn:
+        for view in VIEWS:
+            comment = conn.execute(
+                text("SELECT obj_description(CAST(:v AS regclass), 'pg_class')"),
+                {"v": f"qrsync.{view}"},
+            ).scalar()
+            assert comment, view
+            uncommented = conn.execute(
+                text(
+                    "SELECT count(*) FILTER (WHERE col_description(a.attrelid, a.attnum) IS NULL),"
+                    " count(*) FROM pg_attribute a WHERE a.attrelid = CAST(:v AS regclass)"
+                    " AND a.attnum > 0"
+                ),
+                {"v": f"qrsync.{view}"},
+            ).one()
+            assert uncommented[0] == 0, f"{view}: {uncommented[0]} columns without a comment"
+
+
+def test_db_commands_through_the_cli(qrsync: Any, empty_database_url: str) -> None:
+    qrsync.write_config(f'[database]\nurl = "{empty_database_url}"\n', with_database=False)
+    assert "empty" in qrsync("db", "current").output
+    up = qrsync("db", "upgrade")
+    assert up.exit_code == 0 and "upgraded from empty to 0001" in up.output
+    again = qrsync("db", "upgrade")
+    assert "already at revision 0001" in again.output
+    down = qrsync("db", "downgrade", "base")
+    assert down.exit_code == 0 and "base" in down.output
+    url = qrsync("db", "url")
+    assert url.output.strip().startswith("postgresql://")
+
+
+def test_plain_postgresql_urls_are_accepted(empty_database_url: str) -> None:
+    for spelling in ("postgresql://", "postgres://", "postgresql+psycopg://"):
+        url = empty_database_url.replace("postgresql://", spelling, 1)
+        engine = make_engine(url, "qrsync")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+        engine.dispose()
