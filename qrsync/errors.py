@@ -130,5 +130,5 @@ class TokenError(AccountError):
     """No access token could be obtained from the account's token source."""
 
 
-class ListingError(AccountError):
-    """The listing could not be completed (e.g. a pager that would never end)."""
+class RunInterrupted(AccountError):
+    """The run was stopped (Ctrl-C, SIGTERM) before its listing was applied; nothing changed."""

@@ -9,6 +9,7 @@ calls :meth:`Syncer.sync_account` too.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from qrsync.config import MAX_PAGE_SIZE, AccountConfig, Config
-from qrsync.errors import AccountError, DatabaseError
+from qrsync.errors import AccountError, DatabaseError, RunInterrupted
 from qrsync.masking import mask
 from qrsync.store.runs import RunOutcome, RunStore, database_error
 from qrsync.store.tokens import PgTokenCache
@@ -105,6 +106,7 @@ class Syncer:
         self.tokens = TokenProviders(self.client, PgTokenCache(engine), config.component)
         self.clock = clock
         self.observer = observer
+        self._stopping = threading.Event()
 
     def close(self) -> None:
         self.client.close()
@@ -129,8 +131,22 @@ class Syncer:
             return result
 
         workers = max(1, min(self.config.sync.concurrency, len(requests)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qrsync-sync") as pool:
-            return list(pool.map(one, requests))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qrsync-sync")
+        try:
+            futures = [pool.submit(one, request) for request in requests]
+            return [future.result() for future in futures]
+        except BaseException:
+            # Ctrl-C: start nothing new; runs in progress stop at their next page and are
+            # closed as failed ("interrupted") with no rule changed.
+            self.stop()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
+
+    def stop(self) -> None:
+        """Ask runs in progress to stop before their next page (they change nothing)."""
+        self._stopping.set()
 
     # --- one account --------------------------------------------------------------------------
 
@@ -330,14 +346,7 @@ class Syncer:
             return
         keep = set(wanted)
         for page in miniprogram_listing(api, tally):
-            yield Page(
-                page_num=page.page_num,
-                rules=tuple(r for r in page.rules if r.prefix in keep),
-                total_count=page.total_count,
-                list_size=page.list_size,
-                qrcodejump_open=page.qrcodejump_open,
-                qrcodejump_pub_quota=page.qrcodejump_pub_quota,
-            )
+            yield replace(page, rules=tuple(r for r in page.rules if r.prefix in keep))
 
     def _verify_deletions(
         self,
@@ -363,4 +372,6 @@ class Syncer:
         """COPY each page into staging as it arrives (memory: one page at a time)."""
         seq = first_seq
         for page in pages:
+            if self._stopping.is_set():
+                raise RunInterrupted("interrupted before the listing was complete; nothing changed")
             seq = self.runs.stage_page(run_id, page, seq)

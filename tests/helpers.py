@@ -79,7 +79,9 @@ def rule(
 class WeChatUser:
     """Changes rules through the simulator's WeChat endpoints, with a stable token."""
 
-    def __init__(self, base_url: str, appid: str, secret: str, miniprogram_appid: str | None = None):
+    def __init__(
+        self, base_url: str, appid: str, secret: str, miniprogram_appid: str | None = None
+    ):
         self.base_url = base_url
         self.miniprogram_appid = miniprogram_appid
         answer = requests.post(
@@ -102,13 +104,27 @@ class WeChatUser:
         return answer
 
     def add(self, prefix: str, path: str = "pages/index/index", **extra: Any) -> None:
-        body = {"prefix": prefix, "path": path, "is_edit": 0, "permit_sub_rule": 1,
-                "open_version": 3, "debug_url": [], **extra}
+        body = {
+            "prefix": prefix,
+            "path": path,
+            "is_edit": 0,
+            "permit_sub_rule": 1,
+            "open_version": 3,
+            "debug_url": [],
+            **extra,
+        }
         self._call("qrcodejumpadd", body)
 
     def edit(self, prefix: str, path: str, **extra: Any) -> None:
-        body = {"prefix": prefix, "path": path, "is_edit": 1, "permit_sub_rule": 1,
-                "open_version": 3, "debug_url": [], **extra}
+        body = {
+            "prefix": prefix,
+            "path": path,
+            "is_edit": 1,
+            "permit_sub_rule": 1,
+            "open_version": 3,
+            "debug_url": [],
+            **extra,
+        }
         self._call("qrcodejumpadd", body)
 
     def publish(self, prefix: str) -> None:

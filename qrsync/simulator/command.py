@@ -14,6 +14,12 @@ from qrsync.simulator.server import start_simulator
 from qrsync.simulator.world import WorldError, load_world_file
 
 
+class CannotListen(click.ClickException):
+    """The address is taken or not this machine's: the command could not run (exit 2)."""
+
+    exit_code = 2
+
+
 @click.command(name="simulator")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
@@ -54,7 +60,7 @@ def simulator_command(
     except WorldError as exc:
         raise click.BadParameter(str(exc), param_hint="--world") from exc
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        raise CannotListen(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
     stopping = threading.Event()
 

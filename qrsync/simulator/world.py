@@ -54,7 +54,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeGuard
+from typing import Any, Literal, Protocol, TypeGuard, TypeVar
 
 Json = dict[str, Any]
 AccountKind = Literal["miniprogram", "service_account"]
@@ -125,6 +125,22 @@ _PAGES = (
     "pages/order/list",
 )
 _SECTIONS = ("goods", "store", "coupon", "member", "event", "order", "poster")
+# Token endpoints count against the appid their request names (the rule endpoints against the
+# account of their token, once it is known to be valid).
+_LIMITED_BY_REQUEST = frozenset({"stable_token", "token", "component_token", "authorizer_token"})
+
+
+class _SecretHolder(Protocol):
+    """An account or a component: what an appid and secret authenticate."""
+
+    @property
+    def appid(self) -> str: ...
+
+    @property
+    def secret(self) -> str | None: ...
+
+
+_Holder = TypeVar("_Holder", bound=_SecretHolder)
 
 
 class WorldError(ValueError):
@@ -385,6 +401,11 @@ class Token:
     component: str | None = None
     invalid_at: float | None = None
     forced_expired: bool = False
+
+    def invalidate(self, at: float) -> None:
+        """Answer 40001 from ``at`` on (or from an earlier time already set)."""
+        if self.invalid_at is None or self.invalid_at > at:
+            self.invalid_at = at
 
     def errcode(self, now: float) -> int:
         """0 while usable; 40001 once invalidated (or superseded past its grace); 42001 expired."""
@@ -849,8 +870,7 @@ class World:
         now = self.clock.now()
         hit = [token for token in self.tokens.values() if token.appid == appid]
         for token in hit:
-            if token.invalid_at is None or token.invalid_at > now:
-                token.invalid_at = now
+            token.invalidate(now)
         return len(hit)
 
     def update_settings(self, data: object) -> Json:
@@ -939,6 +959,8 @@ class World:
             "qrcodejumppublish": self._qrcodejumppublish,
             "qrcodejumpdelete": self._qrcodejumpdelete,
         }
+        if call.endpoint in _LIMITED_BY_REQUEST and not self._admit(self.caller_appid(call)):
+            return error_reply(44990, call.rid)
         return handlers[call.endpoint](call)
 
     def _admit(self, appid: str | None) -> bool:
@@ -968,18 +990,20 @@ class World:
     def _expires_in(self, token: Token) -> int:
         return max(0, int(token.expires_at - self.clock.now()))
 
-    def _authenticate(self, call: ApiCall, appid: object, secret: object) -> Account | Reply:
-        """The account an appid and secret prove, or the error WeChat answers."""
+    def _authenticate(
+        self, call: ApiCall, appid: object, secret: object, known: Mapping[str, _Holder]
+    ) -> _Holder | Reply:
+        """The account or component an appid and secret prove, or the error WeChat answers."""
         if not isinstance(appid, str) or not appid:
             return error_reply(41002, call.rid)
         if not isinstance(secret, str) or not secret:
             return error_reply(41004, call.rid)
-        account = self.accounts.get(appid)
-        if account is None:
+        holder = known.get(appid)
+        if holder is None:
             return error_reply(40013, call.rid)
-        if account.secret is None or secret != account.secret:
+        if holder.secret is None or secret != holder.secret:
             return error_reply(40125, call.rid)
-        return account
+        return holder
 
     def _current_stable(self, appid: str) -> Token:
         """The stable token of an account, renewed in its last 5 minutes (the old one lives on)."""
@@ -993,12 +1017,11 @@ class World:
     def _stable_token(self, call: ApiCall) -> Reply:
         if call.body is None:
             return error_reply(47001, call.rid)
-        appid = call.body_value("appid")
-        if not self._admit(appid if isinstance(appid, str) else None):
-            return error_reply(44990, call.rid)
         if call.body_value("grant_type") != "client_credential":
             return error_reply(40002, call.rid)
-        account = self._authenticate(call, appid, call.body_value("secret"))
+        account = self._authenticate(
+            call, call.body_value("appid"), call.body_value("secret"), self.accounts
+        )
         if isinstance(account, Reply):
             return account
         appid = account.appid
@@ -1013,8 +1036,8 @@ class World:
                 return error_reply(45011, call.rid)
             self._forced[appid] = (day, count + 1, now)
             old = self.tokens.get(self._stable.get(appid, ""))
-            if old is not None and (old.invalid_at is None or old.invalid_at > now):
-                old.invalid_at = now
+            if old is not None:
+                old.invalidate(now)
             token = self._issue(appid, "access")
             self._stable[appid] = token.value
         else:
@@ -1022,19 +1045,18 @@ class World:
         return Reply({"access_token": token.value, "expires_in": self._expires_in(token)})
 
     def _plain_token(self, call: ApiCall) -> Reply:
-        appid = call.query.get("appid")
-        if not self._admit(appid):
-            return error_reply(44990, call.rid)
         if call.query.get("grant_type") != "client_credential":
             return error_reply(40002, call.rid)
-        account = self._authenticate(call, appid, call.query.get("secret"))
+        account = self._authenticate(
+            call, call.query.get("appid"), call.query.get("secret"), self.accounts
+        )
         if isinstance(account, Reply):
             return account
         appid = account.appid
         # Every call issues a new token; the previous one lives 5 more minutes (REFERENCE).
         previous = self.tokens.get(self._plain.get(appid, ""))
-        if previous is not None and previous.invalid_at is None:
-            previous.invalid_at = self.clock.now() + GRACE_S
+        if previous is not None:
+            previous.invalidate(self.clock.now() + GRACE_S)
         token = self._issue(appid, "access")
         self._plain[appid] = token.value
         return Reply({"access_token": token.value, "expires_in": self.token_ttl_s})
@@ -1048,31 +1070,24 @@ class World:
     def _component_token(self, call: ApiCall) -> Reply:
         if call.body is None:
             return error_reply(47001, call.rid)
-        appid = call.body_value("component_appid")
-        if not self._admit(appid if isinstance(appid, str) else None):
-            return error_reply(44990, call.rid)
-        if not isinstance(appid, str) or not appid:
-            return error_reply(41002, call.rid)
-        component = self.components.get(appid)
-        if component is None:
-            return error_reply(40013, call.rid)
-        secret = call.body_value("component_appsecret")
-        if not isinstance(secret, str) or not secret:
-            return error_reply(41004, call.rid)
-        if secret != component.secret:
-            return error_reply(40125, call.rid)
+        component = self._authenticate(
+            call,
+            call.body_value("component_appid"),
+            call.body_value("component_appsecret"),
+            self.components,
+        )
+        if isinstance(component, Reply):
+            return component
         ticket = call.body_value("component_verify_ticket")
         if not isinstance(ticket, str) or not component.ticket_valid(ticket, self.clock.now()):
             return error_reply(61006, call.rid)
-        token = self._issue(appid, "component")
+        token = self._issue(component.appid, "component")
         return Reply({"component_access_token": token.value, "expires_in": self.token_ttl_s})
 
     def _authorizer_token(self, call: ApiCall) -> Reply:
         if call.body is None:
             return error_reply(47001, call.rid)
         authorizer = call.body_value("authorizer_appid")
-        if not self._admit(authorizer if isinstance(authorizer, str) else None):
-            return error_reply(44990, call.rid)
         value = call.query.get("component_access_token", "")
         if not value:
             return error_reply(41001, call.rid)

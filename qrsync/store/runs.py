@@ -8,7 +8,7 @@ closes the run: either all of it happens or none of it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import Engine
@@ -148,15 +148,8 @@ class RunStore:
                     "the listing; deletions held back (more than sync.max_delete_fraction). If "
                     "they really are gone: qrsync sync --account NAME --allow-mass-delete"
                 )
-                outcome = RunOutcome(
-                    status="partial",
-                    api_calls=outcome.api_calls,
-                    pages=outcome.pages,
-                    total_count=outcome.total_count,
-                    qrcodejump_open=outcome.qrcodejump_open,
-                    qrcodejump_pub_quota=outcome.qrcodejump_pub_quota,
-                    complete=False,
-                    message=_join(outcome.message, held),
+                outcome = replace(
+                    outcome, status="partial", complete=False, message=_join(outcome.message, held)
                 )
             conn.execute(
                 query("finish_run"),

@@ -43,7 +43,9 @@ def _nothing_written(db: Any) -> None:
         (toml_config(BASE, mp_account(), api="timeout_s = true"), ["api.timeout_s", "number"]),
         (toml_config(BASE, mp_account() + mp_account()), ["account 'mp'", "duplicate"]),
         (
-            toml_config(BASE, oa_account().replace('miniprogram_appid = "wx1000000000000009"\n', "")),
+            toml_config(
+                BASE, oa_account().replace('miniprogram_appid = "wx1000000000000009"\n', "")
+            ),
             ["account 'oa'", "miniprogram_appid"],
         ),
         (
@@ -149,8 +151,9 @@ def test_config_from_environment_variable(
 def test_database_url_from_environment_overrides_the_file(
     qrsync: Any, monkeypatch: pytest.MonkeyPatch, database_url: str
 ) -> None:
-    qrsync.write_config('[database]\nurl = "postgresql://nobody@127.0.0.1:1/none"\n',
-                        with_database=False)
+    qrsync.write_config(
+        '[database]\nurl = "postgresql://nobody@127.0.0.1:1/none"\n', with_database=False
+    )
     monkeypatch.setenv("QRSYNC_DATABASE_URL", database_url)
     result = qrsync("db", "current")
     assert result.exit_code == 0, result.output
@@ -181,8 +184,9 @@ def test_no_database_configured_is_explained(qrsync: Any) -> None:
     _assert_refused(qrsync("db", "current"), "database.url", "QRSYNC_DATABASE_URL")
 
 
-def test_unknown_account_on_the_command_line(qrsync: Any, db: Any,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_account_on_the_command_line(
+    qrsync: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MP_SECRET", "x" * 10)
     qrsync.write_config(toml_config(BASE, mp_account()))
     _assert_refused(qrsync("sync", "--account", "nope"), "no account named 'nope'", "mp")
@@ -197,8 +201,9 @@ def test_unknown_account_on_the_command_line(qrsync: Any, db: Any,
         (["report", "--since", "yesterday-ish"], "--since"),
     ],
 )
-def test_bad_arguments_are_exit_2(qrsync: Any, db: Any, monkeypatch: pytest.MonkeyPatch,
-                                  args: list[str], fragment: str) -> None:
+def test_bad_arguments_are_exit_2(
+    qrsync: Any, db: Any, monkeypatch: pytest.MonkeyPatch, args: list[str], fragment: str
+) -> None:
     monkeypatch.setenv("MP_SECRET", "x" * 10)
     qrsync.write_config(toml_config(BASE, mp_account()))
     _assert_refused(qrsync(*args), fragment)

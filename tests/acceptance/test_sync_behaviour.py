@@ -66,7 +66,14 @@ def mp_setup(simulator: Any, qrsync: Any, monkeypatch: pytest.MonkeyPatch) -> An
 def oa_setup(fast_simulator: Any, qrsync: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     fast_simulator.admin.add_account(oa_world())
     monkeypatch.setenv("OA_SECRET", OA_SECRET)
-    qrsync.write_config(toml_config(fast_simulator.url, oa_account(), sync="page_size = 50"))
+    qrsync.write_config(
+        toml_config(
+            fast_simulator.url,
+            oa_account(),
+            api="requests_per_second = 1000",
+            sync="page_size = 50",
+        )
+    )
     return fast_simulator
 
 
@@ -79,13 +86,21 @@ def test_document_example_is_stored_verbatim(mp_setup: Any, qrsync: Any, db: Any
         "FROM rules ORDER BY prefix",
     )
     assert stored == [
-        (r["prefix"], r["path"], r["state"], r["open_version"], r["permit_sub_rule"],
-         r["debug_url"])
+        (
+            r["prefix"],
+            r["path"],
+            r["state"],
+            r["open_version"],
+            r["permit_sub_rule"],
+            r["debug_url"],
+        )
         for r in QUIRKY_RULES
     ]
 
 
-def test_debug_urls_are_distinct_with_their_first_position(mp_setup: Any, qrsync: Any, db: Any) -> None:
+def test_debug_urls_are_distinct_with_their_first_position(
+    mp_setup: Any, qrsync: Any, db: Any
+) -> None:
     qrsync("sync")
     urls = rows(
         db,
@@ -114,9 +129,7 @@ def test_miniprogram_total_count_disagreement_is_recorded_and_applied(
     ]
 
 
-def test_miniprogram_is_listed_with_one_call_and_an_empty_body(
-    mp_setup: Any, qrsync: Any
-) -> None:
+def test_miniprogram_is_listed_with_one_call_and_an_empty_body(mp_setup: Any, qrsync: Any) -> None:
     qrsync("sync")
     calls = mp_setup.admin.calls(endpoint="qrcodejumpget")
     assert len(calls) == 1
@@ -135,16 +148,17 @@ def test_unchanged_rule_is_not_rewritten(mp_setup: Any, qrsync: Any, db: Any) ->
         urls_before
     )
     assert scalar(db, "SELECT count(*) FROM rule_versions") == versions
-    last = rows(db, "SELECT inserted, updated, unchanged, deleted, state_changes FROM sync_runs "
-                    "ORDER BY id DESC LIMIT 1")[0]
+    last = rows(
+        db,
+        "SELECT inserted, updated, unchanged, deleted, state_changes FROM sync_runs "
+        "ORDER BY id DESC LIMIT 1",
+    )[0]
     assert last == (0, 0, 2, 0, 0)
 
 
 def test_first_sighting_is_a_state_change_from_null(mp_setup: Any, qrsync: Any, db: Any) -> None:
     qrsync("sync")
-    changes = rows(
-        db, "SELECT from_state, to_state, previous_seen_at FROM rule_state_changes"
-    )
+    changes = rows(db, "SELECT from_state, to_state, previous_seen_at FROM rule_state_changes")
     assert changes == [(None, 1, None), (None, 1, None)]
 
 
@@ -168,14 +182,19 @@ def test_publication_is_recorded_with_its_wait(mp_setup: Any, qrsync: Any, db: A
         "FROM publications",
     )
     assert len(pub) == 1 and pub[0][:3] == ("https://weixin.qq.com/qrcodejumptest", True, False)
-    published_at = scalar(db, "SELECT published_at FROM rules WHERE prefix = %s",
-                          "https://weixin.qq.com/qrcodejumptest")
+    published_at = scalar(
+        db,
+        "SELECT published_at FROM rules WHERE prefix = %s",
+        "https://weixin.qq.com/qrcodejumptest",
+    )
     assert published_at == pub[0][3]
     quota = rows(db, "SELECT qrcodejump_pub_quota FROM account_snapshots ORDER BY id")
     assert quota == [(20,), (19,)]
 
 
-def test_edit_closes_the_old_version_and_opens_a_new_one(mp_setup: Any, qrsync: Any, db: Any) -> None:
+def test_edit_closes_the_old_version_and_opens_a_new_one(
+    mp_setup: Any, qrsync: Any, db: Any
+) -> None:
     qrsync("sync")
     user = WeChatUser(mp_setup.url, MP, MP_SECRET)
     prefix = "https://weixin.qq.com/qrcodejumptest"
@@ -198,13 +217,12 @@ def test_edit_closes_the_old_version_and_opens_a_new_one(mp_setup: Any, qrsync: 
     )[0]
     assert changed_at > first_seen
     # An edit that keeps the state is a new version but not a state change.
-    assert scalar(
-        db, "SELECT count(*) FROM rule_state_changes WHERE prefix = %s", prefix
-    ) == 1
+    assert scalar(db, "SELECT count(*) FROM rule_state_changes WHERE prefix = %s", prefix) == 1
 
 
-def test_deleted_rule_is_marked_and_its_history_kept(simulator: Any, qrsync: Any, db: Any,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deleted_rule_is_marked_and_its_history_kept(
+    simulator: Any, qrsync: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     simulator.admin.add_account(mp_world())
     simulator.admin.put_rules(MP, [rule(f"https://a.example.com/{i}", state=2) for i in range(5)])
     monkeypatch.setenv("MP_SECRET", MP_SECRET)
@@ -217,18 +235,21 @@ def test_deleted_rule_is_marked_and_its_history_kept(simulator: Any, qrsync: Any
     assert gone == [("https://a.example.com/3", 2)]
     assert scalar(db, "SELECT count(*) FROM current_rules") == 4
     assert rows(
-        db, "SELECT from_state, to_state FROM rule_state_changes WHERE prefix = %s ORDER BY id",
+        db,
+        "SELECT from_state, to_state FROM rule_state_changes WHERE prefix = %s ORDER BY id",
         "https://a.example.com/3",
     ) == [(None, 2), (2, None)]
     assert rows(
-        db, "SELECT deleted, valid_to IS NULL FROM rule_versions WHERE prefix = %s "
-        "ORDER BY valid_from", "https://a.example.com/3",
+        db,
+        "SELECT deleted, valid_to IS NULL FROM rule_versions WHERE prefix = %s ORDER BY valid_from",
+        "https://a.example.com/3",
     ) == [(False, False), (True, True)]
     assert scalar(db, "SELECT deleted FROM sync_runs ORDER BY id DESC LIMIT 1") == 1
 
 
-def test_rule_that_comes_back_is_undeleted(simulator: Any, qrsync: Any, db: Any,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rule_that_comes_back_is_undeleted(
+    simulator: Any, qrsync: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     simulator.admin.add_account(mp_world())
     five = [rule(f"https://a.example.com/{i}") for i in range(5)]
     simulator.admin.put_rules(MP, five)
@@ -239,31 +260,41 @@ def test_rule_that_comes_back_is_undeleted(simulator: Any, qrsync: Any, db: Any,
     qrsync("sync")
     simulator.admin.put_rules(MP, five)
     assert qrsync("sync").exit_code == 0
-    assert scalar(db, "SELECT deleted_at FROM rules WHERE prefix = %s",
-                  "https://a.example.com/4") is None
+    assert (
+        scalar(db, "SELECT deleted_at FROM rules WHERE prefix = %s", "https://a.example.com/4")
+        is None
+    )
     assert rows(
-        db, "SELECT from_state, to_state FROM rule_state_changes WHERE prefix = %s ORDER BY id",
+        db,
+        "SELECT from_state, to_state FROM rule_state_changes WHERE prefix = %s ORDER BY id",
         "https://a.example.com/4",
     ) == [(None, 1), (1, None), (None, 1)]
-    assert scalar(
-        db, "SELECT count(*) FROM rule_versions WHERE prefix = %s AND valid_to IS NULL",
-        "https://a.example.com/4",
-    ) == 1
+    assert (
+        scalar(
+            db,
+            "SELECT count(*) FROM rule_versions WHERE prefix = %s AND valid_to IS NULL",
+            "https://a.example.com/4",
+        )
+        == 1
+    )
 
 
 def test_every_complete_listing_records_a_snapshot(mp_setup: Any, qrsync: Any, db: Any) -> None:
     for _ in range(3):
         assert qrsync("sync").exit_code == 0
     snapshots = rows(
-        db, "SELECT qrcodejump_open, qrcodejump_pub_quota, rule_count, sync_run_id "
-        "FROM account_snapshots ORDER BY id"
+        db,
+        "SELECT qrcodejump_open, qrcodejump_pub_quota, rule_count, sync_run_id "
+        "FROM account_snapshots ORDER BY id",
     )
     run_ids = [r[0] for r in rows(db, "SELECT id FROM sync_runs ORDER BY id")]
     assert [s[:3] for s in snapshots] == [(0, 20, 2)] * 3
     assert [s[3] for s in snapshots] == run_ids
 
 
-def test_service_account_pages_until_every_rule_is_seen(oa_setup: Any, qrsync: Any, db: Any) -> None:
+def test_service_account_pages_until_every_rule_is_seen(
+    oa_setup: Any, qrsync: Any, db: Any
+) -> None:
     oa_setup.admin.generate_rules(OA, 10_450, miniprogram_appid=OA_MP, published_fraction=0.4)
     result = qrsync("sync", "--json")
     assert result.exit_code == 0, result.output
@@ -295,8 +326,9 @@ def test_service_account_changes_after_paging(oa_setup: Any, qrsync: Any, db: An
     assert stored == {(r["prefix"], r["path"], r["state"]) for r in oa_setup.admin.rules(OA, OA_MP)}
 
 
-def test_mass_deletion_waits_for_confirmation(simulator: Any, qrsync: Any, db: Any,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mass_deletion_waits_for_confirmation(
+    simulator: Any, qrsync: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     simulator.admin.add_account(mp_world())
     simulator.admin.put_rules(MP, [rule(f"https://a.example.com/{i}") for i in range(10)])
     monkeypatch.setenv("MP_SECRET", MP_SECRET)
@@ -318,8 +350,9 @@ def test_mass_deletion_waits_for_confirmation(simulator: Any, qrsync: Any, db: A
     assert scalar(db, "SELECT status FROM sync_runs ORDER BY id DESC LIMIT 1") == "succeeded"
 
 
-def test_empty_listing_never_wipes_an_account(simulator: Any, qrsync: Any, db: Any,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_empty_listing_never_wipes_an_account(
+    simulator: Any, qrsync: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     simulator.admin.add_account(mp_world())
     simulator.admin.put_rules(MP, [rule("https://a.example.com/0")])
     monkeypatch.setenv("MP_SECRET", MP_SECRET)
@@ -385,8 +418,9 @@ def test_listing_that_never_settles_is_partial_and_deletes_nothing(
     assert scalar(db, "SELECT complete FROM account_snapshots ORDER BY id DESC LIMIT 1") is False
 
 
-def test_prefix_refresh_uses_get_type_1_and_deletes_nothing(oa_setup: Any, qrsync: Any,
-                                                           db: Any) -> None:
+def test_prefix_refresh_uses_get_type_1_and_deletes_nothing(
+    oa_setup: Any, qrsync: Any, db: Any
+) -> None:
     oa_setup.admin.generate_rules(OA, 450, miniprogram_appid=OA_MP, published_fraction=0)
     qrsync("sync")
     truth = oa_setup.admin.rules(OA, OA_MP)

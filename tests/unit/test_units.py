@@ -50,9 +50,14 @@ def _page(**payload: Any) -> Page:
 def test_page_keeps_quirks_verbatim() -> None:
     page = _page(
         rule_list=[
-            {"prefix": "https://x", "state": 1, "path": "pages / index / index ",
-             "debug_url": ["https: //x?a=1", "https: //x?a=1"], "open_version": 1,
-             "permit_sub_rule": 1}
+            {
+                "prefix": "https://x",
+                "state": 1,
+                "path": "pages / index / index ",
+                "debug_url": ["https: //x?a=1", "https: //x?a=1"],
+                "open_version": 1,
+                "permit_sub_rule": 1,
+            }
         ],
         total_count=3,
         list_size=1,
@@ -117,9 +122,16 @@ def test_unfinished_pager_is_a_problem() -> None:
 
 @pytest.mark.parametrize(
     ("errcode", "kind"),
-    [(-1, RetryableApiError), (886001, RetryableApiError), (44990, RateLimited),
-     (40001, TokenRejected), (40014, TokenRejected), (42001, TokenRejected),
-     (40097, FatalApiError), (61007, FatalApiError)],
+    [
+        (-1, RetryableApiError),
+        (886001, RetryableApiError),
+        (44990, RateLimited),
+        (40001, TokenRejected),
+        (40014, TokenRejected),
+        (42001, TokenRejected),
+        (40097, FatalApiError),
+        (61007, FatalApiError),
+    ],
 )
 def test_errcodes_map_to_what_to_do(errcode: int, kind: type) -> None:
     error = api_error(errcode, "bad thing rid: 6f2a-1", endpoint="qrcodejumpget", account="oa")
