@@ -33,6 +33,7 @@ HINTS: dict[int, str] = {
     44990: "more than 5 requests a second for this account",
     45009: "the daily API quota is used up; it resets at midnight (China time)",
     45011: "the per-minute API quota is used up",
+    48001: "this API is not open to this account (e.g. an unverified service account)",
     61004: "the caller's IP is not on the allow-list of the account or platform",
     61006: "the component_verify_ticket is invalid or stale; check that the platform's callback "
     "still stores the latest ticket",

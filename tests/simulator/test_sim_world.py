@@ -30,6 +30,7 @@ from qrsync.simulator.default_world import (
     MINIPROGRAM,
     MINIPROGRAM_SECRET,
     SERVICE_ACCOUNT,
+    SERVICE_ACCOUNT_SECRET,
     VERIFY_TICKET,
     default_world,
 )
@@ -111,7 +112,7 @@ def session_transcript(seed: int, make_wechat: Callable[[str], Any]) -> list[Any
             forced,
             error,
             client.get(forced),
-            client.page(client.access_token(SERVICE_ACCOUNT, "sim-secret-oa"), 7),
+            client.page(client.access_token(SERVICE_ACCOUNT, SERVICE_ACCOUNT_SECRET), 7),
         ]
 
 
@@ -202,7 +203,7 @@ def test_calls_and_stats_record_requests_without_tokens(
     wechat, mp_token: str, sim: RunningSimulator
 ) -> None:
     wechat.get(mp_token)
-    wechat.page(wechat.access_token(SERVICE_ACCOUNT, "sim-secret-oa"), 4, 50)
+    wechat.page(wechat.access_token(SERVICE_ACCOUNT, SERVICE_ACCOUNT_SECRET), 4, 50)
     stats = sim.admin.stats()
     assert (stats["stable_token"], stats["qrcodejumpget"], stats["token"]) == (2, 2, 0)
     calls = sim.admin.calls(endpoint="qrcodejumpget", appid=SERVICE_ACCOUNT)
@@ -319,3 +320,10 @@ def test_the_command_serves_until_sigterm() -> None:
     assert process.returncode == 0
     assert f'base_url = "{url.group(0)}"' in output
     assert "export SIM_MP_SECRET=sim-secret-mp" in output
+
+
+def test_the_command_exits_2_when_the_port_is_taken() -> None:
+    with start_simulator() as taken:
+        result = CliRunner().invoke(simulator_command, ["--port", str(taken.port)])
+    assert result.exit_code == 2
+    assert "cannot listen" in result.output
