@@ -15,7 +15,7 @@ import threading
 MASK = "***"
 
 _QUERY_SECRET = re.compile(
-    r"((?:access_token|component_access_token|secret|appsecret|refresh_token|ticket)=)[^&\s\"']+",
+    r"(\b(?:[a-z_]*token|[a-z_]*secret|[a-z_]*ticket|key|password|sign)=)[^&\s\"']+",
     re.IGNORECASE,
 )
 _JSON_SECRET = re.compile(

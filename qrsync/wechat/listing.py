@@ -165,7 +165,7 @@ def parse_page(payload: dict[str, Any], page_num: int, account: str) -> Page:
         rules=rules,
         total_count=_optional_int(payload, "total_count", bad),
         list_size=_optional_int(payload, "list_size", bad),
-        qrcodejump_open=_optional_int(payload, "qrcodejump_open", bad),
+        qrcodejump_open=_open_flag(payload, bad),
         qrcodejump_pub_quota=_optional_int(payload, "qrcodejump_pub_quota", bad),
     )
 
@@ -186,6 +186,14 @@ def _optional_int(payload: dict[str, Any], key: str, bad: Any) -> int | None:
     if not _is_int(value):
         raise bad(f"{key} is {value!r}, not a whole number")
     return int(value)
+
+
+def _open_flag(payload: dict[str, Any], bad: Any) -> int | None:
+    """qrcodejump_open is documented as a number (0/1); a JSON boolean means the same."""
+    value = payload.get("qrcodejump_open")
+    if isinstance(value, bool):
+        return int(value)
+    return _optional_int(payload, "qrcodejump_open", bad)
 
 
 def _parse_rule(item: object, index: int, bad: Any) -> Rule:
