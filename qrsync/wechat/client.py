@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import requests
 from pyrate_limiter import Duration, InMemoryBucket, Limiter, Rate
@@ -190,7 +191,7 @@ class WeChatClient:
             ) from None
         except requests.ConnectionError as exc:
             raise TransportError(
-                f"{endpoint}: connection failed ({_reason(exc)})", account=account
+                f"{endpoint}: {_connection_problem(exc)} ({_host_of(url)})", account=account
             ) from None
         except requests.RequestException as exc:
             raise TransportError(
@@ -218,6 +219,35 @@ class WeChatClient:
                 account=account,
             )
         return payload
+
+
+_CONNECTION_PROBLEMS = (
+    ("refused", "connection refused"),
+    ("name or service not known", "host name not resolved"),
+    ("failed to resolve", "host name not resolved"),
+    ("nodename nor servname", "host name not resolved"),
+    ("timed out", "connection timed out"),
+    ("reset by peer", "connection reset"),
+    ("remotedisconnected", "connection closed without an answer"),
+    ("connection aborted", "connection closed without an answer"),
+    ("certificate", "TLS certificate not accepted"),
+    ("ssl", "TLS handshake failed"),
+)
+
+
+def _connection_problem(exc: Exception) -> str:
+    """A short, human reason out of urllib3's nested connection errors."""
+    text = str(exc).lower()
+    for needle, problem in _CONNECTION_PROBLEMS:
+        if needle in text:
+            return problem
+    return f"connection failed: {_reason(exc)}"
+
+
+def _host_of(url: str) -> str:
+    """scheme://host:port of a URL: enough to say where, never a path or a query."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _reason(exc: Exception) -> str:
