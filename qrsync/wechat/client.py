@@ -307,7 +307,13 @@ class ApiCaller:
                 exc.errcode,
                 extra={"action": "token_rejected", "account": self.account},
             )
-            fresh = self.tokens.refresh(token)
+            try:
+                fresh = self.tokens.refresh(token)
+            except AccountError as refresh_error:
+                # e.g. a static token cannot be renewed: the run still records WeChat's errcode.
+                if refresh_error.errcode is None:
+                    refresh_error.errcode = exc.errcode
+                raise
             return self._post(path, body, endpoint, fresh)
 
     def _post(self, path: str, body: dict[str, Any], endpoint: str, token: str) -> dict[str, Any]:
