@@ -93,7 +93,10 @@ candidates AS MATERIALIZED (
     SELECT r.prefix, r.path, r.state, r.open_version, r.permit_sub_rule, r.debug_urls, r.changed_at
     FROM rules r
     WHERE r.account_id = :account_id AND r.deleted_at IS NULL AND CAST(:complete AS boolean)
-      AND NOT EXISTS (SELECT 1 FROM listing l WHERE l.prefix = r.prefix)
+      -- Probe the staged table's index, not the CTE: a CTE on the inner side of a nested
+      -- loop is rescanned per row (quadratic on large listings).
+      AND NOT EXISTS (SELECT 1 FROM staged_rules s
+                      WHERE s.sync_run_id = :run_id AND s.prefix = r.prefix)
 ),
 guard AS (
     SELECT count(*) AS would_delete,
@@ -155,10 +158,10 @@ state_changes AS (
 closed_versions AS (
     UPDATE rule_versions v
     SET valid_to = :observed_at
-    WHERE v.account_id = :account_id AND v.valid_to IS NULL
-      AND v.prefix IN (SELECT prefix FROM diff WHERE is_changed OR is_back
-                       UNION ALL
-                       SELECT prefix FROM gone)
+    FROM (SELECT prefix FROM diff WHERE is_changed OR is_back
+          UNION ALL
+          SELECT prefix FROM gone) AS x
+    WHERE v.account_id = :account_id AND v.valid_to IS NULL AND v.prefix = x.prefix
     RETURNING 1
 ),
 opened_versions AS (

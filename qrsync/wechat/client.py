@@ -10,6 +10,7 @@ which fetches a fresh token and retries once (:meth:`ApiCaller.call`).
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
-from pyrate_limiter import Duration, InMemoryBucket, Limiter, Rate
+from pyrate_limiter import InMemoryBucket, Limiter, Rate
 from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
@@ -41,6 +42,7 @@ Observer = Callable[[str, int | None], None]
 
 USER_AGENT = "qrsync (+https://github.com/qrsync/qrsync)"
 RATE_LIMIT_WINDOW_S = 1.0
+PACING_MARGIN = 1.05
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -82,12 +84,11 @@ class WeChatClient:
         with self._limiters_lock:
             limiter = self._limiters.get(caller)
             if limiter is None:
-                rps = self.api.requests_per_second
-                if rps >= 1:
-                    rate = Rate(int(rps), Duration.SECOND)
-                else:
-                    rate = Rate(1, int(1000 / rps))
-                limiter = Limiter(InMemoryBucket([rate]), buffer_ms=50)
+                # Evenly paced, 5 % under the limit: any six requests then span more than a
+                # second with ~50 ms to spare for network jitter, where bursts of five would
+                # put the sixth at the very edge of WeChat's sliding window.
+                interval_ms = math.ceil(1000 * PACING_MARGIN / self.api.requests_per_second)
+                limiter = Limiter(InMemoryBucket([Rate(1, interval_ms)]), buffer_ms=0)
                 self._limiters[caller] = limiter
             return limiter
 
