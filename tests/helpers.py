@@ -141,3 +141,34 @@ def rows(db: psycopg.Connection[Any], sql: str, *params: Any) -> list[tuple[Any,
 def scalar(db: psycopg.Connection[Any], sql: str, *params: Any) -> Any:
     row = db.execute(sql, params).fetchone()
     return None if row is None else row[0]
+
+
+# The rules of qrcodejumpget.zh.md example 5.1, quirks and all.
+DOCUMENT_EXAMPLE_RULES: list[dict[str, Any]] = [
+    {
+        "prefix": "https://weixin.qq.com/qrcodejump",
+        "open_version": 1,
+        "state": 1,
+        "permit_sub_rule": 1,
+        "path": "pages / index / index ",
+        "debug_url": [
+            "https://weixin.qq.com/qrcodejump?a=1",
+            "https://weixin.qq.com/qrcodejump?a=1",
+            "https://weixin.qq.com/qrcodejump?a=2",
+            "https: //weixin.qq.com/qrcodejump?a=2",
+        ],
+    },
+    {
+        "prefix": "https://weixin.qq.com/qrcodejumptest",
+        "open_version": 1,
+        "state": 1,
+        "permit_sub_rule": 1,
+        "path": "pages/index/index",
+        "debug_url": [
+            "https://weixin.qq.com/qrcodejumptest?a=1",
+            "https://weixin.qq.com/qrcodejumptest?a=1",
+            "https://weixin.qq.com/qrcodejumptest?a=2",
+            "https: //weixin.qq.com/qrcodejumptest?a=2",
+        ],
+    },
+]

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from helpers import (
+    DOCUMENT_EXAMPLE_RULES,
     MP,
     MP_SECRET,
     OA,
@@ -23,34 +24,7 @@ from helpers import (
     toml_config,
 )
 
-QUIRKY_RULES = [
-    {
-        "prefix": "https://weixin.qq.com/qrcodejump",
-        "open_version": 1,
-        "state": 1,
-        "permit_sub_rule": 1,
-        "path": "pages / index / index ",
-        "debug_url": [
-            "https://weixin.qq.com/qrcodejump?a=1",
-            "https://weixin.qq.com/qrcodejump?a=1",
-            "https://weixin.qq.com/qrcodejump?a=2",
-            "https: //weixin.qq.com/qrcodejump?a=2",
-        ],
-    },
-    {
-        "prefix": "https://weixin.qq.com/qrcodejumptest",
-        "open_version": 1,
-        "state": 1,
-        "permit_sub_rule": 1,
-        "path": "pages/index/index",
-        "debug_url": [
-            "https://weixin.qq.com/qrcodejumptest?a=1",
-            "https://weixin.qq.com/qrcodejumptest?a=1",
-            "https://weixin.qq.com/qrcodejumptest?a=2",
-            "https: //weixin.qq.com/qrcodejumptest?a=2",
-        ],
-    },
-]
+QUIRKY_RULES = DOCUMENT_EXAMPLE_RULES
 
 
 @pytest.fixture

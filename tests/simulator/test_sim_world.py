@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import requests
 from click.testing import CliRunner
+from helpers import DOCUMENT_EXAMPLE_RULES
 
 from qrsync.simulator import (
     RunningSimulator,
@@ -155,27 +156,8 @@ def test_reset_to_another_world_and_refusing_a_bad_one(sim: RunningSimulator) ->
 
 def test_put_rules_plants_rules_verbatim(wechat, mp_token: str, sim: RunningSimulator) -> None:
     planted = [
-        {
-            "prefix": "https://weixin.qq.com/qrcodejump",
-            "open_version": 1,
-            "state": 1,
-            "permit_sub_rule": 1,
-            "path": "pages / index / index ",
-            "debug_url": [
-                "https://weixin.qq.com/qrcodejump?a=1",
-                "https://weixin.qq.com/qrcodejump?a=1",
-                "https://weixin.qq.com/qrcodejump?a=2",
-                "https: //weixin.qq.com/qrcodejump?a=2",
-            ],
-        },
-        {
-            "prefix": "https://weixin.qq.com/qrcodejumptest",
-            "open_version": 1,
-            "state": 1,
-            "permit_sub_rule": 1,
-            "path": "pages/index/index",
-            "debug_url": [],
-        },
+        DOCUMENT_EXAMPLE_RULES[0],
+        {**DOCUMENT_EXAMPLE_RULES[1], "debug_url": []},
     ]
     assert sim.admin.put_rules(MINIPROGRAM, planted)["total"] == 2
     answer = wechat.get(mp_token)
