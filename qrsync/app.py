@@ -25,8 +25,8 @@ class App:
     _engine: Engine | None = field(default=None, repr=False)
 
     @classmethod
-    def load(cls, config_path: str | None) -> App:
-        return cls(load_config(resolve_path(config_path)))
+    def load(cls, config_path: str | None, *, check_secrets: bool = True) -> App:
+        return cls(load_config(resolve_path(config_path), check_secrets=check_secrets))
 
     @property
     def database_url(self) -> str:

@@ -65,9 +65,10 @@ class Context:
         self.config_path = config_path
         self._app: App | None = None
 
-    def app(self) -> App:
+    def app(self, *, calls_wechat: bool = False) -> App:
+        """The App; secrets are checked only for commands that call WeChat."""
         if self._app is None:
-            self._app = App.load(self.config_path)
+            self._app = App.load(self.config_path, check_secrets=calls_wechat)
         return self._app
 
     def close(self) -> None:
@@ -202,7 +203,7 @@ def sync(
         raise UsageError("--prefix needs exactly one --account")
     if allow_mass_delete and not accounts:
         raise UsageError("--allow-mass-delete needs --account (confirm one account at a time)")
-    app = obj.app()
+    app = obj.app(calls_wechat=True)
     config = app.config
     chosen = (
         [config.account(name) for name in dict.fromkeys(accounts)]

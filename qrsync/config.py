@@ -144,8 +144,14 @@ def resolve_path(explicit: str | None, environ: Mapping[str, str] | None = None)
     return DEFAULT_PATH
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, validate and return the configuration at ``path``."""
+def load_config(
+    path: Path, environ: Mapping[str, str] | None = None, *, check_secrets: bool = True
+) -> Config:
+    """Read, validate and return the configuration at ``path``.
+
+    ``check_secrets`` False skips checking that secret variables and files exist, for commands
+    that never call WeChat (reports, status, migrations): a dashboard host needs no secrets.
+    """
     env = os.environ if environ is None else environ
     file = str(path)
     try:
@@ -162,15 +168,16 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError("not UTF-8 text", file=file) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=file) from None
-    return _Parser(file, env).config(document)
+    return _Parser(file, env, check_secrets).config(document)
 
 
 class _Parser:
     """Walks the TOML document; every complaint names the file, the account and the key."""
 
-    def __init__(self, file: str, environ: Mapping[str, str]) -> None:
+    def __init__(self, file: str, environ: Mapping[str, str], check_secrets: bool) -> None:
         self.file = file
         self.environ = environ
+        self.check_secrets = check_secrets
 
     def fail(self, problem: str, key: str, account: str | None = None) -> ConfigError:
         return ConfigError(problem, file=self.file, account=account, key=key)
@@ -272,8 +279,9 @@ class _Parser:
         }
         self.only(t, keys, "component")
         appid = self.req_str(t, "appid", "component")
-        appsecret = self.secret(t, "appsecret", "component", None)
-        ticket = self.secret(t, "verify_ticket", "component", None)
+        check = self.check_secrets
+        appsecret = self.secret(t, "appsecret", "component", None, check=check)
+        ticket = self.secret(t, "verify_ticket", "component", None, check=check)
         if appsecret is None or ticket is None:
             missing = "appsecret" if appsecret is None else "verify_ticket"
             raise self.fail(f"{missing}_env or {missing}_file is required", f"component.{missing}")
@@ -309,7 +317,9 @@ class _Parser:
         enabled = t.get("enabled", True)
         if not isinstance(enabled, bool):
             raise self.fail("must be true or false", "enabled", name)
-        token = self.token(t.get("token"), name, component, check_secrets=enabled)
+        token = self.token(
+            t.get("token"), name, component, check_secrets=enabled and self.check_secrets
+        )
         return AccountConfig(
             name=name,
             kind=kind,  # type: ignore[arg-type]

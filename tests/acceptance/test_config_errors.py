@@ -238,3 +238,11 @@ def test_unchanged_accounts_are_not_rewritten_at_start(
     before = scalar(db, "SELECT xmin::text FROM accounts")
     qrsync("accounts")
     assert scalar(db, "SELECT xmin::text FROM accounts") == before
+
+
+def test_reports_need_no_secrets(qrsync: Any, db: Any) -> None:
+    qrsync.write_config(toml_config(BASE, mp_account(secret_env="NOT_SET_ANYWHERE")))
+    for command in (["accounts"], ["status"], ["report"], ["db", "current"]):
+        result = qrsync(*command)
+        assert result.exit_code == 0, (command, result.output)
+    _assert_refused(qrsync("sync"), "NOT_SET_ANYWHERE")
