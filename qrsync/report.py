@@ -113,7 +113,7 @@ def render_report_text(report: Report) -> str:
                     p["account"],
                     p["prefix"],
                     fmt_time(p["published_observed_at"]),
-                    "already published" if p["first_seen_published"] else fmt_age(p["wait"]),
+                    fmt_age(p["wait"]),
                 ]
                 for p in report.publications
             ],

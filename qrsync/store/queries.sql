@@ -297,10 +297,10 @@ GROUP BY a.name, a.kind
 ORDER BY a.name;
 
 -- name: report_publications --
--- The most recent publications since :since, with their wait.
+-- The most recent publications seen happening since :since (not rules first seen published).
 SELECT account, prefix, path, published_observed_at, wait, first_seen_published
 FROM publications
-WHERE published_observed_at >= :since
+WHERE published_observed_at >= :since AND NOT first_seen_published
   AND (CAST(:account AS text) IS NULL OR account = :account)
 ORDER BY published_observed_at DESC, account, prefix
 LIMIT :limit;

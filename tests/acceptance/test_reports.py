@@ -1,0 +1,91 @@
+"""`qrsync accounts`, `status` and `report`, checked against the tables."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from helpers import MP, MP_SECRET, WeChatUser, mp_account, mp_world, rule, scalar, toml_config
+
+
+@pytest.fixture
+def history(simulator: Any, qrsync: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Two syncs of a mini program: between them one rule published and one deleted; plus an
+    account whose secret is wrong."""
+    simulator.admin.add_account(mp_world(pub_quota=20))
+    simulator.admin.add_account(mp_world(appid="wx1000000000000077", secret="right"))
+    simulator.admin.put_rules(MP, [rule(f"https://a.example.com/{i}") for i in range(4)])
+    monkeypatch.setenv("MP_SECRET", MP_SECRET)
+    monkeypatch.setenv("BAD_SECRET", "wrong-secret-value")
+    accounts = mp_account() + mp_account("broken", "wx1000000000000077", "BAD_SECRET")
+    qrsync.write_config(toml_config(simulator.url, accounts))
+    assert qrsync("sync").exit_code == 1
+    user = WeChatUser(simulator.url, MP, MP_SECRET)
+    user.publish("https://a.example.com/1")
+    user.delete("https://a.example.com/2")
+    assert qrsync("sync").exit_code == 1
+    return simulator
+
+
+def test_report_json_matches_the_tables(history: Any, qrsync: Any, db: Any) -> None:
+    result = qrsync("report", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    by_account = {r["account"]: r for r in report["rules_by_state"]}
+    assert by_account["mp"] == {
+        "account": "mp",
+        "kind": "miniprogram",
+        "unpublished": 2,
+        "published": 1,
+        "other": 0,
+        "deleted": 1,
+    }
+    assert [p["prefix"] for p in report["publications"]] == ["https://a.example.com/1"]
+    assert [d["prefix"] for d in report["deletions"]] == ["https://a.example.com/2"]
+    quota = {q["account"]: q for q in report["quota"]}
+    assert quota["mp"]["qrcodejump_pub_quota"] == 19
+    assert quota["mp"]["qrcodejump_pub_quota"] == scalar(
+        db, "SELECT qrcodejump_pub_quota FROM account_snapshots ORDER BY id DESC LIMIT 1"
+    )
+    assert "broken" not in quota
+
+
+def test_report_text_has_every_section(history: Any, qrsync: Any) -> None:
+    text = qrsync("report").output
+    for heading in ("Rules by state", "Publications since", "Deletions since", "Publish quota"):
+        assert heading in text
+    assert "https://a.example.com/1" in text and "https://a.example.com/2" in text
+
+
+def test_report_for_one_account(history: Any, qrsync: Any) -> None:
+    report = json.loads(qrsync("report", "--json", "--account", "broken").stdout)
+    assert [r["account"] for r in report["rules_by_state"]] == ["broken"]
+    assert report["publications"] == [] and report["quota"] == []
+
+
+def test_status_puts_failing_accounts_first(history: Any, qrsync: Any) -> None:
+    rows = json.loads(qrsync("status", "--json").stdout)
+    assert [r["account"] for r in rows] == ["broken", "mp"]
+    assert rows[0]["failure_streak"] == 2 and rows[0]["last_status"] == "failed"
+    assert rows[0]["last_errcode"] == 40125
+    assert "wrong-secret-value" not in json.dumps(rows)
+    assert rows[1]["failure_streak"] == 0 and rows[1]["last_success_at"]
+    text = qrsync("status").output
+    assert text.index("broken") < text.index("mp ")
+
+
+def test_accounts_lists_live_rules_and_last_run(history: Any, qrsync: Any) -> None:
+    accounts = {a["name"]: a for a in json.loads(qrsync("accounts", "--json").stdout)}
+    assert accounts["mp"]["live_rules"] == 3 and accounts["mp"]["last_status"] == "succeeded"
+    assert accounts["broken"]["last_status"] == "failed"
+    assert "40125" in accounts["broken"]["last_error"]
+
+
+def test_sync_json_summary(history: Any, qrsync: Any) -> None:
+    result = qrsync("sync", "--json")
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert (summary["succeeded"], summary["partial"], summary["failed"]) == (1, 0, 1)
+    failed = next(a for a in summary["accounts"] if a["status"] == "failed")
+    assert failed["errcode"] == 40125 and "account 'broken'" in failed["error"]
