@@ -7,12 +7,12 @@ arguments), with one line naming the file, key or account at fault, and nothing 
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -21,7 +21,9 @@ from qrsync import __version__
 from qrsync.app import App
 from qrsync.errors import QrsyncError, UsageError
 from qrsync.masking import MaskingFilter, mask
-from qrsync.report import build_report, render_report_text, render_status_text, sync_health
+from qrsync.render.jsonout import to_json
+from qrsync.render.text import fmt_time, format_table, render_report, render_status
+from qrsync.report import Report, build_report, sync_health
 from qrsync.simulator.command import simulator_command
 from qrsync.store import migrate
 from qrsync.store.accounts import list_accounts
@@ -46,16 +48,8 @@ def _setup_logging(verbose: int) -> None:
     logging.getLogger("pyrate_limiter").setLevel(logging.WARNING)
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
 def _echo_json(document: Any) -> None:
-    click.echo(mask(json.dumps(document, default=_json_default, ensure_ascii=False, indent=2)))
+    click.echo(to_json(document))
 
 
 class Context:
@@ -324,8 +318,6 @@ def accounts_command(obj: Context, as_json: bool) -> None:
     if as_json:
         _echo_json([asdict(a) for a in overview])
         return
-    from qrsync.report import fmt_time, format_table
-
     click.echo(
         format_table(
             ["account", "kind", "appid", "token", "enabled", "live rules", "last run", "status"],
@@ -359,7 +351,7 @@ def status(obj: Context, account: str | None, as_json: bool) -> None:
     if as_json:
         _echo_json(rows)
     else:
-        click.echo(render_status_text(rows))
+        click.echo(render_status(rows))
 
 
 def _parse_since(value: str) -> datetime:
@@ -375,24 +367,64 @@ def _parse_since(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.astimezone()
 
 
+REPORT_FORMATS = ("text", "json", "csv", "html")
+
+
 @cli.command()
-@click.option("--since", default="7d", show_default=True, help="Window: 12h, 7d, or a date.")
+@click.option("--since", default="7d", show_default=True, help="Window: 12h, 7d, 2w, or a date.")
 @click.option("--account", metavar="NAME", help="Only this account.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(REPORT_FORMATS),
+    default="text",
+    show_default=True,
+    help="text for people, json/csv for machines, html: one self-contained page with charts.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option(
+    "--output", type=click.Path(dir_okay=False, writable=True), help="Write to FILE, not stdout."
+)
 @click.pass_obj
 @_guarded
-def report(obj: Context, since: str, account: str | None, as_json: bool) -> None:
-    """Rules by state, recent publications and deletions, publish quota."""
+def report(
+    obj: Context,
+    since: str,
+    account: str | None,
+    output_format: str,
+    as_json: bool,
+    output: str | None,
+) -> None:
+    """Rules by state, the publish queue, publications, deletions, quota, sync health."""
     start = _parse_since(since)
     app = obj.app()
     if account is not None:
         app.config.account(account)
     app.mirror_accounts()
     built = build_report(app.ready_engine(), since=start, account=account)
-    if as_json:
-        _echo_json(asdict(built))
-    else:
-        click.echo(render_report_text(built))
+    rendered = _render(built, "json" if as_json else output_format)
+    if output is None:
+        click.echo(rendered)
+        return
+    try:
+        Path(output).write_text(rendered + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--output: cannot write {output}: {exc.strerror}") from None
+    click.echo(f"report written to {output}", err=True)
+
+
+def _render(built: Report, output_format: str) -> str:
+    if output_format == "json":
+        return to_json(built)
+    if output_format == "csv":
+        from qrsync.render.csvout import render_csv
+
+        return render_csv(built)
+    if output_format == "html":
+        from qrsync.render.html import render_html
+
+        return render_html(built)
+    return render_report(built)
 
 
 cli.add_command(simulator_command)

@@ -1,13 +1,14 @@
-"""The reports behind `qrsync report` and `qrsync status`: queries, then renderers.
+"""The data behind `qrsync report` and `qrsync status`, read from the views and named queries.
 
-Each report is a plain data structure built from the views and named queries, so that the text
-renderer here and the JSON output share one source of truth.
+A :class:`Report` is plain data (lists of dicts, one per row); the renderers in
+:mod:`qrsync.render` turn it into text, JSON, CSV or a self-contained HTML page, so every format
+tells the same story from one source.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine
@@ -15,157 +16,73 @@ from sqlalchemy import Engine
 from qrsync.store.queries import query
 
 RECENT_LIMIT = 20
+QUEUE_LIMIT = 20
+
+Row = dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Report:
+    """Everything a report shows; each list holds rows as dicts (column -> value)."""
+
+    generated_at: datetime
     since: datetime
-    rules_by_state: list[dict[str, Any]]
-    publications: list[dict[str, Any]]
-    deletions: list[dict[str, Any]]
-    quota: list[dict[str, Any]]
+    account: str | None
+    rules_by_state: list[Row]
+    """account, kind, unpublished, published, other, deleted"""
+    publish_queue: list[Row]
+    """The rules waiting longest unpublished: account, prefix, path, unpublished_since, waiting"""
+    publish_queue_by_account: list[Row]
+    """account, waiting_rules, longest_wait"""
+    publications: list[Row]
+    """Recent publications: account, prefix, path, published_observed_at, wait"""
+    publications_per_day: list[Row]
+    """day, publications"""
+    deletions: list[Row]
+    """Recent deletions: account, prefix, from_state, observed_at, previous_seen_at"""
+    quota: list[Row]
+    """Per account: qrcodejump_pub_quota, qrcodejump_open, taken_at, quota_week_before"""
+    quota_series: list[Row]
+    """account, day, qrcodejump_pub_quota"""
+    sync_health: list[Row]
+    """Failing and stale accounts first: account, enabled, last_status, last_run_at,
+    last_success_at, success_age, failure_streak, last_errcode, last_error"""
+    sync_per_day: list[Row]
+    """day, succeeded, partial, failed"""
 
 
 def build_report(
-    engine: Engine, *, since: datetime, account: str | None = None, limit: int = RECENT_LIMIT
+    engine: Engine,
+    *,
+    since: datetime,
+    account: str | None = None,
+    limit: int = RECENT_LIMIT,
+    now: datetime | None = None,
 ) -> Report:
     params = {"since": since, "account": account, "limit": limit}
     with engine.connect() as conn:
 
-        def rows(name: str) -> list[dict[str, Any]]:
+        def rows(name: str) -> list[Row]:
             return [dict(r) for r in conn.execute(query(name), params).mappings()]
 
         return Report(
+            generated_at=now or datetime.now(UTC),
             since=since,
+            account=account,
             rules_by_state=rows("report_rules_by_state"),
+            publish_queue=rows("report_publish_queue"),
+            publish_queue_by_account=rows("report_publish_queue_by_account"),
             publications=rows("report_publications"),
+            publications_per_day=rows("report_publications_per_day"),
             deletions=rows("report_deletions"),
             quota=rows("report_quota"),
+            quota_series=rows("report_quota_series"),
+            sync_health=rows("sync_health"),
+            sync_per_day=rows("report_sync_per_day"),
         )
 
 
-def sync_health(engine: Engine, account: str | None = None) -> list[dict[str, Any]]:
+def sync_health(engine: Engine, account: str | None = None) -> list[Row]:
     with engine.connect() as conn:
-        return [
-            dict(r) for r in conn.execute(query("sync_health"), {"account": account}).mappings()
-        ]
-
-
-# --- text ---------------------------------------------------------------------------------------
-
-
-def format_table(headers: list[str], rows: list[list[str]]) -> str:
-    """A plain aligned table; numbers right-aligned."""
-    if not rows:
-        return "  (none)"
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def line(cells: list[str]) -> str:
-        out = []
-        for cell, width in zip(cells, widths, strict=True):
-            numeric = cell.replace(",", "").replace("-", "", 1).isdigit()
-            out.append(cell.rjust(width) if numeric else cell.ljust(width))
-        return "  " + "  ".join(out).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
-
-
-def fmt_time(value: datetime | None) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M") if value else "-"
-
-
-def fmt_age(value: timedelta | None) -> str:
-    if value is None:
-        return "-"
-    seconds = int(value.total_seconds())
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 172800:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
-
-
-def render_report_text(report: Report) -> str:
-    parts = ["Rules by state"]
-    parts.append(
-        format_table(
-            ["account", "kind", "unpublished", "published", "deleted"],
-            [
-                [
-                    r["account"],
-                    r["kind"],
-                    f"{r['unpublished']:,}",
-                    f"{r['published']:,}",
-                    f"{r['deleted']:,}",
-                ]
-                for r in report.rules_by_state
-            ],
-        )
-    )
-    parts.append(f"\nPublications since {fmt_time(report.since)} (latest {RECENT_LIMIT})")
-    parts.append(
-        format_table(
-            ["account", "prefix", "observed", "wait"],
-            [
-                [
-                    p["account"],
-                    p["prefix"],
-                    fmt_time(p["published_observed_at"]),
-                    fmt_age(p["wait"]),
-                ]
-                for p in report.publications
-            ],
-        )
-    )
-    parts.append(f"\nDeletions since {fmt_time(report.since)} (latest {RECENT_LIMIT})")
-    parts.append(
-        format_table(
-            ["account", "prefix", "state before", "observed"],
-            [
-                [d["account"], d["prefix"], str(d["from_state"]), fmt_time(d["observed_at"])]
-                for d in report.deletions
-            ],
-        )
-    )
-    parts.append("\nPublish quota (left this month)")
-    parts.append(
-        format_table(
-            ["account", "quota left", "a week before", "jumping on", "as of"],
-            [
-                [
-                    q["account"],
-                    _num(q["qrcodejump_pub_quota"]),
-                    _num(q["quota_week_before"]),
-                    {1: "yes", 0: "no"}.get(q["qrcodejump_open"], "-"),
-                    fmt_time(q["taken_at"]),
-                ]
-                for q in report.quota
-            ],
-        )
-    )
-    return "\n".join(parts)
-
-
-def render_status_text(rows: list[dict[str, Any]]) -> str:
-    return format_table(
-        ["account", "enabled", "last run", "status", "last success", "age", "failures", "error"],
-        [
-            [
-                r["account"],
-                "yes" if r["enabled"] else "no",
-                fmt_time(r["last_run_at"]),
-                r["last_status"] or "never",
-                fmt_time(r["last_success_at"]),
-                fmt_age(r["success_age"]),
-                str(r["failure_streak"]),
-                (r["last_error"] or "")[:80],
-            ]
-            for r in rows
-        ],
-    )
-
-
-def _num(value: int | None) -> str:
-    return "-" if value is None else str(value)
+        result = conn.execute(query("sync_health"), {"account": account}).mappings()
+        return [dict(r) for r in result]

@@ -352,3 +352,48 @@ ORDER BY r.prefix;
 -- name: count_staged --
 -- Distinct prefixes a run has staged (the listing's consistency check).
 SELECT count(DISTINCT prefix) FROM staged_rules WHERE sync_run_id = :run_id;
+
+-- name: report_publish_queue --
+-- The rules waiting longest unpublished (the publish queue), oldest first.
+SELECT account, prefix, path, unpublished_since, waiting
+FROM unpublished_rules
+WHERE (CAST(:account AS text) IS NULL OR account = :account)
+ORDER BY unpublished_since, account, prefix
+LIMIT :limit;
+
+-- name: report_publish_queue_by_account --
+-- Per account: rules waiting unpublished and the longest wait.
+SELECT account, count(*) AS waiting_rules, max(waiting) AS longest_wait
+FROM unpublished_rules
+WHERE (CAST(:account AS text) IS NULL OR account = :account)
+GROUP BY account
+ORDER BY max(waiting) DESC, account;
+
+-- name: report_publications_per_day --
+-- Publications seen happening per day (session time zone) since :since.
+SELECT CAST(published_observed_at AS date) AS day, count(*) AS publications
+FROM publications
+WHERE published_observed_at >= :since AND NOT first_seen_published
+  AND (CAST(:account AS text) IS NULL OR account = :account)
+GROUP BY 1
+ORDER BY 1;
+
+-- name: report_quota_series --
+-- Publish quota per account and day since :since (quota_daily).
+SELECT account, day, qrcodejump_pub_quota
+FROM quota_daily
+WHERE taken_at >= :since AND (CAST(:account AS text) IS NULL OR account = :account)
+ORDER BY account, day;
+
+-- name: report_sync_per_day --
+-- Finished runs per day and status since :since.
+SELECT CAST(r.started_at AS date) AS day,
+       count(*) FILTER (WHERE r.status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE r.status = 'partial') AS partial,
+       count(*) FILTER (WHERE r.status = 'failed') AS failed
+FROM sync_runs r
+JOIN accounts a ON a.id = r.account_id
+WHERE r.started_at >= :since AND r.status <> 'running'
+  AND (CAST(:account AS text) IS NULL OR a.name = :account)
+GROUP BY 1
+ORDER BY 1;

@@ -13,7 +13,14 @@ from qrsync.store import migrate
 from qrsync.store.engine import make_engine
 from qrsync.store.schema import metadata
 
-VIEWS = {"current_rules", "publications", "quota_daily", "sync_health"}
+VIEWS = {
+    "current_rules",
+    "publications",
+    "quota_daily",
+    "sync_health",
+    "unpublished_rules",
+    "account_latest_snapshot",
+}
 
 
 def _objects(url: str, schema: str) -> set[str]:
@@ -80,9 +87,9 @@ def test_db_commands_through_the_cli(qrsync: Any, empty_database_url: str) -> No
     qrsync.write_config(f'[database]\nurl = "{empty_database_url}"\n', with_database=False)
     assert "empty" in qrsync("db", "current").output
     up = qrsync("db", "upgrade")
-    assert up.exit_code == 0 and "upgraded from empty to 0001" in up.output
+    assert up.exit_code == 0 and "upgraded from empty to 0002" in up.output
     again = qrsync("db", "upgrade")
-    assert "already at revision 0001" in again.output
+    assert "already at revision 0002" in again.output
     down = qrsync("db", "downgrade", "base")
     assert down.exit_code == 0 and "base" in down.output
     url = qrsync("db", "url")
@@ -96,3 +103,31 @@ def test_plain_postgresql_urls_are_accepted(empty_database_url: str) -> None:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT 1")).scalar() == 1
         engine.dispose()
+
+
+def test_every_column_of_the_user_tables_has_a_comment(engine: Any) -> None:
+    tables = [
+        "accounts",
+        "rules",
+        "rule_debug_urls",
+        "rule_state_changes",
+        "rule_versions",
+        "account_snapshots",
+        "sync_runs",
+    ]
+    with engine.connect() as conn:
+        missing = (
+            conn.execute(
+                text(
+                    "SELECT c.relname || '.' || a.attname FROM pg_attribute a"
+                    " JOIN pg_class c ON c.oid = a.attrelid"
+                    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = 'qrsync' AND c.relname = ANY(:tables) AND a.attnum > 0"
+                    " AND NOT a.attisdropped AND col_description(a.attrelid, a.attnum) IS NULL"
+                ),
+                {"tables": tables},
+            )
+            .scalars()
+            .all()
+        )
+    assert missing == []

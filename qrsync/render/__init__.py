@@ -1,0 +1,3 @@
+"""Renderers of :class:`qrsync.report.Report`: text, JSON, CSV, self-contained HTML."""
+
+from __future__ import annotations
