@@ -160,6 +160,7 @@ class Syncer:
             run_id = self.runs.start_run(
                 request.account_id,
                 trigger=request.trigger,
+                started_at=self.clock(),
                 scheduled_for=request.scheduled_for,
                 replica=request.replica,
             )
@@ -194,6 +195,7 @@ class Syncer:
                     error=message,
                     api_calls=counter.calls,
                     pages=tally.pages,
+                    finished_at=self.clock(),
                 )
             except SQLAlchemyError as db_exc:
                 message += f" (and the run could not be recorded: {database_error(db_exc)})"
@@ -294,6 +296,7 @@ class Syncer:
                     + "): applied what was seen, deleted nothing"
                 )
         last = tally.last
+        observed_at = self.clock()
         outcome = RunOutcome(
             status=status,
             api_calls=counter.calls,
@@ -307,7 +310,8 @@ class Syncer:
         counts, outcome = self.runs.apply_listing(
             run_id=run_id,
             account_id=request.account_id,
-            observed_at=self.clock(),
+            observed_at=observed_at,
+            clock=self.clock,
             complete=complete,
             allow_mass_delete=request.allow_mass_delete,
             max_delete_fraction=self.config.sync.max_delete_fraction,

@@ -46,8 +46,8 @@ ORDER BY a.name;
 
 -- name: start_run --
 -- Open a sync_runs row for one account; the run is 'running' until finished or failed.
-INSERT INTO sync_runs (account_id, trigger, scheduled_for, replica)
-VALUES (:account_id, :trigger, :scheduled_for, :replica)
+INSERT INTO sync_runs (account_id, trigger, scheduled_for, replica, started_at)
+VALUES (:account_id, :trigger, :scheduled_for, :replica, :started_at)
 RETURNING id, started_at;
 
 -- name: clear_staged --
@@ -224,7 +224,7 @@ staged AS (
     DELETE FROM staged_rules WHERE sync_run_id = :run_id
 )
 UPDATE sync_runs
-SET finished_at = clock_timestamp(), status = :status, api_calls = :api_calls, pages = :pages,
+SET finished_at = :finished_at, status = :status, api_calls = :api_calls, pages = :pages,
     rules_seen = :rules_seen, inserted = :inserted, updated = :updated, unchanged = :unchanged,
     deleted = :deleted, state_changes = :state_changes, total_count = :total_count,
     message = :message
@@ -236,7 +236,7 @@ WITH staged AS (
     DELETE FROM staged_rules WHERE sync_run_id = :run_id
 )
 UPDATE sync_runs
-SET finished_at = clock_timestamp(), status = 'failed', errcode = :errcode, error = :error,
+SET finished_at = :finished_at, status = 'failed', errcode = :errcode, error = :error,
     api_calls = :api_calls, pages = :pages
 WHERE id = :run_id;
 

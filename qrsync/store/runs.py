@@ -8,6 +8,7 @@ closes the run: either all of it happens or none of it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -68,6 +69,7 @@ class RunStore:
         account_id: int,
         *,
         trigger: str,
+        started_at: datetime,
         scheduled_for: datetime | None = None,
         replica: str | None = None,
     ) -> int:
@@ -79,6 +81,7 @@ class RunStore:
                     "trigger": trigger,
                     "scheduled_for": scheduled_for,
                     "replica": replica,
+                    "started_at": started_at,
                 },
             ).one()
         return int(row.id)
@@ -118,12 +121,15 @@ class RunStore:
         run_id: int,
         account_id: int,
         observed_at: datetime,
+        clock: Callable[[], datetime],
         complete: bool,
         allow_mass_delete: bool,
         max_delete_fraction: float,
         outcome: RunOutcome,
     ) -> tuple[MergeCounts, RunOutcome]:
         """Merge the staged listing, record the snapshot and close the run, in one transaction.
+
+        ``clock`` gives the run's finishing time once the merge is done.
 
         If the delete guard holds deletions back, the run becomes ``partial`` with a message,
         and the snapshot is not marked complete.
@@ -171,12 +177,20 @@ class RunStore:
                     "deleted": counts.deleted,
                     "state_changes": counts.state_changes,
                     "message": outcome.message,
+                    "finished_at": clock(),
                 },
             )
         return counts, outcome
 
     def fail_run(
-        self, run_id: int, *, errcode: int | None, error: str, api_calls: int, pages: int
+        self,
+        run_id: int,
+        *,
+        errcode: int | None,
+        error: str,
+        api_calls: int,
+        pages: int,
+        finished_at: datetime,
     ) -> None:
         with self.engine.begin() as conn:
             conn.execute(
@@ -187,6 +201,7 @@ class RunStore:
                     "error": mask(error),
                     "api_calls": api_calls,
                     "pages": pages,
+                    "finished_at": finished_at,
                 },
             )
 
