@@ -6,6 +6,7 @@ whose messages are ready for people.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -15,28 +16,59 @@ from qrsync.config import Config, load_config, resolve_path
 from qrsync.errors import DatabaseError
 from qrsync.store import migrate
 from qrsync.store.accounts import MirrorResult, mirror_accounts
+from qrsync.store.embedded import EmbeddedPostgres, data_home
 from qrsync.store.engine import make_engine, masked_url
 from qrsync.store.queries import query
+
+
+def _quiet(_message: str) -> None:
+    """Notices go nowhere unless the caller gives a place for them."""
 
 
 @dataclass
 class App:
     config: Config
+    notify: Callable[[str], None] = _quiet
+    """Where one-line notices go (the CLI: stderr), e.g. that the embedded database is used."""
+    keep_embedded_running: bool = False
     _engine: Engine | None = field(default=None, repr=False)
+    _embedded: EmbeddedPostgres | None = field(default=None, repr=False)
 
     @classmethod
-    def load(cls, config_path: str | None, *, check_secrets: bool = True) -> App:
-        return cls(load_config(resolve_path(config_path), check_secrets=check_secrets))
+    def load(
+        cls,
+        config_path: str | None,
+        *,
+        check_secrets: bool = True,
+        notify: Callable[[str], None] = _quiet,
+        keep_embedded_running: bool = False,
+    ) -> App:
+        path, named = resolve_path(config_path)
+        config = load_config(path, check_secrets=check_secrets, missing_ok=not named)
+        return cls(config, notify=notify, keep_embedded_running=keep_embedded_running)
+
+    @property
+    def uses_embedded(self) -> bool:
+        return not self.config.database.url
+
+    def embedded(self) -> EmbeddedPostgres:
+        if self._embedded is None:
+            self._embedded = EmbeddedPostgres(data_home(), keep_running=self.keep_embedded_running)
+        return self._embedded
 
     @property
     def database_url(self) -> str:
+        """database.url / QRSYNC_DATABASE_URL, else the embedded PostgreSQL (started now)."""
         url = self.config.database.url
-        if not url:
-            raise DatabaseError(
-                f"{self.config.path}: no database configured: set database.url in the file or "
-                "QRSYNC_DATABASE_URL in the environment (e.g. postgresql://user@host/db)"
+        if url:
+            return url
+        embedded = self.embedded()
+        if not embedded.started:
+            self.notify(
+                "no database configured (database.url or QRSYNC_DATABASE_URL): using the "
+                f"embedded PostgreSQL in {embedded.root}"
             )
-        return url
+        return embedded.url()
 
     def engine(self) -> Engine:
         """The engine, after checking that the database answers."""

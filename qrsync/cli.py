@@ -8,6 +8,7 @@ arguments), with one line naming the file, key or account at fault, and nothing 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -36,6 +37,10 @@ def _fail(exc: QrsyncError) -> NoReturn:
     sys.exit(exc.exit_code)
 
 
+def _notice(message: str) -> None:
+    click.echo(f"qrsync: {message}", err=True)
+
+
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
@@ -59,10 +64,15 @@ class Context:
         self.config_path = config_path
         self._app: App | None = None
 
-    def app(self, *, calls_wechat: bool = False) -> App:
+    def app(self, *, calls_wechat: bool = False, keep_embedded_running: bool = False) -> App:
         """The App; secrets are checked only for commands that call WeChat."""
         if self._app is None:
-            self._app = App.load(self.config_path, check_secrets=calls_wechat)
+            self._app = App.load(
+                self.config_path,
+                check_secrets=calls_wechat,
+                notify=_notice,
+                keep_embedded_running=keep_embedded_running,
+            )
         return self._app
 
     def close(self) -> None:
@@ -159,10 +169,34 @@ def db_downgrade(obj: Context, revision: str) -> None:
 @click.pass_obj
 @_guarded
 def db_url(obj: Context) -> None:
-    """Print the database URL in use (password masked), e.g. for psql."""
-    app = obj.app()
+    """Print the database URL in use (password masked), e.g. for psql.
+
+    With the embedded PostgreSQL, the server is started if need be and left running for psql
+    until `qrsync db stop`.
+    """
+    app = obj.app(keep_embedded_running=True)
     url = masked_url(app.database_url)
     click.echo(url.replace("postgresql+psycopg://", "postgresql://", 1))
+    if app.uses_embedded:
+        _notice("the embedded PostgreSQL stays up for psql; `qrsync db stop` stops it")
+
+
+@db.command("stop")
+@click.pass_obj
+@_guarded
+def db_stop(obj: Context) -> None:
+    """Stop the embedded PostgreSQL (when no database.url is configured)."""
+    app = obj.app()
+    if not app.uses_embedded:
+        raise UsageError(
+            "qrsync db stop stops the embedded PostgreSQL only; this configuration uses "
+            "database.url (or QRSYNC_DATABASE_URL)"
+        )
+    embedded = app.embedded()
+    if embedded.stop():
+        click.echo(f"stopped the embedded PostgreSQL in {embedded.root}")
+    else:
+        click.echo(f"the embedded PostgreSQL in {embedded.root} was not running")
 
 
 # --- sync ----------------------------------------------------------------------------------------
@@ -210,7 +244,8 @@ def sync(
                 f"{config.path}: account '{account.name}' is disabled (enabled = false)"
             )
     if not chosen:
-        raise UsageError(f"{config.path}: no enabled account to sync")
+        missing = "" if Path(config.path).exists() else " (the file does not exist)"
+        raise UsageError(f"{config.path}{missing}: no enabled account to sync")
     ids = app.mirror_accounts().ids
     requests = [
         SyncRequest(
@@ -430,5 +465,11 @@ def _render(built: Report, output_format: str) -> str:
 cli.add_command(simulator_command)
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    """SIGTERM ends qrsync like Ctrl-C does: runs stop cleanly, the embedded server stops."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     cli(prog_name="qrsync")

@@ -134,29 +134,40 @@ class Config:
         )
 
 
-def resolve_path(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path:
-    """``--config``, else ``$QRSYNC_CONFIG``, else ``./qrsync.toml``."""
+def resolve_path(
+    explicit: str | None, environ: Mapping[str, str] | None = None
+) -> tuple[Path, bool]:
+    """``--config``, else ``$QRSYNC_CONFIG``, else ``./qrsync.toml``; and whether the path was
+    named by the user (False for the implicit default)."""
     env = os.environ if environ is None else environ
     if explicit:
-        return Path(explicit)
+        return Path(explicit), True
     if env.get("QRSYNC_CONFIG"):
-        return Path(env["QRSYNC_CONFIG"])
-    return DEFAULT_PATH
+        return Path(env["QRSYNC_CONFIG"]), True
+    return DEFAULT_PATH, False
 
 
 def load_config(
-    path: Path, environ: Mapping[str, str] | None = None, *, check_secrets: bool = True
+    path: Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    check_secrets: bool = True,
+    missing_ok: bool = False,
 ) -> Config:
     """Read, validate and return the configuration at ``path``.
 
     ``check_secrets`` False skips checking that secret variables and files exist, for commands
     that never call WeChat (reports, status, migrations): a dashboard host needs no secrets.
+    ``missing_ok`` turns a missing file into the defaults (no accounts), for the implicit
+    ``./qrsync.toml`` of commands that need no accounts (e.g. ``qrsync db url``).
     """
     env = os.environ if environ is None else environ
     file = str(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
+        if missing_ok:
+            return _Parser(file, env, check_secrets).config({})
         raise ConfigError(
             "configuration file not found (give --config PATH or set QRSYNC_CONFIG)", file=file
         ) from None

@@ -179,11 +179,6 @@ def test_unmigrated_database_asks_for_db_upgrade(
     _assert_refused(qrsync("sync"), "qrsync db upgrade")
 
 
-def test_no_database_configured_is_explained(qrsync: Any) -> None:
-    qrsync.write_config(toml_config(BASE, ""), with_database=False)
-    _assert_refused(qrsync("db", "current"), "database.url", "QRSYNC_DATABASE_URL")
-
-
 def test_unknown_account_on_the_command_line(
     qrsync: Any, db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
