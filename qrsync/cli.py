@@ -28,7 +28,7 @@ from qrsync.report import Report, build_report, sync_health
 from qrsync.simulator.command import simulator_command
 from qrsync.store import migrate
 from qrsync.store.accounts import list_accounts
-from qrsync.store.engine import masked_url
+from qrsync.store.engine import make_engine, masked_url
 from qrsync.sync import RunResult, Syncer, SyncRequest
 
 
@@ -51,6 +51,8 @@ def _setup_logging(verbose: int) -> None:
     root.setLevel(level)
     # Library chatter (the rate limiter announces every bucket) stays below warnings.
     logging.getLogger("pyrate_limiter").setLevel(logging.WARNING)
+    # Commands print each run's outcome themselves; its log line would say it twice.
+    logging.getLogger("qrsync.sync").setLevel(logging.ERROR if verbose == 0 else level)
 
 
 def _echo_json(document: Any) -> None:
@@ -460,6 +462,43 @@ def _render(built: Report, output_format: str) -> str:
 
         return render_html(built)
     return render_report(built)
+
+
+@cli.command()
+@click.option("--rounds", default=5, show_default=True, help="Rounds of changes and syncs (2-6).")
+@click.option(
+    "--html",
+    "html_path",
+    default="qrsync-demo-report.html",
+    show_default=True,
+    help="Where to write the HTML report of the demo.",
+)
+@_guarded
+def demo(rounds: int, html_path: str) -> None:
+    """The demo of `make demo`: embedded PostgreSQL, simulator, rounds of changes, report."""
+    from qrsync.demo import SCHEMA, run_demo
+
+    outcome = run_demo(click.echo, rounds=rounds)
+    engine = make_engine(outcome.psql_url, SCHEMA)
+    try:
+        built = build_report(engine, since=datetime.now(UTC) - timedelta(days=8))
+    finally:
+        engine.dispose()
+    click.echo("\n" + render_report(built))
+    Path(html_path).write_text(_render(built, "html") + "\n", encoding="utf-8")
+    click.echo(f"\nThe same report as one HTML page with charts: {html_path}")
+    click.echo(
+        "\nLook around with psql (the embedded PostgreSQL stays up until "
+        "`.venv/bin/qrsync db stop`):\n"
+        f'  psql "{outcome.psql_url}"\n'
+        "  SELECT account, state_name, count(*) FROM qrsync.current_rules GROUP BY 1, 2;\n"
+        "  SELECT account, prefix, wait FROM qrsync.publications\n"
+        "    WHERE NOT first_seen_published ORDER BY published_observed_at DESC LIMIT 10;\n"
+        "  SELECT account, count(*), max(waiting) FROM qrsync.unpublished_rules GROUP BY 1;\n"
+        "  SELECT * FROM qrsync.quota_daily ORDER BY account, day;\n"
+        "  SELECT account, last_status, failure_streak, last_error FROM qrsync.sync_health;\n"
+        "More questions and their SQL: docs/analysts.md"
+    )
 
 
 cli.add_command(simulator_command)

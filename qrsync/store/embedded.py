@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 
 from qrsync.errors import DatabaseError
+from qrsync.store.engine import quote_ident
 
 logger = logging.getLogger("qrsync.embedded")
 
@@ -84,8 +85,9 @@ class EmbeddedPostgres:
     def started(self) -> bool:
         return self._server is not None
 
-    def url(self) -> str:
-        """Start (or join) the server and return the URL of qrsync's database in it."""
+    def url(self, database: str = DATABASE) -> str:
+        """Start (or join) the server and return the URL of ``database`` in it (created if
+        need be; qrsync's own is ``qrsync``)."""
         if self._server is None:
             package = _import_package()
             try:
@@ -100,17 +102,26 @@ class EmbeddedPostgres:
                     f"cannot start the embedded PostgreSQL in {self.pgdata}: {exc} (its log: "
                     f"{self.pgdata / 'log'})"
                 ) from None
-            self._ensure_database()
-        return str(self._server.get_uri(database=DATABASE))
+        self.create_database(database)
+        return str(self._server.get_uri(database=database))
 
-    def _ensure_database(self) -> None:
-        admin_url = self._server.get_uri(database="postgres")
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
-            ).fetchone()
-            if exists is None:
-                conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    def admin_url(self) -> str:
+        """The server's maintenance database, for creating and dropping databases."""
+        self.url()
+        return str(self._server.get_uri(database="postgres"))
+
+    def create_database(self, database: str, *, fresh: bool = False) -> bool:
+        """Create ``database`` unless it exists (``fresh``: drop it first); True if it existed."""
+        with psycopg.connect(self._server.get_uri(database="postgres"), autocommit=True) as conn:
+            existed = (
+                conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+                is not None
+            )
+            if existed and fresh:
+                conn.execute(f"DROP DATABASE {quote_ident(database)} WITH (FORCE)")
+            if fresh or not existed:
+                conn.execute(f"CREATE DATABASE {quote_ident(database)}")
+        return existed
 
     def stop(self) -> bool:
         """Stop the server if it runs; True if it was running."""
