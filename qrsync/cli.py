@@ -29,6 +29,7 @@ from qrsync.simulator.command import simulator_command
 from qrsync.store import migrate
 from qrsync.store.accounts import list_accounts
 from qrsync.store.engine import make_engine, masked_url
+from qrsync.store.grants import grant_readonly
 from qrsync.sync import RunResult, Syncer, SyncRequest
 
 
@@ -181,6 +182,21 @@ def db_url(obj: Context) -> None:
     click.echo(url.replace("postgresql+psycopg://", "postgresql://", 1))
     if app.uses_embedded:
         _notice("the embedded PostgreSQL stays up for psql; `qrsync db stop` stops it")
+
+
+@db.command("grant-readonly")
+@click.argument("role")
+@click.pass_obj
+@_guarded
+def db_grant_readonly(obj: Context, role: str) -> None:
+    """Let an existing ROLE (e.g. Metabase's) read the views and rule tables, not the tokens."""
+    app = obj.app()
+    granted = grant_readonly(app.ready_engine(), app.config.database.schema, role)
+    click.echo(
+        f"role '{role}' may now read {len(granted)} tables and views of schema "
+        f"'{app.config.database.schema}' ({', '.join(granted)}); the token tables stay closed. "
+        "Run this again after `qrsync db upgrade`."
+    )
 
 
 @db.command("stop")

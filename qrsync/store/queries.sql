@@ -397,3 +397,7 @@ WHERE r.started_at >= :since AND r.status <> 'running'
   AND (CAST(:account AS text) IS NULL OR a.name = :account)
 GROUP BY 1
 ORDER BY 1;
+
+-- name: role_exists --
+-- Whether a database role exists (grant-readonly refuses to invent one).
+SELECT 1 FROM pg_roles WHERE rolname = :role;
