@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from qrsync.errors import ConfigError
 from qrsync.masking import register_secret
+from qrsync.schedules import ScheduleError
+from qrsync.schedules import validate as validate_schedule
 
 AccountKind = Literal["miniprogram", "service_account"]
 TokenSourceName = Literal["stable_token", "central", "static", "component"]
@@ -79,6 +81,7 @@ class SyncConfig:
 @dataclass(frozen=True)
 class DaemonConfig:
     schedule: str = "*/15 * * * *"
+    timezone: str = "UTC"
     lease_s: int = 60
     shutdown_grace_s: int = 30
     http_port: int = 9108
@@ -189,6 +192,7 @@ class _Parser:
         self.file = file
         self.environ = environ
         self.check_secrets = check_secrets
+        self.timezone = "UTC"
 
     def fail(self, problem: str, key: str, account: str | None = None) -> ConfigError:
         return ConfigError(problem, file=self.file, account=account, key=key)
@@ -267,10 +271,16 @@ class _Parser:
         )
 
     def daemon(self, t: dict[str, Any]) -> DaemonConfig:
-        self.only(t, {"schedule", "lease_s", "shutdown_grace_s", "http_port"}, "daemon")
+        keys = {"schedule", "timezone", "lease_s", "shutdown_grace_s", "http_port"}
+        self.only(t, keys, "daemon")
         d = DaemonConfig()
+        timezone = self.opt_str(t, "timezone", "daemon") or d.timezone
+        schedule = self.opt_str(t, "schedule", "daemon") or d.schedule
+        self.check_schedule(schedule, timezone, "daemon.schedule")
+        self.timezone = timezone
         return DaemonConfig(
-            schedule=self.opt_str(t, "schedule", "daemon") or d.schedule,
+            schedule=schedule,
+            timezone=timezone,
             lease_s=self.integer(t, "lease_s", "daemon", d.lease_s, minimum=1),
             shutdown_grace_s=self.integer(
                 t, "shutdown_grace_s", "daemon", d.shutdown_grace_s, minimum=0
@@ -336,7 +346,7 @@ class _Parser:
             kind=kind,  # type: ignore[arg-type]
             appid=appid,
             miniprogram_appid=mp_appid,
-            schedule=self.opt_str(t, "schedule", "", name),
+            schedule=self.account_schedule(t, name),
             enabled=enabled,
             token=token,
         )
@@ -398,6 +408,20 @@ class _Parser:
         return TokenConfig(source="component", refresh_token=refresh)
 
     # --- values -----------------------------------------------------------------------------
+
+    def check_schedule(
+        self, expression: str, timezone: str, key: str, account: str | None = None
+    ) -> None:
+        try:
+            validate_schedule(expression, timezone)
+        except ScheduleError as exc:
+            raise self.fail(str(exc), key, account) from None
+
+    def account_schedule(self, t: dict[str, Any], account: str) -> str | None:
+        expression = self.opt_str(t, "schedule", "", account)
+        if expression is not None:
+            self.check_schedule(expression, self.timezone, "schedule", account)
+        return expression
 
     def table(self, doc: dict[str, Any], key: str) -> dict[str, Any]:
         value = doc.get(key, {})

@@ -72,6 +72,7 @@ sync_runs = Table(
     Column("errcode", Integer),
     Column("error", Text),
     Column("message", Text),
+    Column("abandoned", Boolean, nullable=False, server_default=text("false")),
     CheckConstraint(
         "status IN ('running', 'succeeded', 'partial', 'failed')", name="sync_runs_status_check"
     ),
@@ -80,6 +81,12 @@ sync_runs = Table(
         "sync_runs_running_idx",
         "account_id",
         postgresql_where=text("status = 'running'"),
+    ),
+    Index(
+        "sync_runs_account_slot_idx",
+        "account_id",
+        "scheduled_for",
+        postgresql_where=text("scheduled_for IS NOT NULL"),
     ),
 )
 
@@ -200,4 +207,21 @@ authorizer_refresh_tokens = Table(
     PrimaryKeyConstraint(
         "component_appid", "authorizer_appid", name="authorizer_refresh_tokens_pkey"
     ),
+)
+
+account_leases = Table(
+    "account_leases",
+    metadata,
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), primary_key=True),
+    Column("holder", Text),
+    Column("epoch", BigInteger, nullable=False, server_default=text("0")),
+    Column(
+        "lease_until",
+        TS,
+        nullable=False,
+        server_default=text("'-infinity'::timestamp with time zone"),
+    ),
+    Column("scheduled_for", TS),
+    Column("sync_run_id", BigInteger),
+    Column("claimed_at", TS),
 )

@@ -145,7 +145,7 @@ def test_config_from_environment_variable(
     monkeypatch.setenv("QRSYNC_CONFIG", str(config))
     result = CliRunner().invoke(cli, ["db", "current"])
     assert result.exit_code == 0, result.output
-    assert "0002" in result.output
+    assert "0003" in result.output
 
 
 def test_database_url_from_environment_overrides_the_file(
@@ -241,3 +241,23 @@ def test_reports_need_no_secrets(qrsync: Any, db: Any) -> None:
         result = qrsync(*command)
         assert result.exit_code == 0, (command, result.output)
     _assert_refused(qrsync("sync"), "NOT_SET_ANYWHERE")
+
+
+@pytest.mark.parametrize(
+    ("section", "fragment"),
+    [
+        ('[daemon]\nschedule = "every day"\n', "daemon.schedule"),
+        ('[daemon]\nschedule = "61 * * * *"\n', "daemon.schedule"),
+        ('[daemon]\ntimezone = "Mars/Olympus"\n', "time zone"),
+    ],
+)
+def test_bad_schedules_are_refused(qrsync: Any, db: Any, section: str, fragment: str) -> None:
+    qrsync.write_config(toml_config(BASE, "", extra=section))
+    _assert_refused(qrsync("accounts"), fragment)
+    _nothing_written(db)
+
+
+def test_bad_account_schedule_names_the_account(qrsync: Any, db: Any) -> None:
+    qrsync.write_config(toml_config(BASE, mp_account() + 'schedule = "@every 0s"\n'))
+    _assert_refused(qrsync("accounts"), "account 'mp'", "schedule")
+    _nothing_written(db)

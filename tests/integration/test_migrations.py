@@ -87,9 +87,9 @@ def test_db_commands_through_the_cli(qrsync: Any, empty_database_url: str) -> No
     qrsync.write_config(f'[database]\nurl = "{empty_database_url}"\n', with_database=False)
     assert "empty" in qrsync("db", "current").output
     up = qrsync("db", "upgrade")
-    assert up.exit_code == 0 and "upgraded from empty to 0002" in up.output
+    assert up.exit_code == 0 and "upgraded from empty to 0003" in up.output
     again = qrsync("db", "upgrade")
-    assert "already at revision 0002" in again.output
+    assert "already at revision 0003" in again.output
     down = qrsync("db", "downgrade", "base")
     assert down.exit_code == 0 and "base" in down.output
     url = qrsync("db", "url")
