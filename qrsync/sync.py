@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Protocol
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from qrsync.config import MAX_PAGE_SIZE, AccountConfig, Config
@@ -74,6 +75,19 @@ class RunResult:
         return self.status in ("succeeded", "partial")
 
 
+class RunGuard(Protocol):
+    """What a scheduler adds to a run: a lease to hold (see qrsync.store.leases)."""
+
+    def attach(self, run_id: int) -> None:
+        """The run's row exists: record it with the lease."""
+
+    def check(self) -> None:
+        """Raise :class:`RunInterrupted` if the run must stop (lease lost)."""
+
+    def fence(self, conn: Connection) -> None:
+        """Inside the merge transaction: raise unless the run may still write."""
+
+
 @dataclass(frozen=True)
 class SyncRequest:
     """What to do for one account: which one, why, and the options of this run."""
@@ -85,6 +99,7 @@ class SyncRequest:
     replica: str | None = None
     prefixes: tuple[str, ...] = ()
     allow_mass_delete: bool = False
+    guard: RunGuard | None = None
 
 
 class Syncer:
@@ -170,6 +185,8 @@ class Syncer:
                 account.name, None, "failed", error=f"account '{account.name}': {error}"
             )
         log_extra["run_id"] = str(run_id)
+        if request.guard is not None:
+            request.guard.attach(run_id)
         logger.info(
             "account '%s': run %d started",
             account.name,
@@ -240,14 +257,16 @@ class Syncer:
         status = "succeeded"
         if request.prefixes:
             complete = False
-            self._stage(run_id, self._prefix_pages(api, account, request.prefixes, tally))
+            self._stage(
+                run_id, self._prefix_pages(api, account, request.prefixes, tally), request.guard
+            )
             seen = self.runs.count_staged(run_id)
             missing = len(set(request.prefixes)) - seen
             notes.append(f"refreshed {seen} of {len(set(request.prefixes))} prefixes (get_type 1)")
             if missing > 0:
                 notes.append(f"{missing} not found (nothing deleted)")
         elif account.kind == "miniprogram":
-            self._stage(run_id, miniprogram_listing(api, tally))
+            self._stage(run_id, miniprogram_listing(api, tally), request.guard)
             page = tally.last
             listed = page.rules if page else ()
             distinct = len({r.prefix for r in listed})
@@ -269,6 +288,7 @@ class Syncer:
                     service_account_listing(
                         api, account.miniprogram_appid, self.config.sync.page_size, tally
                     ),
+                    request.guard,
                 )
                 problems = judge_listing(tally, self.runs.count_staged(run_id))
                 if not problems:
@@ -286,7 +306,7 @@ class Syncer:
                     },
                 )
             if not problems:
-                self._verify_deletions(api, account, request.account_id, run_id, tally)
+                self._verify_deletions(api, request, run_id, tally)
             if problems:
                 complete = False
                 status = "partial"
@@ -312,6 +332,7 @@ class Syncer:
             account_id=request.account_id,
             observed_at=observed_at,
             clock=self.clock,
+            fence=request.guard.fence if request.guard is not None else None,
             complete=complete,
             allow_mass_delete=request.allow_mass_delete,
             max_delete_fraction=self.config.sync.max_delete_fraction,
@@ -353,12 +374,7 @@ class Syncer:
             yield replace(page, rules=tuple(r for r in page.rules if r.prefix in keep))
 
     def _verify_deletions(
-        self,
-        api: ApiCaller,
-        account: AccountConfig,
-        account_id: int,
-        run_id: int,
-        tally: ListingTally,
+        self, api: ApiCaller, request: SyncRequest, run_id: int, tally: ListingTally
     ) -> None:
         """Ask for the rules a consistent listing lacks by prefix (get_type 1) before deleting.
 
@@ -366,16 +382,21 @@ class Syncer:
         earlier page shifts another past the pager while one is added at the end); a rule that
         get_type 1 still returns is staged as seen, so only rules really gone are deleted.
         """
-        assert account.miniprogram_appid is not None
-        candidates = self.runs.deletion_candidates(run_id, account_id)
+        mp_appid = request.account.miniprogram_appid
+        assert mp_appid is not None
+        candidates = self.runs.deletion_candidates(run_id, request.account_id)
         if candidates:
-            pages = prefix_listing(api, account.miniprogram_appid, candidates, tally)
-            self._stage(run_id, pages, first_seq=tally.pages * MAX_PAGE_SIZE)
+            pages = prefix_listing(api, mp_appid, candidates, tally)
+            self._stage(run_id, pages, request.guard, first_seq=tally.pages * MAX_PAGE_SIZE)
 
-    def _stage(self, run_id: int, pages: Iterator[Page], first_seq: int = 0) -> None:
+    def _stage(
+        self, run_id: int, pages: Iterator[Page], guard: RunGuard | None, first_seq: int = 0
+    ) -> None:
         """COPY each page into staging as it arrives (memory: one page at a time)."""
         seq = first_seq
         for page in pages:
+            if guard is not None:
+                guard.check()
             if self._stopping.is_set():
                 raise RunInterrupted("interrupted before the listing was complete; nothing changed")
             seq = self.runs.stage_page(run_id, page, seq)

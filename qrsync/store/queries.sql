@@ -401,3 +401,79 @@ ORDER BY 1;
 -- name: role_exists --
 -- Whether a database role exists (grant-readonly refuses to invent one).
 SELECT 1 FROM pg_roles WHERE rolname = :role;
+
+-- name: ensure_leases --
+-- Give every account a lease row (claims then lock an existing row).
+INSERT INTO account_leases (account_id)
+SELECT id FROM accounts
+ON CONFLICT (account_id) DO NOTHING;
+
+-- name: claim_slot --
+-- Claim (account, slot) for :replica unless another replica's lease is live or the slot is done;
+-- a run left 'running' under an expired lease is closed as abandoned (a takeover).
+WITH current AS (
+    SELECT l.account_id, l.holder, l.epoch, l.lease_until > now() AS active, l.sync_run_id
+    FROM account_leases l
+    WHERE l.account_id = :account_id
+    FOR UPDATE
+),
+done AS (
+    SELECT EXISTS (
+        SELECT 1 FROM sync_runs r
+        WHERE r.account_id = :account_id AND r.scheduled_for = :slot
+          AND r.status <> 'running' AND NOT r.abandoned
+    ) AS done
+),
+decision AS (
+    SELECT c.holder, c.sync_run_id, d.done, NOT d.done AND NOT c.active AS granted
+    FROM current c, done d
+),
+closed AS (
+    UPDATE sync_runs r
+    SET status = 'failed', finished_at = now(), abandoned = true,
+        error = 'abandoned by replica ' || COALESCE(x.holder, '?') || ' (its lease expired)'
+    FROM decision x
+    WHERE x.granted AND r.id = x.sync_run_id AND r.status = 'running'
+    RETURNING r.id
+),
+forgotten AS (
+    DELETE FROM staged_rules s USING closed c WHERE s.sync_run_id = c.id
+),
+granted AS (
+    UPDATE account_leases l
+    SET holder = :replica, epoch = l.epoch + 1,
+        lease_until = now() + make_interval(secs => :lease_s),
+        scheduled_for = :slot, sync_run_id = NULL, claimed_at = now()
+    FROM decision x
+    WHERE x.granted AND l.account_id = :account_id
+    RETURNING l.epoch
+)
+SELECT (SELECT epoch FROM granted) AS epoch,
+       (SELECT holder FROM decision) AS holder,
+       (SELECT done FROM decision) AS done,
+       (SELECT count(*) FROM closed) AS abandoned_runs;
+
+-- name: attach_run --
+-- Record which run a lease covers (so a takeover can close it).
+UPDATE account_leases SET sync_run_id = :run_id
+WHERE account_id = :account_id AND epoch = :epoch;
+
+-- name: renew_leases --
+-- Extend this replica's leases; the ones not returned were taken over (stale epoch).
+UPDATE account_leases l
+SET lease_until = now() + make_interval(secs => :lease_s)
+FROM unnest(CAST(:account_ids AS bigint[]), CAST(:epochs AS bigint[])) AS h(account_id, epoch)
+WHERE l.account_id = h.account_id AND l.epoch = h.epoch AND l.holder = :replica
+RETURNING l.account_id;
+
+-- name: fence --
+-- Inside the merge transaction: the lease must still be ours (the epoch fences a replica whose
+-- lease was taken over); FOR SHARE keeps a takeover waiting until the merge commits.
+SELECT 1 FROM account_leases
+WHERE account_id = :account_id AND epoch = :epoch AND holder = :replica
+FOR SHARE;
+
+-- name: release_lease --
+-- Give the lease up at the end of a run.
+UPDATE account_leases SET lease_until = now()
+WHERE account_id = :account_id AND epoch = :epoch AND holder = :replica;

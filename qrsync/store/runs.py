@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from qrsync.errors import DatabaseError
@@ -122,6 +122,7 @@ class RunStore:
         account_id: int,
         observed_at: datetime,
         clock: Callable[[], datetime],
+        fence: Callable[[Connection], None] | None = None,
         complete: bool,
         allow_mass_delete: bool,
         max_delete_fraction: float,
@@ -135,6 +136,8 @@ class RunStore:
         and the snapshot is not marked complete.
         """
         with self.engine.begin() as conn:
+            if fence is not None:
+                fence(conn)
             conn.execute(query("lock_account"), {"account_id": account_id})
             row = conn.execute(
                 query("merge_listing"),
