@@ -122,6 +122,7 @@ class Syncer:
         self.clock = clock
         self.observer = observer
         self._stopping = threading.Event()
+        self._stop_reason = "interrupted"
 
     def close(self) -> None:
         self.client.close()
@@ -159,8 +160,9 @@ class Syncer:
         finally:
             pool.shutdown(wait=True)
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "interrupted") -> None:
         """Ask runs in progress to stop before their next page (they change nothing)."""
+        self._stop_reason = reason
         self._stopping.set()
 
     # --- one account --------------------------------------------------------------------------
@@ -213,6 +215,7 @@ class Syncer:
                     api_calls=counter.calls,
                     pages=tally.pages,
                     finished_at=self.clock(),
+                    abandoned=isinstance(exc, RunInterrupted),
                 )
             except SQLAlchemyError as db_exc:
                 message += f" (and the run could not be recorded: {database_error(db_exc)})"
@@ -398,5 +401,7 @@ class Syncer:
             if guard is not None:
                 guard.check()
             if self._stopping.is_set():
-                raise RunInterrupted("interrupted before the listing was complete; nothing changed")
+                raise RunInterrupted(
+                    f"{self._stop_reason} before the listing was complete; nothing changed"
+                )
             seq = self.runs.stage_page(run_id, page, seq)

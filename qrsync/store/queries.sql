@@ -237,8 +237,8 @@ WITH staged AS (
 )
 UPDATE sync_runs
 SET finished_at = :finished_at, status = 'failed', errcode = :errcode, error = :error,
-    api_calls = :api_calls, pages = :pages
-WHERE id = :run_id;
+    api_calls = :api_calls, pages = :pages, abandoned = :abandoned
+WHERE id = :run_id AND status = 'running';
 
 -- name: token_lock --
 -- Serialise refreshes of one token across processes (transaction-level: PgBouncer-safe).
@@ -477,3 +477,19 @@ FOR SHARE;
 -- Give the lease up at the end of a run.
 UPDATE account_leases SET lease_until = now()
 WHERE account_id = :account_id AND epoch = :epoch AND holder = :replica;
+
+-- name: metrics_rules_by_state --
+-- Live rules per account and state, for the Prometheus gauge.
+SELECT a.name AS account, r.state, count(*) AS rules
+FROM rules r JOIN accounts a ON a.id = r.account_id
+WHERE r.deleted_at IS NULL
+GROUP BY a.name, r.state;
+
+-- name: metrics_accounts --
+-- Per account: quota left (latest listing) and the last successful run's end, for Prometheus.
+SELECT a.name AS account, s.qrcodejump_pub_quota AS quota,
+       (SELECT max(r.finished_at) FROM sync_runs r
+         WHERE r.account_id = a.id AND r.status IN ('succeeded', 'partial')) AS last_success
+FROM accounts a
+LEFT JOIN account_latest_snapshot s ON s.account_id = a.id
+WHERE a.enabled;

@@ -194,7 +194,10 @@ class RunStore:
         api_calls: int,
         pages: int,
         finished_at: datetime,
+        abandoned: bool = False,
     ) -> None:
+        """Close a run as failed (``abandoned``: interrupted, its slot may be run again); a run
+        already closed by another replica's takeover is left as that replica wrote it."""
         with self.engine.begin() as conn:
             conn.execute(
                 query("fail_run"),
@@ -205,6 +208,7 @@ class RunStore:
                     "api_calls": api_calls,
                     "pages": pages,
                     "finished_at": finished_at,
+                    "abandoned": abandoned,
                 },
             )
 
