@@ -21,7 +21,8 @@ import click
 from qrsync import __version__
 from qrsync.app import App
 from qrsync.errors import QrsyncError, UsageError
-from qrsync.masking import MaskingFilter, mask
+from qrsync.logs import setup_logging
+from qrsync.masking import mask
 from qrsync.render.jsonout import to_json
 from qrsync.render.text import fmt_time, format_table, render_report, render_status
 from qrsync.report import Report, build_report, sync_health
@@ -43,17 +44,10 @@ def _notice(message: str) -> None:
 
 
 def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    handler.addFilter(MaskingFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # Library chatter (the rate limiter announces every bucket) stays below warnings.
-    logging.getLogger("pyrate_limiter").setLevel(logging.WARNING)
+    setup_logging(verbose, "text")
     # Commands print each run's outcome themselves; its log line would say it twice.
-    logging.getLogger("qrsync.sync").setLevel(logging.ERROR if verbose == 0 else level)
+    if verbose == 0:
+        logging.getLogger("qrsync.sync").setLevel(logging.ERROR)
 
 
 def _echo_json(document: Any) -> None:
@@ -478,6 +472,32 @@ def _render(built: Report, output_format: str) -> str:
 
         return render_html(built)
     return render_report(built)
+
+
+@cli.command()
+@click.option("--name", metavar="REPLICA", help="This replica's name (default: host name and pid).")
+@click.option("--http-port", type=int, metavar="N", help="Port of /metrics and /healthz (0: off).")
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "text", "json"]),
+    default="auto",
+    show_default=True,
+    help="auto: text on a terminal, JSON lines otherwise.",
+)
+@click.pass_context
+@_guarded
+def daemon(ctx: click.Context, name: str | None, http_port: int | None, log_format: str) -> None:
+    """Run the schedules until SIGTERM or SIGINT, then finish or abandon runs cleanly."""
+    from qrsync.daemon import Daemon, default_replica_name
+    from qrsync.logs import setup_logging
+
+    verbose = ctx.find_root().params.get("verbose", 0)
+    setup_logging(max(1, verbose), log_format)
+    obj: Context = ctx.obj
+    runner = Daemon(
+        obj.config_path, name=name or default_replica_name(), http_port=http_port, notify=_notice
+    )
+    sys.exit(runner.run())
 
 
 @cli.command()

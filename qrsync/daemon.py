@@ -1,0 +1,503 @@
+"""`qrsync daemon`: run the schedules until SIGTERM or SIGINT (SPEC behaviours 6 and 8).
+
+Every replica schedules every account (APScheduler 3, one job per distinct schedule). When a
+schedule fires, its slot is the fire time (coalesced: after downtime, only the latest missed
+slot); each account starts at a fixed offset into the slot so that a fleet does not hit the API
+at once, claims (account, slot) in PostgreSQL, and only the winner syncs, holding a lease that a
+background thread renews. SIGTERM stops claiming, lets runs finish within
+``daemon.shutdown_grace_s``, then abandons the rest cleanly; SIGHUP reloads the configuration.
+GET /metrics serves Prometheus metrics and GET /healthz says whether the scheduler and the
+database answer.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from qrsync.app import App
+from qrsync.config import AccountConfig
+from qrsync.errors import QrsyncError, RunInterrupted
+from qrsync.metrics import Metrics
+from qrsync.schedules import Schedule, spread_offset
+from qrsync.store.leases import Lease, LeaseStore
+from qrsync.sync import RunResult, Syncer, SyncRequest
+
+logger = logging.getLogger("qrsync.daemon")
+
+HEALTH_TIMEOUT_S = 3.0
+
+
+def default_replica_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class SlotJob:
+    """One account to sync for one slot, at a given monotonic time."""
+
+    account: str
+    slot: datetime
+
+
+# --- leases of the runs in progress -----------------------------------------------------------
+
+
+class ActiveLeases:
+    """The leases this replica holds, renewed together; a lease the renewal lost is marked."""
+
+    def __init__(self, store: LeaseStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._held: dict[int, Lease] = {}
+        self._lost: set[int] = set()
+
+    def add(self, lease: Lease) -> None:
+        with self._lock:
+            self._held[lease.account_id] = lease
+            self._lost.discard(lease.account_id)
+
+    def remove(self, lease: Lease) -> None:
+        with self._lock:
+            self._held.pop(lease.account_id, None)
+            self._lost.discard(lease.account_id)
+
+    def lost(self, lease: Lease) -> bool:
+        with self._lock:
+            return lease.account_id in self._lost
+
+    def renew(self) -> None:
+        with self._lock:
+            leases = list(self._held.values())
+        kept = self.store.renew(leases)
+        with self._lock:
+            for lease in leases:
+                if lease.account_id not in kept and lease.account_id in self._held:
+                    self._lost.add(lease.account_id)
+                    logger.warning(
+                        "lease of account id %d lost to another replica",
+                        lease.account_id,
+                        extra={"action": "lease_lost"},
+                    )
+
+
+@dataclass
+class LeaseGuard:
+    """The :class:`qrsync.sync.RunGuard` of a scheduled run: hold the lease, obey its fence."""
+
+    leases: ActiveLeases
+    lease: Lease
+
+    def attach(self, run_id: int) -> None:
+        self.leases.store.attach(self.lease, run_id)
+
+    def check(self) -> None:
+        if self.leases.lost(self.lease):
+            raise RunInterrupted("the lease was taken over by another replica")
+
+    def fence(self, conn: Connection) -> None:
+        self.leases.store.fence(conn, self.lease)
+
+
+# --- delayed start of slot jobs -----------------------------------------------------------------
+
+
+class Dispatcher:
+    """Holds slot jobs until their start time, then hands them to the worker pool."""
+
+    def __init__(self, submit: Callable[[SlotJob], None]) -> None:
+        self._submit = submit
+        self._heap: list[tuple[float, int, SlotJob]] = []
+        self._counter = itertools.count()
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="qrsync-dispatch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, job: SlotJob, delay_s: float) -> None:
+        with self._cond:
+            if not self._stopped:
+                due = time.monotonic() + max(delay_s, 0.0)
+                heapq.heappush(self._heap, (due, next(self._counter), job))
+                self._cond.notify()
+
+    def stop(self) -> int:
+        """Stop dispatching; return how many jobs were still waiting (they are dropped)."""
+        with self._cond:
+            self._stopped = True
+            dropped = len(self._heap)
+            self._heap.clear()
+            self._cond.notify()
+        self._thread.join(timeout=5)
+        return dropped
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cond.wait(timeout=timeout)
+                if self._stopped:
+                    return
+                _, _, job = heapq.heappop(self._heap)
+            self._submit(job)
+
+
+# --- HTTP: /metrics and /healthz ----------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    daemon_ref: Daemon
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0] == "/metrics":
+            body = generate_latest(self.daemon_ref.metrics.registry)
+            self._reply(200, CONTENT_TYPE_LATEST, body)
+        elif self.path.split("?")[0] == "/healthz":
+            healthy, detail = self.daemon_ref.health()
+            self._reply(200 if healthy else 503, "text/plain; charset=utf-8", detail.encode())
+        else:
+            self._reply(404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n")
+
+    def _reply(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Scrapes every few seconds would drown the log; nothing to say per request."""
+
+
+# --- the daemon -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Daemon:
+    config_path: str | None
+    name: str = field(default_factory=default_replica_name)
+    http_port: int | None = None
+    notify: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._runs_lock = threading.Lock()
+        self._runs: set[Future[None]] = set()
+        self._scheduler: BackgroundScheduler | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; return the exit code (0 after a clean shutdown)."""
+        self._load()
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_reload_signal)
+        self._pool = ThreadPoolExecutor(
+            max_workers=self.config.sync.concurrency, thread_name_prefix="qrsync-run"
+        )
+        self._dispatcher = Dispatcher(self._submit)
+        self._dispatcher.start()
+        http = self._start_http()
+        self._schedule()
+        self._catch_up()
+        renewer = threading.Thread(target=self._renew_loop, name="qrsync-renew", daemon=True)
+        renewer.start()
+        logger.info(
+            "replica %s started: %d accounts, %d schedules",
+            self.name,
+            len(self._enabled()),
+            len(self._schedules()),
+            extra={"action": "daemon_started", "replica": self.name},
+        )
+        while not self._stop.wait(timeout=0.5):
+            if self._reload.is_set():
+                self._reload.clear()
+                self._do_reload()
+        self._shutdown()
+        if http is not None:
+            http.shutdown()
+            http.server_close()
+        return 0
+
+    def _load(self) -> None:
+        app = App.load(self.config_path, check_secrets=True, notify=self.notify)
+        engine = app.ready_engine()
+        ids = app.mirror_accounts().ids
+        config = app.config
+        leases = LeaseStore(engine, self.name, config.daemon.lease_s)
+        leases.ensure_rows()
+        self.metrics = Metrics(engine)
+        self.app, self.config, self.engine, self.ids = app, config, engine, ids
+        self.leases = ActiveLeases(leases)
+        self.syncer = Syncer(config, engine, observer=self.metrics.api_call)
+
+    def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
+        logger.info(
+            "signal %s: stopping (runs in progress get %d s to finish)",
+            signal.Signals(signum).name,
+            self.config.daemon.shutdown_grace_s,
+            extra={"action": "daemon_stopping", "replica": self.name},
+        )
+        self._stop.set()
+
+    def _on_reload_signal(self, _signum: int, _frame: FrameType | None) -> None:
+        self._reload.set()
+
+    def _do_reload(self) -> None:
+        old_syncer = self.syncer
+        try:
+            app = App.load(self.config_path, check_secrets=True, notify=self.notify)
+            ids = app.mirror_accounts().ids
+        except QrsyncError as exc:
+            logger.error(
+                "reload refused, keeping the running configuration: %s",
+                exc,
+                extra={"action": "reload_failed", "replica": self.name},
+            )
+            return
+        self.ids = ids
+        self.config = app.config
+        self.leases.store.ensure_rows()
+        self.syncer = Syncer(app.config, self.engine, observer=self.metrics.api_call)
+        app.close()
+        self._reschedule()
+        logger.info(
+            "configuration reloaded: %d accounts enabled",
+            len(self._enabled()),
+            extra={"action": "reloaded", "replica": self.name},
+        )
+        del old_syncer  # runs in progress keep their reference until they end
+
+    def _shutdown(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        dropped = self._dispatcher.stop()
+        with self._runs_lock:
+            running = list(self._runs)
+        grace = self.config.daemon.shutdown_grace_s
+        _, still = wait_futures(running, timeout=grace)
+        if still:
+            logger.warning(
+                "%d runs still in progress after %d s: abandoning them",
+                len(still),
+                grace,
+                extra={"action": "abandon", "replica": self.name},
+            )
+            self.syncer.stop(f"abandoned by replica {self.name} (shutting down)")
+            wait_futures(still, timeout=max(grace, 30))
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.syncer.close()
+        self.engine.dispose()
+        logger.info(
+            "replica %s stopped (%d queued slot runs dropped)",
+            self.name,
+            dropped,
+            extra={"action": "daemon_stopped", "replica": self.name},
+        )
+
+    # --- scheduling -----------------------------------------------------------------------------
+
+    def _enabled(self) -> list[AccountConfig]:
+        return [a for a in self.config.accounts if a.enabled]
+
+    def _schedule_of(self, account: AccountConfig) -> Schedule:
+        return Schedule(
+            account.schedule or self.config.daemon.schedule, self.config.daemon.timezone
+        )
+
+    def _schedules(self) -> dict[Schedule, list[str]]:
+        groups: dict[Schedule, list[str]] = {}
+        for account in self._enabled():
+            groups.setdefault(self._schedule_of(account), []).append(account.name)
+        return groups
+
+    def _schedule(self) -> None:
+        self._scheduler = BackgroundScheduler(timezone=UTC)
+        self._scheduler.start()
+        self._reschedule()
+
+    def _reschedule(self) -> None:
+        assert self._scheduler is not None
+        self._scheduler.remove_all_jobs()
+        for schedule in self._schedules():
+            self._scheduler.add_job(
+                self._fire,
+                trigger=schedule.trigger(),
+                args=[schedule],
+                id=f"{schedule.expression}@{schedule.timezone}",
+                coalesce=True,
+                misfire_grace_time=None,
+                max_instances=1,
+            )
+
+    def _fire(self, schedule: Schedule) -> None:
+        """A schedule fired: queue its accounts for the slot (the latest fire time)."""
+        now = datetime.now(UTC)
+        slot = schedule.latest_slot(now)
+        if slot is not None:
+            self._queue(schedule, slot, now)
+
+    def _catch_up(self) -> None:
+        """At start: the latest slot of every schedule, run once if no replica ran it."""
+        now = datetime.now(UTC)
+        for schedule in self._schedules():
+            slot = schedule.latest_slot(now)
+            if slot is not None:
+                self._queue(schedule, slot, now)
+
+    def _queue(self, schedule: Schedule, slot: datetime, now: datetime) -> None:
+        period = schedule.period(slot)
+        elapsed = (now - slot).total_seconds()
+        for name in self._schedules().get(schedule, []):
+            offset = spread_offset(name, period)
+            self._dispatcher.add(SlotJob(name, slot), offset - elapsed)
+
+    # --- one slot run ---------------------------------------------------------------------------
+
+    def _submit(self, job: SlotJob) -> None:
+        if self._stop.is_set():
+            return
+        future = self._pool.submit(self._run_slot, job)
+        with self._runs_lock:
+            self._runs.add(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future[None]) -> None:
+        with self._runs_lock:
+            self._runs.discard(future)
+
+    def _run_slot(self, job: SlotJob) -> None:
+        if self._stop.is_set():
+            return
+        account = next((a for a in self._enabled() if a.name == job.account), None)
+        account_id = self.ids.get(job.account)
+        if account is None or account_id is None:
+            return  # removed or paused by a reload since it was queued
+        context = {"account": job.account, "slot": job.slot.isoformat(), "replica": self.name}
+        try:
+            claim = self.leases.store.claim(account_id, job.slot)
+        except SQLAlchemyError as exc:
+            logger.error("cannot claim: %s", exc, extra={"action": "claim_failed", **context})
+            return
+        if not claim.granted:
+            reason = "done" if claim.done else "busy"
+            self.metrics.slots_skipped.labels(reason).inc()
+            logger.debug("slot skipped (%s)", reason, extra={"action": "slot_skipped", **context})
+            return
+        if claim.abandoned_runs:
+            self.metrics.takeovers.inc(claim.abandoned_runs)
+            logger.warning(
+                "took account '%s' over from replica %s, whose lease expired",
+                job.account,
+                claim.holder,
+                extra={"action": "takeover", **context},
+            )
+        assert claim.epoch is not None
+        lease = Lease(account_id, claim.epoch, self.name)
+        self.leases.add(lease)
+        try:
+            result = self.syncer.sync_account(
+                SyncRequest(
+                    account=account,
+                    account_id=account_id,
+                    trigger="schedule",
+                    scheduled_for=job.slot,
+                    replica=self.name,
+                    guard=LeaseGuard(self.leases, lease),
+                )
+            )
+            self._record(result, context)
+        finally:
+            self.leases.remove(lease)
+            try:
+                self.leases.store.release(lease)
+            except SQLAlchemyError:
+                pass  # the lease expires by itself within daemon.lease_s
+
+    def _record(self, result: RunResult, context: dict[str, str]) -> None:
+        self.metrics.runs.labels(result.account, result.status).inc()
+        self.metrics.run_duration.observe(result.duration_s)
+        level = logging.WARNING if result.status == "failed" else logging.INFO
+        logger.log(
+            level,
+            "run %s %s: %d rules, %d new, %d changed, %d deleted%s",
+            result.run_id,
+            result.status,
+            result.rules_seen,
+            result.inserted,
+            result.updated,
+            result.deleted,
+            f": {result.error}" if result.error else "",
+            extra={"action": "run_finished", "run_id": result.run_id, **context},
+        )
+
+    def _renew_loop(self) -> None:
+        interval = max(self.config.daemon.lease_s / 3, 0.5)
+        while not self._stop.wait(timeout=interval):
+            try:
+                self.leases.renew()
+            except SQLAlchemyError as exc:
+                logger.error("cannot renew leases: %s", exc, extra={"action": "renew_failed"})
+
+    # --- HTTP -----------------------------------------------------------------------------------
+
+    def _start_http(self) -> ThreadingHTTPServer | None:
+        port = self.config.daemon.http_port if self.http_port is None else self.http_port
+        if port == 0:
+            return None
+        handler = type("Handler", (_Handler,), {"daemon_ref": self})
+        server = ThreadingHTTPServer(("", port), handler)
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, name="qrsync-http", daemon=True)
+        thread.start()
+        logger.info(
+            "serving /metrics and /healthz on port %d",
+            server.server_address[1],
+            extra={"action": "http_started", "replica": self.name},
+        )
+        self.http_address = server.server_address
+        return server
+
+    def health(self) -> tuple[bool, str]:
+        """200 when the scheduler runs and the database answers (within a few seconds)."""
+        if self._scheduler is None or not self._scheduler.running or self._stop.is_set():
+            return False, "scheduler not running\n"
+        answer: list[str] = []
+
+        def ping(engine: Engine) -> None:
+            try:
+                with engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+                answer.append("ok")
+            except SQLAlchemyError as exc:
+                answer.append(type(exc).__name__)
+
+        probe = threading.Thread(target=ping, args=(self.engine,), daemon=True)
+        probe.start()
+        probe.join(timeout=HEALTH_TIMEOUT_S)
+        if answer == ["ok"]:
+            return True, f"ok: replica {self.name}, {len(self._enabled())} accounts\n"
+        return False, f"database not answering ({answer[0] if answer else 'timeout'})\n"
