@@ -337,11 +337,14 @@ SELECT a.name AS account,
            AND f.started_at > COALESCE(last_ok.started_at, '-infinity')) AS failure_streak
 FROM accounts a
 LEFT JOIN LATERAL (
-    SELECT * FROM sync_runs r WHERE r.account_id = a.id AND r.status <> 'running'
+    -- Named columns, not *: a view would pin every column of sync_runs it expanded.
+    SELECT r.id, r.status, r.started_at, r.error, r.errcode
+    FROM sync_runs r WHERE r.account_id = a.id AND r.status <> 'running'
     ORDER BY r.started_at DESC, r.id DESC LIMIT 1
 ) last_run ON true
 LEFT JOIN LATERAL (
-    SELECT * FROM sync_runs r WHERE r.account_id = a.id AND r.status IN ('succeeded', 'partial')
+    SELECT r.started_at, r.finished_at
+    FROM sync_runs r WHERE r.account_id = a.id AND r.status IN ('succeeded', 'partial')
     ORDER BY r.started_at DESC, r.id DESC LIMIT 1
 ) last_ok ON true;
 COMMENT ON VIEW sync_health IS
