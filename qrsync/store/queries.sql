@@ -433,7 +433,10 @@ closed AS (
     SET status = 'failed', finished_at = now(), abandoned = true,
         error = 'abandoned by replica ' || COALESCE(x.holder, '?') || ' (its lease expired)'
     FROM decision x
-    WHERE x.granted AND r.id = x.sync_run_id AND r.status = 'running'
+    -- The holder's run of this account: the one attached to the lease, or one it started
+    -- but had not attached yet when it died.
+    WHERE x.granted AND r.account_id = :account_id AND r.status = 'running'
+      AND (r.id = x.sync_run_id OR r.replica = x.holder)
     RETURNING r.id
 ),
 forgotten AS (

@@ -91,3 +91,15 @@ def test_renewal_keeps_the_lease(engine: Engine, db: Any, account_id: int) -> No
     with engine.begin() as conn:
         r1.fence(conn, lease)
     assert not LeaseStore(engine, "r2", 60).claim(account_id, SLOT).granted
+
+
+def test_takeover_closes_a_run_its_holder_had_not_attached_yet(
+    engine: Engine, db: Any, account_id: int
+) -> None:
+    assert LeaseStore(engine, "r1", 60).claim(account_id, SLOT).granted
+    run = _start_run(engine, account_id, "r1")  # r1 dies before attaching it to the lease
+    db.execute("UPDATE account_leases SET lease_until = now() - interval '1 second'")
+    assert LeaseStore(engine, "r2", 60).claim(account_id, SLOT).abandoned_runs == 1
+    assert db.execute("SELECT status FROM sync_runs WHERE id = %s", (run,)).fetchone() == (
+        "failed",
+    )
