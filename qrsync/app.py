@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 from qrsync.config import Config, load_config, resolve_path
 from qrsync.errors import DatabaseError
 from qrsync.store import migrate
-from qrsync.store.accounts import MirrorResult, mirror_accounts
+from qrsync.store.accounts import MirrorResult, account_ids, mirror_accounts
 from qrsync.store.embedded import EmbeddedPostgres, data_home
 from qrsync.store.engine import make_engine, masked_url
 from qrsync.store.queries import query
@@ -111,7 +111,11 @@ class App:
         return engine
 
     def mirror_accounts(self) -> MirrorResult:
+        """Mirror the file's accounts into the database; without a file, write nothing (a
+        missing ./qrsync.toml must not disable every account)."""
         try:
+            if not self.config.from_file:
+                return MirrorResult(ids=account_ids(self.ready_engine()), disabled=())
             return mirror_accounts(self.ready_engine(), self.config.accounts)
         except SQLAlchemyError as exc:
             raise DatabaseError(f"cannot record the accounts: {_first_line(exc)}") from None

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from sqlalchemy import Engine
 
 from qrsync import __version__
 from qrsync.app import App
@@ -28,7 +29,7 @@ from qrsync.render.text import fmt_time, format_table, render_report, render_sta
 from qrsync.report import Report, build_report, sync_health
 from qrsync.simulator.command import simulator_command
 from qrsync.store import migrate
-from qrsync.store.accounts import list_accounts
+from qrsync.store.accounts import account_ids, list_accounts
 from qrsync.store.engine import make_engine, masked_url
 from qrsync.store.grants import grant_readonly
 from qrsync.sync import RunResult, Syncer, SyncRequest
@@ -393,12 +394,19 @@ def accounts_command(obj: Context, as_json: bool) -> None:
 def status(obj: Context, account: str | None, as_json: bool) -> None:
     """Sync health: per account the last success, its age, the failure streak."""
     app = obj.app()
-    app.mirror_accounts()
-    rows = sync_health(app.ready_engine(), account)
+    engine = app.ready_engine()
+    _known_account(engine, account)
+    rows = sync_health(engine, account)
     if as_json:
         _echo_json(rows)
     else:
         click.echo(render_status(rows))
+
+
+def _known_account(engine: Engine, account: str | None) -> None:
+    """Reports read the database as it is (no mirroring): the account must be there."""
+    if account is not None and account not in account_ids(engine):
+        raise UsageError(f"--account: no account named '{account}' in the database")
 
 
 def _parse_since(value: str) -> datetime:
@@ -445,10 +453,9 @@ def report(
     """Rules by state, the publish queue, publications, deletions, quota, sync health."""
     start = _parse_since(since)
     app = obj.app()
-    if account is not None:
-        app.config.account(account)
-    app.mirror_accounts()
-    built = build_report(app.ready_engine(), since=start, account=account)
+    engine = app.ready_engine()
+    _known_account(engine, account)
+    built = build_report(engine, since=start, account=account)
     rendered = _render(built, "json" if as_json else output_format)
     if output is None:
         click.echo(rendered)

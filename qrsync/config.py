@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -126,6 +126,8 @@ class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     component: ComponentConfig | None = None
     accounts: tuple[AccountConfig, ...] = ()
+    from_file: bool = True
+    """False when no file was found and these are the defaults (no accounts)."""
 
     def account(self, name: str) -> AccountConfig:
         for account in self.accounts:
@@ -170,7 +172,7 @@ def load_config(
         raw = path.read_bytes()
     except FileNotFoundError:
         if missing_ok:
-            return _Parser(file, env, check_secrets).config({})
+            return replace(_Parser(file, env, check_secrets).config({}), from_file=False)
         raise ConfigError(
             "configuration file not found (give --config PATH or set QRSYNC_CONFIG)", file=file
         ) from None

@@ -40,6 +40,12 @@ def mirror_accounts(engine: Engine, accounts: Sequence[AccountConfig]) -> Mirror
     return MirrorResult(ids=ids, disabled=disabled_names)
 
 
+def account_ids(engine: Engine) -> dict[str, int]:
+    """Every account's id by name, as the database holds them."""
+    with engine.connect() as conn:
+        return {row.name: row.id for row in conn.execute(query("account_ids"))}
+
+
 @dataclass(frozen=True)
 class AccountOverview:
     id: int

@@ -89,3 +89,28 @@ def test_sync_json_summary(history: Any, qrsync: Any) -> None:
     assert (summary["succeeded"], summary["partial"], summary["failed"]) == (1, 0, 1)
     failed = next(a for a in summary["accounts"] if a["status"] == "failed")
     assert failed["errcode"] == 40125 and "account 'broken'" in failed["error"]
+
+
+def test_reading_without_a_config_file_changes_nothing(
+    history: Any,
+    qrsync: Any,
+    db: Any,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+) -> None:
+    from click.testing import CliRunner
+
+    from qrsync.cli import cli
+
+    monkeypatch.chdir(tmp_path / "..")  # no qrsync.toml here
+    monkeypatch.setenv("QRSYNC_DATABASE_URL", database_url)
+    before = db.execute("SELECT name, enabled, xmin::text FROM accounts ORDER BY 1").fetchall()
+    for args in (["report", "--json"], ["status"], ["accounts"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, (args, result.output)
+    assert db.execute("SELECT name, enabled, xmin::text FROM accounts ORDER BY 1").fetchall() == (
+        before
+    )
+    refused = CliRunner().invoke(cli, ["report", "--account", "nope"])
+    assert refused.exit_code == 2 and "no account named 'nope'" in refused.stderr
