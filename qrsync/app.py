@@ -6,16 +6,21 @@ whose messages are ready for people.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
-from qrsync.config import Config, load_config, resolve_path
-from qrsync.errors import DatabaseError
+from qrsync.config import AccountConfig, Config, load_config, missing_secret, resolve_path
+from qrsync.errors import ConfigError, DatabaseError
 from qrsync.store import migrate
-from qrsync.store.accounts import MirrorResult, account_ids, mirror_accounts
+from qrsync.store.accounts import (
+    MirrorResult,
+    account_ids,
+    imported_accounts,
+    mirror_accounts,
+)
 from qrsync.store.embedded import EmbeddedPostgres, data_home
 from qrsync.store.engine import make_engine, masked_url
 from qrsync.store.queries import query
@@ -119,6 +124,34 @@ class App:
             return mirror_accounts(self.ready_engine(), self.config.accounts)
         except SQLAlchemyError as exc:
             raise DatabaseError(f"cannot record the accounts: {_first_line(exc)}") from None
+
+    def accounts(self) -> tuple[AccountConfig, ...]:
+        """The configuration file's accounts, then the imported ones (qrsync accounts import)."""
+        in_file = {a.name for a in self.config.accounts}
+        imported = [a for a in imported_accounts(self.ready_engine()) if a.name not in in_file]
+        return self.config.accounts + tuple(imported)
+
+    def account(self, name: str, accounts: Sequence[AccountConfig]) -> AccountConfig:
+        for account in accounts:
+            if account.name == name:
+                return account
+        known = ", ".join(a.name for a in accounts[:20]) or "none"
+        raise ConfigError(
+            f"no account named '{name}' (known: {known}{', ...' if len(accounts) > 20 else ''})",
+            file=self.config.path,
+            key="accounts",
+        )
+
+    def check_imported_secrets(self, accounts: Sequence[AccountConfig]) -> None:
+        """Imported accounts were not checked with the file: their variables must be set."""
+        in_file = {a.name for a in self.config.accounts}
+        for account in accounts:
+            if account.enabled and account.name not in in_file:
+                problem = missing_secret(account)
+                if problem is not None:
+                    raise ConfigError(
+                        f"{problem} (an imported account)", file="(database)", account=account.name
+                    )
 
     def close(self) -> None:
         if self._engine is not None:

@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from qrsync import __version__
 from qrsync.app import App
 from qrsync.errors import QrsyncError, UsageError
+from qrsync.imports import read_import
 from qrsync.logs import setup_logging
 from qrsync.masking import mask
 from qrsync.render.jsonout import to_json
@@ -29,7 +30,7 @@ from qrsync.render.text import fmt_time, format_table, render_report, render_sta
 from qrsync.report import Report, build_report, sync_health
 from qrsync.simulator.command import simulator_command
 from qrsync.store import migrate
-from qrsync.store.accounts import account_ids, list_accounts
+from qrsync.store.accounts import account_ids, import_accounts, list_accounts
 from qrsync.store.engine import make_engine, masked_url
 from qrsync.store.grants import grant_readonly
 from qrsync.sync import RunResult, Syncer, SyncRequest
@@ -246,10 +247,11 @@ def sync(
         raise UsageError("--allow-mass-delete needs --account (confirm one account at a time)")
     app = obj.app(calls_wechat=True)
     config = app.config
+    known = app.accounts()  # reads only: nothing is written before everything is checked
     chosen = (
-        [config.account(name) for name in dict.fromkeys(accounts)]
+        [app.account(name, known) for name in dict.fromkeys(accounts)]
         if accounts
-        else [a for a in config.accounts if a.enabled]
+        else [a for a in known if a.enabled]
     )
     for account in chosen:
         if not account.enabled:
@@ -259,6 +261,7 @@ def sync(
     if not chosen:
         missing = "" if Path(config.path).exists() else " (the file does not exist)"
         raise UsageError(f"{config.path}{missing}: no enabled account to sync")
+    app.check_imported_secrets(chosen)
     ids = app.mirror_accounts().ids
     requests = [
         SyncRequest(
@@ -354,12 +357,15 @@ def _summary(results: list[RunResult]) -> str:
 # --- accounts, status, report --------------------------------------------------------------------
 
 
-@cli.command("accounts")
+@cli.group("accounts", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
+@click.pass_context
 @_guarded
-def accounts_command(obj: Context, as_json: bool) -> None:
-    """The accounts, with their last run."""
+def accounts_command(ctx: click.Context, as_json: bool) -> None:
+    """The accounts, with their last run (`qrsync accounts import FILE.csv` to add more)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    obj: Context = ctx.obj
     app = obj.app()
     app.mirror_accounts()
     overview = list_accounts(app.ready_engine())
@@ -383,6 +389,29 @@ def accounts_command(obj: Context, as_json: bool) -> None:
                 for a in overview
             ],
         )
+    )
+
+
+@accounts_command.command("import")
+@click.argument("csv_file", metavar="FILE.csv", type=click.Path(dir_okay=False))
+@click.pass_obj
+@_guarded
+def accounts_import(obj: Context, csv_file: str) -> None:
+    """Add or update accounts from a CSV file; imported accounts it no longer lists are
+    disabled (columns: see docs/accounts-import.md)."""
+    app = obj.app()
+    rows = read_import(Path(csv_file), app.config.daemon.timezone)
+    component = app.config.component.appid if app.config.component else None
+    result = import_accounts(
+        app.ready_engine(),
+        [r.account for r in rows],
+        {r.account.name: r.refresh_token for r in rows if r.refresh_token},
+        component,
+    )
+    click.echo(
+        f"{csv_file}: {len(rows)} accounts; {len(result.written)} added or changed, "
+        f"{len(rows) - len(result.written)} unchanged, {len(result.disabled)} no longer listed "
+        "(disabled)"
     )
 
 

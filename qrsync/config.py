@@ -8,6 +8,7 @@ variable and ``*_file`` a file holding the value (surrounding whitespace strippe
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -54,6 +55,24 @@ class SecretRef:
 
     def describe(self) -> str:
         return f"${self.name}" if self.kind == "env" else self.name
+
+
+def seed_fingerprint(seed: str) -> str:
+    """Identifies an authorizer refresh token seed without storing it twice: a new seed means
+    the merchant authorised again, and replaces whatever token is stored."""
+    return hashlib.sha256(seed.encode()).hexdigest()
+
+
+def missing_secret(account: AccountConfig) -> str | None:
+    """Why an account's environment secret cannot be read (None when it can), for accounts
+    whose configuration was not validated from the file (imported ones)."""
+    for ref in (account.token.secret, account.token.token, account.token.authorization):
+        if ref is not None:
+            try:
+                ref.read()
+            except LookupError as exc:
+                return str(exc)
+    return None
 
 
 @dataclass(frozen=True)

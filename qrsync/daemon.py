@@ -38,12 +38,14 @@ from qrsync.config import AccountConfig
 from qrsync.errors import QrsyncError, RunInterrupted
 from qrsync.metrics import Metrics
 from qrsync.schedules import Schedule, spread_offset
+from qrsync.store.accounts import account_ids
 from qrsync.store.leases import Lease, LeaseStore
 from qrsync.sync import RunResult, Syncer, SyncRequest
 
 logger = logging.getLogger("qrsync.daemon")
 
 HEALTH_TIMEOUT_S = 3.0
+ACCOUNTS_REFRESH_S = 60.0
 
 
 def default_replica_name() -> str:
@@ -232,10 +234,14 @@ class Daemon:
             len(self._schedules()),
             extra={"action": "daemon_started", "replica": self.name},
         )
+        refreshed = time.monotonic()
         while not self._stop.wait(timeout=0.5):
             if self._reload.is_set():
                 self._reload.clear()
                 self._do_reload()
+            if time.monotonic() - refreshed > ACCOUNTS_REFRESH_S:
+                refreshed = time.monotonic()
+                self._refresh_imported()
         self._shutdown()
         if http is not None:
             http.shutdown()
@@ -251,6 +257,8 @@ class Daemon:
         leases.ensure_rows()
         self.metrics = Metrics(engine)
         self.app, self.config, self.engine, self.ids = app, config, engine, ids
+        self.accounts = app.accounts()
+        app.check_imported_secrets(self.accounts)
         self.leases = ActiveLeases(leases)
         self.syncer = Syncer(config, engine, observer=self.metrics.api_call)
 
@@ -278,7 +286,18 @@ class Daemon:
                 extra={"action": "reload_failed", "replica": self.name},
             )
             return
+        try:
+            accounts = app.accounts()
+            app.check_imported_secrets(accounts)
+        except QrsyncError as exc:
+            logger.error(
+                "reload refused, keeping the running configuration: %s",
+                exc,
+                extra={"action": "reload_failed", "replica": self.name},
+            )
+            return
         self.ids = ids
+        self.accounts = accounts
         self.config = app.config
         self.leases.store.ensure_rows()
         self.syncer = Syncer(app.config, self.engine, observer=self.metrics.api_call)
@@ -290,6 +309,25 @@ class Daemon:
             extra={"action": "reloaded", "replica": self.name},
         )
         del old_syncer  # runs in progress keep their reference until they end
+
+    def _refresh_imported(self) -> None:
+        """Imported accounts come and go without a SIGHUP: pick up the latest import."""
+        try:
+            accounts = self.app.accounts()
+            ids = account_ids(self.engine)
+        except (QrsyncError, SQLAlchemyError) as exc:
+            logger.error("cannot read the accounts: %s", exc, extra={"action": "refresh_failed"})
+            return
+        if accounts == self.accounts:
+            return
+        self.accounts, self.ids = accounts, ids
+        self.leases.store.ensure_rows()
+        self._reschedule()
+        logger.info(
+            "accounts changed in the database: %d enabled",
+            len(self._enabled()),
+            extra={"action": "accounts_refreshed", "replica": self.name},
+        )
 
     def _shutdown(self) -> None:
         if self._scheduler is not None:
@@ -321,7 +359,7 @@ class Daemon:
     # --- scheduling -----------------------------------------------------------------------------
 
     def _enabled(self) -> list[AccountConfig]:
-        return [a for a in self.config.accounts if a.enabled]
+        return [a for a in self.accounts if a.enabled]
 
     def _schedule_of(self, account: AccountConfig) -> Schedule:
         return Schedule(

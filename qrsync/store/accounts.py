@@ -8,7 +8,8 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from qrsync.config import AccountConfig
+from qrsync.config import AccountConfig, SecretRef, TokenConfig, seed_fingerprint
+from qrsync.errors import UsageError
 from qrsync.store.queries import query
 
 
@@ -69,3 +70,93 @@ def list_accounts(engine: Engine) -> list[AccountOverview]:
     with engine.connect() as conn:
         rows = conn.execute(query("list_accounts")).mappings().all()
     return [AccountOverview(**row) for row in rows]
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    written: tuple[str, ...]
+    disabled: tuple[str, ...]
+
+
+def import_accounts(
+    engine: Engine,
+    accounts: Sequence[AccountConfig],
+    refresh_tokens: dict[str, str],
+    component_appid: str | None,
+) -> ImportResult:
+    """Write an import in one transaction: upsert its accounts, disable the imported ones it no
+    longer lists, seed refresh tokens. Names of the configuration file's accounts are refused."""
+    names = [a.name for a in accounts]
+    with engine.begin() as conn:
+        taken = conn.execute(query("config_account_names"), {"names": names}).scalars().all()
+        if taken:
+            raise UsageError(
+                f"account '{taken[0]}' belongs to the configuration file; an import may not "
+                "redefine it (rename it in the CSV, or remove it from the file)"
+            )
+        written = (
+            conn.execute(
+                query("import_accounts"),
+                {
+                    "names": names,
+                    "kinds": [a.kind for a in accounts],
+                    "appids": [a.appid for a in accounts],
+                    "miniprogram_appids": [a.miniprogram_appid for a in accounts],
+                    "token_sources": [a.token.source for a in accounts],
+                    "schedules": [a.schedule for a in accounts],
+                    "enableds": [a.enabled for a in accounts],
+                    "central_urls": [a.token.url for a in accounts],
+                    "secret_envs": [
+                        a.token.secret.name if a.token.secret else None for a in accounts
+                    ],
+                    "token_envs": [a.token.token.name if a.token.token else None for a in accounts],
+                },
+            )
+            .scalars()
+            .all()
+        )
+        disabled = conn.execute(query("disable_unimported_accounts"), {"names": names})
+        disabled_names = tuple(disabled.scalars())
+        if refresh_tokens and component_appid is None:
+            raise UsageError(
+                "the import has refresh tokens but the configuration has no [component] section"
+            )
+        appid_of = {a.name: a.appid for a in accounts}
+        for name, seed in refresh_tokens.items():
+            conn.execute(
+                query("seed_refresh_token"),
+                {
+                    "component_appid": component_appid,
+                    "authorizer_appid": appid_of[name],
+                    "refresh_token": seed,
+                    "seed_fingerprint": seed_fingerprint(seed),
+                },
+            )
+        conn.execute(query("ensure_leases"))
+    return ImportResult(written=tuple(written), disabled=disabled_names)
+
+
+def imported_accounts(engine: Engine) -> list[AccountConfig]:
+    """The accounts of the latest imports, as configurations the sync can use."""
+    with engine.connect() as conn:
+        rows = conn.execute(query("imported_accounts")).all()
+    accounts = []
+    for row in rows:
+        token = TokenConfig(
+            source=row.token_source,
+            url=row.central_url,
+            secret=SecretRef("env", row.secret_env) if row.secret_env else None,
+            token=SecretRef("env", row.token_env) if row.token_env else None,
+        )
+        accounts.append(
+            AccountConfig(
+                name=row.name,
+                kind=row.kind,
+                appid=row.appid,
+                token=token,
+                miniprogram_appid=row.miniprogram_appid,
+                schedule=row.schedule,
+                enabled=row.enabled,
+            )
+        )
+    return accounts

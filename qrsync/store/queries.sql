@@ -5,8 +5,9 @@
 -- name: mirror_accounts --
 -- Insert or update the configured accounts in one statement, writing only rows that changed.
 INSERT INTO accounts AS a (name, kind, appid, miniprogram_appid, token_source, schedule, enabled,
-                           in_config)
-SELECT c.name, c.kind, c.appid, c.miniprogram_appid, c.token_source, c.schedule, c.enabled, true
+                           in_config, source)
+SELECT c.name, c.kind, c.appid, c.miniprogram_appid, c.token_source, c.schedule, c.enabled, true,
+       'config'
 FROM unnest(CAST(:names AS text[]), CAST(:kinds AS text[]), CAST(:appids AS text[]),
             CAST(:miniprogram_appids AS text[]), CAST(:token_sources AS text[]),
             CAST(:schedules AS text[]), CAST(:enableds AS boolean[]))
@@ -14,16 +15,18 @@ FROM unnest(CAST(:names AS text[]), CAST(:kinds AS text[]), CAST(:appids AS text
 ON CONFLICT (name) DO UPDATE
 SET kind = EXCLUDED.kind, appid = EXCLUDED.appid, miniprogram_appid = EXCLUDED.miniprogram_appid,
     token_source = EXCLUDED.token_source, schedule = EXCLUDED.schedule,
-    enabled = EXCLUDED.enabled, in_config = true, updated_at = now()
-WHERE (a.kind, a.appid, a.miniprogram_appid, a.token_source, a.schedule, a.enabled, a.in_config)
+    enabled = EXCLUDED.enabled, in_config = true, source = 'config', updated_at = now()
+WHERE (a.kind, a.appid, a.miniprogram_appid, a.token_source, a.schedule, a.enabled, a.in_config,
+       a.source)
       IS DISTINCT FROM (EXCLUDED.kind, EXCLUDED.appid, EXCLUDED.miniprogram_appid,
-                        EXCLUDED.token_source, EXCLUDED.schedule, EXCLUDED.enabled, true);
+                        EXCLUDED.token_source, EXCLUDED.schedule, EXCLUDED.enabled, true,
+                        'config');
 
 -- name: disable_removed_accounts --
 -- Disable the accounts no longer in the configuration; their history stays.
 UPDATE accounts
 SET enabled = false, in_config = false, updated_at = now()
-WHERE name <> ALL (CAST(:names AS text[])) AND (enabled OR in_config)
+WHERE name <> ALL (CAST(:names AS text[])) AND (enabled OR in_config) AND source = 'config'
 RETURNING name;
 
 -- name: account_ids --
@@ -496,3 +499,60 @@ SELECT a.name AS account, s.qrcodejump_pub_quota AS quota,
 FROM accounts a
 LEFT JOIN account_latest_snapshot s ON s.account_id = a.id
 WHERE a.enabled;
+
+-- name: import_accounts --
+-- Insert or update accounts from a CSV import (source 'import'), writing only rows that changed;
+-- refuses (by matching nothing) names that belong to the configuration file.
+INSERT INTO accounts AS a (name, kind, appid, miniprogram_appid, token_source, schedule, enabled,
+                           in_config, source, central_url, secret_env, token_env)
+SELECT c.name, c.kind, c.appid, c.miniprogram_appid, c.token_source, c.schedule, c.enabled, false,
+       'import', c.central_url, c.secret_env, c.token_env
+FROM unnest(CAST(:names AS text[]), CAST(:kinds AS text[]), CAST(:appids AS text[]),
+            CAST(:miniprogram_appids AS text[]), CAST(:token_sources AS text[]),
+            CAST(:schedules AS text[]), CAST(:enableds AS boolean[]),
+            CAST(:central_urls AS text[]), CAST(:secret_envs AS text[]),
+            CAST(:token_envs AS text[]))
+     AS c(name, kind, appid, miniprogram_appid, token_source, schedule, enabled, central_url,
+          secret_env, token_env)
+ON CONFLICT (name) DO UPDATE
+SET kind = EXCLUDED.kind, appid = EXCLUDED.appid, miniprogram_appid = EXCLUDED.miniprogram_appid,
+    token_source = EXCLUDED.token_source, schedule = EXCLUDED.schedule,
+    enabled = EXCLUDED.enabled, central_url = EXCLUDED.central_url,
+    secret_env = EXCLUDED.secret_env, token_env = EXCLUDED.token_env, updated_at = now()
+WHERE a.source = 'import'
+  AND (a.kind, a.appid, a.miniprogram_appid, a.token_source, a.schedule, a.enabled,
+       a.central_url, a.secret_env, a.token_env)
+      IS DISTINCT FROM (EXCLUDED.kind, EXCLUDED.appid, EXCLUDED.miniprogram_appid,
+                        EXCLUDED.token_source, EXCLUDED.schedule, EXCLUDED.enabled,
+                        EXCLUDED.central_url, EXCLUDED.secret_env, EXCLUDED.token_env)
+RETURNING name;
+
+-- name: disable_unimported_accounts --
+-- Disable imported accounts the latest import no longer lists (their history stays).
+UPDATE accounts
+SET enabled = false, updated_at = now()
+WHERE source = 'import' AND enabled AND name <> ALL (CAST(:names AS text[]))
+RETURNING name;
+
+-- name: config_account_names --
+-- Names that belong to the configuration file (an import may not take them).
+SELECT name FROM accounts WHERE source = 'config' AND name = ANY (CAST(:names AS text[]));
+
+-- name: imported_accounts --
+-- The imported accounts, for building their configuration at start.
+SELECT name, kind, appid, miniprogram_appid, token_source, schedule, enabled, central_url,
+       secret_env, token_env
+FROM accounts
+WHERE source = 'import'
+ORDER BY name;
+
+-- name: seed_refresh_token --
+-- Store an imported authorizer refresh token, unless the same seed was stored before (then the
+-- stored one, possibly rotated since, is kept).
+INSERT INTO authorizer_refresh_tokens AS t (component_appid, authorizer_appid, refresh_token,
+                                            seed_fingerprint, updated_at)
+VALUES (:component_appid, :authorizer_appid, :refresh_token, :seed_fingerprint, now())
+ON CONFLICT (component_appid, authorizer_appid) DO UPDATE
+SET refresh_token = EXCLUDED.refresh_token, seed_fingerprint = EXCLUDED.seed_fingerprint,
+    updated_at = now()
+WHERE t.seed_fingerprint IS DISTINCT FROM EXCLUDED.seed_fingerprint;

@@ -43,10 +43,15 @@ accounts = Table(
     Column("schedule", Text),
     Column("enabled", Boolean, nullable=False, server_default=text("true")),
     Column("in_config", Boolean, nullable=False, server_default=text("true")),
+    Column("source", Text, nullable=False, server_default=text("'config'")),
+    Column("central_url", Text),
+    Column("secret_env", Text),
+    Column("token_env", Text),
     Column("created_at", TS, nullable=False, server_default=text("now()")),
     Column("updated_at", TS, nullable=False, server_default=text("now()")),
     UniqueConstraint("name", name="accounts_name_key"),
     CheckConstraint("kind IN ('miniprogram', 'service_account')", name="accounts_kind_check"),
+    CheckConstraint("source IN ('config', 'import')", name="accounts_source_check"),
 )
 
 sync_runs = Table(

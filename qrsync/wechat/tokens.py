@@ -14,14 +14,19 @@ refreshes under a PostgreSQL lock, so N processes refreshing at once call WeChat
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from qrsync.config import AccountConfig, ComponentConfig, SecretRef, TokenConfig
+from qrsync.config import (
+    AccountConfig,
+    ComponentConfig,
+    SecretRef,
+    TokenConfig,
+    seed_fingerprint,
+)
 from qrsync.errors import AccountError, TokenError, TokenRejected
 from qrsync.masking import register_secret
 from qrsync.wechat.client import WeChatClient
@@ -289,17 +294,27 @@ class TokenProviders:
 
     def _authorizer_token(self, account: AccountConfig) -> FetchedToken:
         component = self.component
-        assert component is not None and account.token.refresh_token is not None
-        seed = _read(account.token.refresh_token, "refresh token", account.name)
-        fingerprint = hashlib.sha256(seed.encode()).hexdigest()
+        assert component is not None
         stored = self.cache.load_refresh_token(component.appid, account.appid)
-        if stored is None or stored[1] != fingerprint:
-            # First run, or the configuration holds a new seed (the merchant authorised again).
-            self.cache.save_refresh_token(component.appid, account.appid, seed, fingerprint)
-            refresh_token = seed
+        if account.token.refresh_token is None:
+            # An imported account: its seed went straight into the database at import.
+            if stored is None:
+                raise TokenError(
+                    "no authorizer refresh token stored for this account: import it with a "
+                    "refresh_token (qrsync accounts import)",
+                    account=account.name,
+                )
+            refresh_token, fingerprint = stored
         else:
-            refresh_token = stored[0]
-            register_secret(refresh_token)
+            seed = _read(account.token.refresh_token, "refresh token", account.name)
+            fingerprint = seed_fingerprint(seed)
+            if stored is None or stored[1] != fingerprint:
+                # First run, or the configuration holds a new seed (authorised again).
+                self.cache.save_refresh_token(component.appid, account.appid, seed, fingerprint)
+                refresh_token = seed
+            else:
+                refresh_token = stored[0]
+        register_secret(refresh_token)
         component_token = self._component_token(account.name, None)
         body = {
             "component_appid": component.appid,
