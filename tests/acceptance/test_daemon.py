@@ -199,3 +199,169 @@ def _get_ok(url: str) -> bool:
         return requests.get(url, timeout=2).status_code == 200
     except requests.RequestException:
         return False
+
+
+def _start(
+    config: Path,
+    name: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qrsync",
+            "--config",
+            str(config),
+            "daemon",
+            "--name",
+            name,
+            "--http-port",
+            str(port),
+            "--log-format",
+            "json",
+        ],
+        env=env or dict(os.environ),
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    return proc, port
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=60)
+
+
+def _small_fleet(
+    simulator: Any,
+    qrsync: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    schedule: str,
+    names: list[str],
+    disabled: tuple[str, ...] = (),
+) -> Path:
+    blocks = []
+    for i, name in enumerate(names):
+        appid = f"wx7{i:015d}"
+        simulator.admin.add_account(
+            {
+                "appid": appid,
+                "kind": "miniprogram",
+                "secret": f"s-{name}",
+                "rule_sets": [{"count": 3}],
+            }
+        )
+        monkeypatch.setenv(f"SECRET_{i}", f"s-{name}")
+        blocks.append(
+            f'[[accounts]]\nname = "{name}"\nkind = "miniprogram"\nappid = "{appid}"\n'
+            f"enabled = {'false' if name in disabled else 'true'}\n"
+            f'token = {{ source = "stable_token", secret_env = "SECRET_{i}" }}\n'
+        )
+    return qrsync.write_config(
+        f'[api]\nbase_url = "{simulator.url}"\n[daemon]\nschedule = "{schedule}"\n'
+        f"lease_s = 5\nshutdown_grace_s = 5\n\n" + "".join(blocks)
+    )
+
+
+def _runs(db: Any, name: str) -> int:
+    return int(
+        db.execute(
+            "SELECT count(*) FROM sync_runs r JOIN accounts a ON a.id = r.account_id"
+            " WHERE a.name = %s AND r.status = 'succeeded'",
+            (name,),
+        ).fetchone()[0]
+    )
+
+
+@pytest.mark.slow
+def test_a_missed_slot_is_run_once_at_start(
+    simulator: Any, qrsync: Any, db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _small_fleet(simulator, qrsync, monkeypatch, "0 0 1 1 *", ["a", "b", "c"])
+    proc, port = _start(config, "r1", tmp_path / "r1.log")
+    _wait_for(lambda: all(_runs(db, n) == 1 for n in "abc"), 60, "the missed slot to run")
+    assert _stop(proc) == 0
+    slots = db.execute("SELECT DISTINCT scheduled_for FROM sync_runs").fetchall()
+    assert len(slots) == 1 and slots[0][0].month == 1 and slots[0][0].day == 1
+    # A second start finds the slot done: nothing runs again.
+    proc, port = _start(config, "r2", tmp_path / "r2.log")
+    metrics_url = f"http://127.0.0.1:{port}/metrics"
+    _wait_for(
+        lambda: 'qrsync_slots_skipped_total{reason="done"} 3.0' in _text(metrics_url),
+        60,
+        "the second replica to find the slot done",
+    )
+    assert _stop(proc) == 0
+    assert [_runs(db, n) for n in "abc"] == [1, 1, 1]
+
+
+@pytest.mark.slow
+def test_sighup_reload_adds_and_pauses_accounts(
+    simulator: Any, qrsync: Any, db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _small_fleet(simulator, qrsync, monkeypatch, "@every 2s", ["a", "b", "c"], disabled=("c",))
+    config = qrsync.config_path
+    proc, _ = _start(config, "r1", tmp_path / "r1.log")
+    try:
+        _wait_for(lambda: _runs(db, "a") >= 1 and _runs(db, "b") >= 1, 60, "a and b to sync")
+        assert _runs(db, "c") == 0
+        _small_fleet(simulator, qrsync, monkeypatch, "@every 2s", ["a", "b", "c"], disabled=("b",))
+        proc.send_signal(signal.SIGHUP)
+        _wait_for(lambda: _runs(db, "c") >= 1, 60, "c to sync after the reload")
+        paused_at = _runs(db, "b")
+        _wait_for(lambda: _runs(db, "c") >= 3, 60, "a few more slots")
+        assert _runs(db, "b") <= paused_at + 1  # a run already queued may finish
+    finally:
+        assert _stop(proc) == 0
+
+
+def _text(url: str) -> str:
+    try:
+        return requests.get(url, timeout=2).text
+    except requests.RequestException:
+        return ""
+
+
+@pytest.mark.slow
+def test_healthz_says_503_when_the_database_stops(
+    simulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QRSYNC_")}
+    env["XDG_DATA_HOME"] = str(tmp_path / "data")
+    config = tmp_path / "embedded.toml"
+    config.write_text(f'[api]\nbase_url = "{simulator.url}"\n[daemon]\nschedule = "@every 5s"\n')
+    migrate = subprocess.run(
+        [sys.executable, "-m", "qrsync", "--config", str(config), "db", "upgrade"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert migrate.returncode == 0, migrate.stderr
+    proc, port = _start(config, "r1", tmp_path / "r1.log", env=env)
+    health = f"http://127.0.0.1:{port}/healthz"
+    try:
+        _wait_for(lambda: _get_ok(health), 60, "/healthz to answer 200")
+        stop = subprocess.run(
+            [sys.executable, "-m", "qrsync", "--config", str(config), "db", "stop"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert stop.returncode == 0, stop.stderr
+        _wait_for(lambda: _status(health) == 503, 60, "a 503")
+        assert "database not answering" in requests.get(health, timeout=10).text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+
+
+def _status(url: str) -> int:
+    try:
+        return requests.get(url, timeout=10).status_code
+    except requests.RequestException:
+        return 0
