@@ -172,3 +172,24 @@ DOCUMENT_EXAMPLE_RULES: list[dict[str, Any]] = [
         ],
     },
 ]
+
+
+def build_history(
+    simulator: Any, qrsync: Any, monkeypatch: Any, rules: list[dict[str, Any]]
+) -> Any:
+    """Two syncs of a mini program holding ``rules`` (between them https://a.example.com/1 is
+    published and https://a.example.com/2 deleted), beside an account whose secret is wrong, so
+    that it fails twice. Returns the simulator."""
+    simulator.admin.add_account(mp_world(pub_quota=20))
+    simulator.admin.add_account(mp_world(appid="wx1000000000000077", secret="right"))
+    simulator.admin.put_rules(MP, rules)
+    monkeypatch.setenv("MP_SECRET", MP_SECRET)
+    monkeypatch.setenv("BAD_SECRET", "wrong-secret-value")
+    accounts = mp_account() + mp_account("broken", "wx1000000000000077", "BAD_SECRET")
+    qrsync.write_config(toml_config(simulator.url, accounts))
+    assert qrsync("sync").exit_code == 1
+    user = WeChatUser(simulator.url, MP, MP_SECRET)
+    user.publish("https://a.example.com/1")
+    user.delete("https://a.example.com/2")
+    assert qrsync("sync").exit_code == 1
+    return simulator

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import MP, MP_SECRET, WeChatUser, mp_account, mp_world, rows, rule, toml_config
+from helpers import build_history, rows, rule
 
 from qrsync.render.csvout import COLUMNS, render_csv
 from qrsync.render.html import render_html
@@ -33,26 +33,12 @@ def history(simulator: Any, qrsync: Any, monkeypatch: pytest.MonkeyPatch) -> Any
     """Two syncs of a mini program (between them one rule published, one deleted), one of its
     rules opening a path that is markup, another a Chinese one; plus an account whose secret is
     wrong, so that it fails twice."""
-    simulator.admin.add_account(mp_world(pub_quota=20))
-    simulator.admin.add_account(mp_world(appid="wx1000000000000077", secret="right"))
-    simulator.admin.put_rules(
-        MP,
-        [
-            *(rule(f"https://a.example.com/{i}") for i in range(3)),
-            rule("https://a.example.com/markup", path=SCRIPT_PATH),
-            rule("https://a.example.com/商品", path=CHINESE_PATH),
-        ],
-    )
-    monkeypatch.setenv("MP_SECRET", MP_SECRET)
-    monkeypatch.setenv("BAD_SECRET", "wrong-secret-value")
-    accounts = mp_account() + mp_account("broken", "wx1000000000000077", "BAD_SECRET")
-    qrsync.write_config(toml_config(simulator.url, accounts))
-    assert qrsync("sync").exit_code == 1
-    user = WeChatUser(simulator.url, MP, MP_SECRET)
-    user.publish("https://a.example.com/1")
-    user.delete("https://a.example.com/2")
-    assert qrsync("sync").exit_code == 1
-    return simulator
+    rules = [
+        *(rule(f"https://a.example.com/{i}") for i in range(3)),
+        rule("https://a.example.com/markup", path=SCRIPT_PATH),
+        rule("https://a.example.com/商品", path=CHINESE_PATH),
+    ]
+    return build_history(simulator, qrsync, monkeypatch, rules)
 
 
 # --- reading the formats -------------------------------------------------------------------------

@@ -6,26 +6,16 @@ import json
 from typing import Any
 
 import pytest
-from helpers import MP, MP_SECRET, WeChatUser, mp_account, mp_world, rule, scalar, toml_config
+from helpers import build_history, rule, scalar
 
 
 @pytest.fixture
 def history(simulator: Any, qrsync: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Two syncs of a mini program: between them one rule published and one deleted; plus an
     account whose secret is wrong."""
-    simulator.admin.add_account(mp_world(pub_quota=20))
-    simulator.admin.add_account(mp_world(appid="wx1000000000000077", secret="right"))
-    simulator.admin.put_rules(MP, [rule(f"https://a.example.com/{i}") for i in range(4)])
-    monkeypatch.setenv("MP_SECRET", MP_SECRET)
-    monkeypatch.setenv("BAD_SECRET", "wrong-secret-value")
-    accounts = mp_account() + mp_account("broken", "wx1000000000000077", "BAD_SECRET")
-    qrsync.write_config(toml_config(simulator.url, accounts))
-    assert qrsync("sync").exit_code == 1
-    user = WeChatUser(simulator.url, MP, MP_SECRET)
-    user.publish("https://a.example.com/1")
-    user.delete("https://a.example.com/2")
-    assert qrsync("sync").exit_code == 1
-    return simulator
+    return build_history(
+        simulator, qrsync, monkeypatch, [rule(f"https://a.example.com/{i}") for i in range(4)]
+    )
 
 
 def test_report_json_matches_the_tables(history: Any, qrsync: Any, db: Any) -> None:
