@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo bench clean
 
 install: $(STAMP)
 
@@ -21,9 +21,19 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/qrsync demo
 
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# make bench QUICK=1: a tenth of the sizes, under a minute. Not part of make test.
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick,)
+
 lint: $(STAMP)
-	$(BIN)/ruff check qrsync tests migrations
-	$(BIN)/ruff format --check qrsync tests migrations
+	$(BIN)/ruff check qrsync tests migrations bench
+	$(BIN)/ruff format --check qrsync tests migrations bench
 	$(BIN)/mypy qrsync
 
 clean:

