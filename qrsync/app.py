@@ -14,7 +14,6 @@ from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from qrsync.config import AccountConfig, Config, load_config, missing_secret, resolve_path
 from qrsync.errors import ConfigError, DatabaseError
-from qrsync.store import migrate
 from qrsync.store.accounts import (
     MirrorResult,
     account_ids,
@@ -24,6 +23,7 @@ from qrsync.store.accounts import (
 from qrsync.store.embedded import EmbeddedPostgres, data_home
 from qrsync.store.engine import make_engine, masked_url
 from qrsync.store.queries import query
+from qrsync.store.schema import HEAD_REVISION
 
 
 def _quiet(_message: str) -> None:
@@ -107,7 +107,7 @@ class App:
             raise DatabaseError(
                 f"the database schema '{schema}' is not set up: run `qrsync db upgrade`"
             )
-        head = migrate.head_revision()
+        head = HEAD_REVISION
         if revision != head:
             raise DatabaseError(
                 f"the database schema '{schema}' is at revision {revision}, this qrsync needs "

@@ -28,8 +28,6 @@ from qrsync.masking import mask
 from qrsync.render.jsonout import to_json
 from qrsync.render.text import fmt_time, format_table, render_report, render_status
 from qrsync.report import Report, build_report, sync_health
-from qrsync.simulator.command import simulator_command
-from qrsync.store import migrate
 from qrsync.store.accounts import account_ids, import_accounts, list_accounts
 from qrsync.store.engine import make_engine, masked_url
 from qrsync.store.grants import grant_readonly
@@ -128,6 +126,8 @@ def db() -> None:
 @_guarded
 def db_upgrade(obj: Context, revision: str) -> None:
     """Migrate the database up to REVISION (default: the newest)."""
+    from qrsync.store import migrate  # Alembic only where it is needed
+
     app = obj.app()
     engine = app.engine()
     before = migrate.current(engine, app.config.database.schema)
@@ -145,6 +145,8 @@ def db_upgrade(obj: Context, revision: str) -> None:
 @_guarded
 def db_current(obj: Context) -> None:
     """Show the revision the database is at, and the newest one."""
+    from qrsync.store import migrate  # Alembic only where it is needed
+
     app = obj.app()
     current = migrate.current(app.engine(), app.config.database.schema)
     head = migrate.head_revision()
@@ -158,6 +160,8 @@ def db_current(obj: Context) -> None:
 @_guarded
 def db_downgrade(obj: Context, revision: str) -> None:
     """Migrate the database down to REVISION ("base" removes every qrsync table)."""
+    from qrsync.store import migrate  # Alembic only where it is needed
+
     app = obj.app()
     migrate.downgrade(app.engine(), app.config.database.schema, revision)
     current = migrate.current(app.engine(), app.config.database.schema)
@@ -573,7 +577,17 @@ def demo(rounds: int, html_path: str) -> None:
     )
 
 
-cli.add_command(simulator_command)
+@cli.command(
+    "simulator",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.pass_context
+def simulator(ctx: click.Context) -> None:
+    """The bundled WeChat API simulator (--port N, --seed, --world FILE; --help for all)."""
+    from qrsync.simulator.command import simulator_command  # loaded only when used
+
+    simulator_command.main(ctx.args, prog_name="qrsync simulator", standalone_mode=True)
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:

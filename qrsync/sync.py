@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from queue import Full, Queue
 from typing import Protocol
 
 from sqlalchemy import Connection, Engine
@@ -395,8 +396,12 @@ class Syncer:
     def _stage(
         self, run_id: int, pages: Iterator[Page], guard: RunGuard | None, first_seq: int = 0
     ) -> None:
-        """COPY each page into staging as it arrives (memory: one page at a time)."""
-        seq = first_seq
+        """COPY the pages into staging as they arrive, the next page being fetched while the
+        previous one is written (memory: a page or two)."""
+        self.runs.stage(run_id, self._checked(prefetched(pages), guard), first_seq)
+
+    def _checked(self, pages: Iterator[Page], guard: RunGuard | None) -> Iterator[Page]:
+        """Stop between pages when the run must (lease lost, shutdown)."""
         for page in pages:
             if guard is not None:
                 guard.check()
@@ -404,4 +409,43 @@ class Syncer:
                 raise RunInterrupted(
                     f"{self._stop_reason} before the listing was complete; nothing changed"
                 )
-            seq = self.runs.stage_page(run_id, page, seq)
+            yield page
+
+
+PREFETCH_PAGES = 2
+
+
+def prefetched(pages: Iterator[Page], depth: int = PREFETCH_PAGES) -> Iterator[Page]:
+    """Iterate ``pages`` in a background thread, at most ``depth`` pages ahead, so that fetching
+    (network) and staging (database) overlap; the producer's exception is raised here."""
+    queue: Queue[tuple[Page | None, BaseException | None]] = Queue(maxsize=depth)
+    abandon = threading.Event()
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                while not abandon.is_set():
+                    try:
+                        queue.put((page, None), timeout=0.2)
+                        break
+                    except Full:
+                        continue
+                if abandon.is_set():
+                    return
+            queue.put((None, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            queue.put((None, exc))
+
+    thread = threading.Thread(target=produce, name="qrsync-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            page, error = queue.get()
+            if error is not None:
+                raise error
+            if page is None:
+                return
+            yield page
+    finally:
+        abandon.set()
+        thread.join(timeout=30)

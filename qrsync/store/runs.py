@@ -8,7 +8,7 @@ closes the run: either all of it happens or none of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -90,17 +90,20 @@ class RunStore:
         with self.engine.begin() as conn:
             conn.execute(query("clear_staged"), {"run_id": run_id})
 
-    def stage_page(self, run_id: int, page: Page, first_seq: int) -> int:
-        """COPY one page's rules into staging; return the next sequence number."""
+    def stage(self, run_id: int, pages: Iterable[Page], first_seq: int = 0) -> int:
+        """Stream a listing's pages into staging through one COPY, as they arrive (memory: the
+        page in hand), committed once at the end; an error leaves nothing staged. Returns the
+        next sequence number."""
         seq = first_seq
         with self.engine.begin() as conn:
             dbapi = conn.connection.driver_connection
             assert dbapi is not None
             with dbapi.cursor() as cursor, cursor.copy(COPY_STAGED) as copy:
                 copy.set_types(STAGED_TYPES)
-                for rule in page.rules:
-                    copy.write_row(_staged_row(run_id, seq, rule))
-                    seq += 1
+                for page in pages:
+                    for rule in page.rules:
+                        copy.write_row(_staged_row(run_id, seq, rule))
+                        seq += 1
         return seq
 
     def count_staged(self, run_id: int) -> int:

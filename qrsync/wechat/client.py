@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import orjson
 import requests
 from pyrate_limiter import InMemoryBucket, Limiter, Rate
 from requests.adapters import HTTPAdapter
@@ -43,6 +44,7 @@ Observer = Callable[[str, int | None], None]
 USER_AGENT = "qrsync (+https://github.com/qrsync/qrsync)"
 RATE_LIMIT_WINDOW_S = 1.0
 PACING_MARGIN = 1.05
+MIN_PACING_MS = 2
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -72,7 +74,7 @@ class WeChatClient:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers["User-Agent"] = USER_AGENT
-        self._limiters: dict[str, Limiter] = {}
+        self._limiters: dict[str, Limiter | None] = {}
         self._limiters_lock = threading.Lock()
 
     def close(self) -> None:
@@ -80,7 +82,7 @@ class WeChatClient:
 
     # --- rate limit ---------------------------------------------------------------------------
 
-    def _limiter(self, caller: str) -> Limiter:
+    def _limiter(self, caller: str) -> Limiter | None:
         with self._limiters_lock:
             limiter = self._limiters.get(caller)
             if limiter is None:
@@ -88,7 +90,10 @@ class WeChatClient:
                 # second with ~50 ms to spare for network jitter, where bursts of five would
                 # put the sixth at the very edge of WeChat's sliding window.
                 interval_ms = math.ceil(1000 * PACING_MARGIN / self.api.requests_per_second)
-                limiter = Limiter(InMemoryBucket([Rate(1, interval_ms)]), buffer_ms=0)
+                if interval_ms < MIN_PACING_MS:
+                    limiter = None  # hundreds a second or more: no limit worth enforcing
+                else:
+                    limiter = Limiter(InMemoryBucket([Rate(1, interval_ms)]), buffer_ms=0)
                 self._limiters[caller] = limiter
             return limiter
 
@@ -117,7 +122,9 @@ class WeChatClient:
 
         def attempt() -> dict[str, Any]:
             if caller is not None:
-                self._limiter(caller).try_acquire(caller, blocking=True)
+                limiter = self._limiter(caller)
+                if limiter is not None:
+                    limiter.try_acquire(caller, blocking=True)
             try:
                 payload = self._send(method, url, endpoint, account, params, body, headers)
                 errcode = payload.get("errcode", 0) if wechat else 0
@@ -208,8 +215,8 @@ class WeChatClient:
                 retryable=retryable,
             )
         try:
-            payload = response.json()
-        except ValueError:
+            payload = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
             raise MalformedResponse(
                 f"{endpoint} answered something that is not JSON: {_snippet(response.text)}",
                 account=account,

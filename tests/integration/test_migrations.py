@@ -145,3 +145,9 @@ def test_every_column_of_the_user_tables_has_a_comment(engine: Any) -> None:
             .all()
         )
     assert missing == []
+
+
+def test_the_head_revision_constant_is_alembics_head() -> None:
+    from qrsync.store.schema import HEAD_REVISION
+
+    assert migrate.head_revision() == HEAD_REVISION
