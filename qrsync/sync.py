@@ -22,7 +22,14 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from qrsync.config import MAX_PAGE_SIZE, AccountConfig, Config
-from qrsync.errors import AccountError, DatabaseError, RunInterrupted
+from qrsync.errors import (
+    AccountError,
+    ApiError,
+    DatabaseError,
+    MalformedResponse,
+    RunInterrupted,
+    TransportError,
+)
 from qrsync.masking import mask
 from qrsync.store.runs import RunOutcome, RunStore, database_error
 from qrsync.store.tokens import PgTokenCache
@@ -310,7 +317,9 @@ class Syncer:
                     },
                 )
             if not problems:
-                self._verify_deletions(api, request, run_id, tally)
+                unverified = self._verify_deletions(api, request, run_id, tally)
+                if unverified:
+                    notes.append(unverified)
             if problems:
                 complete = False
                 status = "partial"
@@ -379,19 +388,34 @@ class Syncer:
 
     def _verify_deletions(
         self, api: ApiCaller, request: SyncRequest, run_id: int, tally: ListingTally
-    ) -> None:
+    ) -> str | None:
         """Ask for the rules a consistent listing lacks by prefix (get_type 1) before deleting.
 
         Page drift can hide a rule while keeping every count right (one rule deleted on an
         earlier page shifts another past the pager while one is added at the end); a rule that
-        get_type 1 still returns is staged as seen, so only rules really gone are deleted.
+        get_type 1 still returns is staged as seen, so only rules really gone are deleted. If
+        WeChat cannot answer that question, the consistent listing decides, as SPEC behaviour 2
+        says; the returned note says so.
         """
         mp_appid = request.account.miniprogram_appid
         assert mp_appid is not None
         candidates = self.runs.deletion_candidates(run_id, request.account_id)
-        if candidates:
-            pages = prefix_listing(api, mp_appid, candidates, tally)
+        if not candidates:
+            return None
+        pages = prefix_listing(api, mp_appid, candidates, tally)
+        try:
             self._stage(run_id, pages, request.guard, first_seq=tally.pages * MAX_PAGE_SIZE)
+        except (ApiError, TransportError, MalformedResponse) as exc:
+            logger.warning(
+                "account '%s': could not confirm %d deletions by prefix (%s); the consistent "
+                "listing decides",
+                request.account.name,
+                len(candidates),
+                exc,
+                extra={"action": "deletions_unconfirmed", "account": request.account.name},
+            )
+            return f"{len(candidates)} deletions not confirmed by prefix (get_type 1 failed)"
+        return None
 
     def _stage(
         self, run_id: int, pages: Iterator[Page], guard: RunGuard | None, first_seq: int = 0

@@ -415,3 +415,18 @@ def test_prefix_refresh_uses_get_type_1_and_deletes_nothing(
     summary = json.loads(result.stdout)["accounts"][0]
     assert "1 not found" in summary["message"]
     assert scalar(db, "SELECT complete FROM account_snapshots ORDER BY id DESC LIMIT 1") is False
+
+
+def test_deletions_stand_when_the_prefix_check_cannot_answer(
+    oa_setup: Any, qrsync: Any, db: Any
+) -> None:
+    oa_setup.admin.generate_rules(OA, 120, miniprogram_appid=OA_MP)
+    qrsync("sync")
+    truth = oa_setup.admin.rules(OA, OA_MP)
+    oa_setup.admin.put_rules(OA, truth[2:], miniprogram_appid=OA_MP)
+    oa_setup.admin.add_fault(endpoint="qrcodejumpget", get_type=1, errcode=40097, times=-1)
+    result = qrsync("sync", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)["accounts"][0]
+    assert summary["status"] == "succeeded" and summary["deleted"] == 2
+    assert "not confirmed" in summary["message"]
