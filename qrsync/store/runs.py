@@ -217,16 +217,9 @@ class RunStore:
 
 
 def _staged_row(run_id: int, seq: int, rule: Rule) -> tuple[object, ...]:
-    return (
-        run_id,
-        seq,
-        rule.prefix,
-        rule.path,
-        rule.state,
-        rule.open_version,
-        rule.permit_sub_rule,
-        list(rule.debug_urls) if rule.debug_urls is not None else None,
-    )
+    prefix, path, state, open_version, permit_sub_rule, debug_urls = rule
+    urls = list(debug_urls) if debug_urls is not None else None
+    return (run_id, seq, prefix, path, state, open_version, permit_sub_rule, urls)
 
 
 def _join(*parts: str | None) -> str | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from qrsync.errors import MalformedResponse
 from qrsync.wechat.client import ApiCaller
@@ -24,9 +24,11 @@ EXTRA_PAGES = 2
 """Pages the pager may read past what total_count announced (rules added while it pages)."""
 
 
-@dataclass(frozen=True)
-class Rule:
-    """One rule exactly as WeChat listed it (quirks kept: nothing is trimmed or fixed)."""
+class Rule(NamedTuple):
+    """One rule exactly as WeChat listed it (quirks kept: nothing is trimmed or fixed).
+
+    A named tuple, not a dataclass: a listing makes 100,000 of them, and a tuple is built and
+    unpacked into the staging COPY several times faster."""
 
     prefix: str
     path: str | None
