@@ -20,17 +20,18 @@ SELECT r.account,
        r.account_id,
        r.prefix,
        r.path,
-       COALESCE(
-           (SELECT max(c.observed_at) FROM rule_state_changes c
-             WHERE c.account_id = r.account_id AND c.prefix = r.prefix AND c.to_state = 1),
-           r.first_seen_at) AS unpublished_since,
-       now() - COALESCE(
-           (SELECT max(c.observed_at) FROM rule_state_changes c
-             WHERE c.account_id = r.account_id AND c.prefix = r.prefix AND c.to_state = 1),
-           r.first_seen_at) AS waiting,
+       s.since AS unpublished_since,
+       now() - s.since AS waiting,
        r.first_seen_at,
        r.changed_at
 FROM current_rules r
+CROSS JOIN LATERAL (
+    -- Unpublished since the last change to state 1, or since first seen.
+    SELECT COALESCE(
+        (SELECT max(c.observed_at) FROM rule_state_changes c
+          WHERE c.account_id = r.account_id AND c.prefix = r.prefix AND c.to_state = 1),
+        r.first_seen_at) AS since
+) s
 WHERE r.state = 1;
 COMMENT ON VIEW unpublished_rules IS
     'The publish queue: live rules not yet published, with how long each has waited.';
