@@ -180,7 +180,11 @@ class Syncer:
         failures (they are recorded on the run), only when the database itself fails."""
         account = request.account
         started = time.monotonic()
-        log_extra = {"account": account.name}
+        log_extra = {
+            "account": account.name,
+            "slot": request.scheduled_for.isoformat() if request.scheduled_for else None,
+            "replica": request.replica,
+        }
         try:
             run_id = self.runs.start_run(
                 request.account_id,

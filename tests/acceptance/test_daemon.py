@@ -7,6 +7,7 @@ at once; the token endpoint is called once per account for all replicas; SIGTERM
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -192,6 +193,17 @@ def test_three_replicas_one_killed(replicas: dict[str, Any], db: Any, simulator:
     assert simulator.admin.stats()["stable_token"] == ACCOUNTS
     replicas_seen = {r[0] for r in db.execute("SELECT DISTINCT replica FROM sync_runs")}
     assert replicas_seen == {"r1", "r2", "r3"}
+    # Logs: JSON lines, each run with its account, run id, slot and replica; no secret.
+    for name in ("r1", "r2"):
+        text = replicas[name]["path"].read_text()
+        lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        finished = [line for line in lines if line.get("action") == "run_finished"]
+        assert finished, name
+        for line in finished:
+            assert {"account", "run_id", "slot", "replica"} <= line.keys()
+        assert not any(f"secret-{i:03d}" in text for i in range(ACCOUNTS))
+        tokens = [row[0] for row in db.execute("SELECT access_token FROM tokens")]
+        assert tokens and not any(token in text for token in tokens)
 
 
 def _get_ok(url: str) -> bool:
