@@ -145,7 +145,7 @@ def test_config_from_environment_variable(
     monkeypatch.setenv("QRSYNC_CONFIG", str(config))
     result = CliRunner().invoke(cli, ["db", "current"])
     assert result.exit_code == 0, result.output
-    assert "0005" in result.output
+    assert "0006" in result.output
 
 
 def test_database_url_from_environment_overrides_the_file(

@@ -54,7 +54,7 @@ def test_each_migration_goes_down_and_up_again(empty_database_url: str) -> None:
     engine = make_engine(empty_database_url, "qrsync")
     try:
         migrate.upgrade(engine, "qrsync")
-        for revision in ("0004", "0003", "0002", "0001"):
+        for revision in ("0005", "0004", "0003", "0002", "0001"):
             migrate.downgrade(engine, "qrsync", revision)
             assert migrate.current(engine, "qrsync") == revision
         migrate.upgrade(engine, "qrsync")
@@ -101,9 +101,9 @@ def test_db_commands_through_the_cli(qrsync: Any, empty_database_url: str) -> No
     qrsync.write_config(f'[database]\nurl = "{empty_database_url}"\n', with_database=False)
     assert "empty" in qrsync("db", "current").output
     up = qrsync("db", "upgrade")
-    assert up.exit_code == 0 and "upgraded from empty to 0005" in up.output
+    assert up.exit_code == 0 and "upgraded from empty to 0006" in up.output
     again = qrsync("db", "upgrade")
-    assert "already at revision 0005" in again.output
+    assert "already at revision 0006" in again.output
     down = qrsync("db", "downgrade", "base")
     assert down.exit_code == 0 and "base" in down.output
     url = qrsync("db", "url")
