@@ -21,7 +21,7 @@ from qrsync.store.accounts import (
     mirror_accounts,
 )
 from qrsync.store.embedded import EmbeddedPostgres, data_home
-from qrsync.store.engine import make_engine, masked_url
+from qrsync.store.engine import first_line, make_engine, masked_url
 from qrsync.store.queries import query
 from qrsync.store.schema import HEAD_REVISION
 
@@ -47,10 +47,14 @@ class App:
         check_secrets: bool = True,
         notify: Callable[[str], None] = _quiet,
         keep_embedded_running: bool = False,
+        engine: Engine | None = None,
     ) -> App:
+        """``engine``: reuse a running process's engine (a daemon reloading its file)."""
         path, named = resolve_path(config_path)
         config = load_config(path, check_secrets=check_secrets, missing_ok=not named)
-        return cls(config, notify=notify, keep_embedded_running=keep_embedded_running)
+        return cls(
+            config, notify=notify, keep_embedded_running=keep_embedded_running, _engine=engine
+        )
 
     @property
     def uses_embedded(self) -> bool:
@@ -89,7 +93,7 @@ class App:
             except SQLAlchemyError as exc:
                 engine.dispose()
                 raise DatabaseError(
-                    f"cannot connect to {masked_url(self.database_url)}: {_first_line(exc)}"
+                    f"cannot connect to {masked_url(self.database_url)}: {first_line(exc)}"
                 ) from None
             self._engine = engine
         return self._engine
@@ -123,7 +127,7 @@ class App:
                 return MirrorResult(ids=account_ids(self.ready_engine()), disabled=())
             return mirror_accounts(self.ready_engine(), self.config.accounts)
         except SQLAlchemyError as exc:
-            raise DatabaseError(f"cannot record the accounts: {_first_line(exc)}") from None
+            raise DatabaseError(f"cannot record the accounts: {first_line(exc)}") from None
 
     def accounts(self) -> tuple[AccountConfig, ...]:
         """The configuration file's accounts, then the imported ones (qrsync accounts import)."""
@@ -157,9 +161,3 @@ class App:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
-
-
-def _first_line(exc: SQLAlchemyError) -> str:
-    original = getattr(exc, "orig", None) or exc
-    lines = str(original).strip().splitlines()
-    return lines[0] if lines else original.__class__.__name__

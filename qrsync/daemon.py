@@ -275,18 +275,13 @@ class Daemon:
         self._reload.set()
 
     def _do_reload(self) -> None:
-        old_syncer = self.syncer
+        """SIGHUP: the file again, on the same database engine (a new database.url needs a
+        restart); a bad file leaves the running configuration as it was."""
         try:
-            app = App.load(self.config_path, check_secrets=True, notify=self.notify)
-            ids = app.mirror_accounts().ids
-        except QrsyncError as exc:
-            logger.error(
-                "reload refused, keeping the running configuration: %s",
-                exc,
-                extra={"action": "reload_failed", "replica": self.name},
+            app = App.load(
+                self.config_path, check_secrets=True, notify=self.notify, engine=self.engine
             )
-            return
-        try:
+            ids = app.mirror_accounts().ids
             accounts = app.accounts()
             app.check_imported_secrets(accounts)
         except QrsyncError as exc:
@@ -296,19 +291,16 @@ class Daemon:
                 extra={"action": "reload_failed", "replica": self.name},
             )
             return
-        self.ids = ids
-        self.accounts = accounts
-        self.config = app.config
+        self.app, self.config, self.ids, self.accounts = app, app.config, ids, accounts
         self.leases.store.ensure_rows()
+        # Runs in progress keep the syncer they started with.
         self.syncer = Syncer(app.config, self.engine, observer=self.metrics.api_call)
-        app.close()
         self._reschedule()
         logger.info(
             "configuration reloaded: %d accounts enabled",
             len(self._enabled()),
             extra={"action": "reloaded", "replica": self.name},
         )
-        del old_syncer  # runs in progress keep their reference until they end
 
     def _refresh_imported(self) -> None:
         """Imported accounts come and go without a SIGHUP: pick up the latest import."""

@@ -37,6 +37,14 @@ def masked_url(url: str) -> str:
         return url.split("@")[-1] if "@" in url else url
 
 
+def first_line(exc: Exception) -> str:
+    """The first line of what the database said (psycopg's error under SQLAlchemy's), for a
+    one-line message."""
+    original = getattr(exc, "orig", None) or exc
+    lines = str(original).strip().splitlines()
+    return lines[0] if lines else original.__class__.__name__
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 

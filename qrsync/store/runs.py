@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from qrsync.errors import DatabaseError
 from qrsync.masking import mask
+from qrsync.store.engine import first_line
 from qrsync.store.queries import query
 from qrsync.wechat.listing import Page, Rule
 
@@ -229,6 +230,4 @@ def _join(*parts: str | None) -> str | None:
 
 def database_error(exc: SQLAlchemyError) -> DatabaseError:
     """One line for people out of a SQLAlchemy/psycopg error."""
-    original = getattr(exc, "orig", None) or exc
-    first_line = str(original).strip().splitlines()[0] if str(original).strip() else repr(original)
-    return DatabaseError(f"database error: {first_line}")
+    return DatabaseError(f"database error: {first_line(exc)}")

@@ -245,9 +245,7 @@ class TokenProviders:
                 headers=headers,
             )
         except AccountError as exc:
-            error = TokenError(_detail(exc), account=account.name)
-            error.errcode = exc.errcode
-            raise error from None
+            raise _token_error(exc, account.name) from None
         return FetchedToken(
             _token_field(payload, "access_token", endpoint, account.name),
             _expires_in(payload, endpoint, account.name, CENTRAL_DEFAULT_EXPIRES_S),
@@ -375,9 +373,14 @@ class TokenProviders:
                 body=body,
             )
         except AccountError as exc:
-            error = TokenError(_detail(exc), account=account)
-            error.errcode = exc.errcode
-            raise error from exc
+            raise _token_error(exc, account) from exc
+
+
+def _token_error(exc: AccountError, account: str) -> TokenError:
+    """A failure of a token endpoint as a TokenError that keeps WeChat's errcode."""
+    error = TokenError(_detail(exc), account=account)
+    error.errcode = exc.errcode
+    return error
 
 
 def _detail(exc: AccountError) -> str:
