@@ -31,7 +31,7 @@ from qrsync.errors import (
     TransportError,
 )
 from qrsync.masking import mask
-from qrsync.store.runs import RunOutcome, RunStore, database_error
+from qrsync.store.runs import CHUNK_ROWS, ListingWriter, RunOutcome, RunStore, database_error
 from qrsync.store.tokens import PgTokenCache
 from qrsync.wechat.client import ApiCaller, CallCounter, Observer, WeChatClient
 from qrsync.wechat.listing import (
@@ -267,94 +267,26 @@ class Syncer:
             caller=account.appid,
             counter=counter,
         )
-        notes: list[str] = []
-        complete = True
-        status = "succeeded"
-        if request.prefixes:
-            complete = False
-            self._stage(
-                run_id, self._prefix_pages(api, account, request.prefixes, tally), request.guard
+        fence = request.guard.fence if request.guard is not None else None
+        with self.runs.listing(run_id, request.account_id, clock=self.clock, fence=fence) as w:
+            complete, status, notes = self._list(request, api, w, tally)
+            last = tally.last
+            outcome = RunOutcome(
+                status=status,
+                api_calls=counter.calls,
+                pages=tally.pages,
+                total_count=last.total_count if last else None,
+                qrcodejump_open=last.qrcodejump_open if last else None,
+                qrcodejump_pub_quota=last.qrcodejump_pub_quota if last else None,
+                complete=complete,
+                message="; ".join(notes) or None,
             )
-            seen = self.runs.count_staged(run_id)
-            missing = len(set(request.prefixes)) - seen
-            notes.append(f"refreshed {seen} of {len(set(request.prefixes))} prefixes (get_type 1)")
-            if missing > 0:
-                notes.append(f"{missing} not found (nothing deleted)")
-        elif account.kind == "miniprogram":
-            self._stage(run_id, miniprogram_listing(api, tally), request.guard)
-            page = tally.last
-            listed = page.rules if page else ()
-            distinct = len({r.prefix for r in listed})
-            total = page.total_count if page else None
-            if total is not None and total != distinct:
-                notes.append(
-                    f"mini-program listing holds {distinct} rules but its total_count says "
-                    f"{total} (WeChat's own example does this); applied as listed"
-                )
-        else:
-            assert account.miniprogram_appid is not None
-            problems: list[str] = []
-            for attempt in range(1, LISTING_ATTEMPTS + 1):
-                if attempt > 1:
-                    tally.restart()
-                    self.runs.clear_staged(run_id)
-                self._stage(
-                    run_id,
-                    service_account_listing(
-                        api, account.miniprogram_appid, self.config.sync.page_size, tally
-                    ),
-                    request.guard,
-                )
-                problems = judge_listing(tally, self.runs.count_staged(run_id))
-                if not problems:
-                    break
-                logger.warning(
-                    "account '%s': listing %d of %d not consistent: %s",
-                    account.name,
-                    attempt,
-                    LISTING_ATTEMPTS,
-                    "; ".join(problems),
-                    extra={
-                        "action": "listing_inconsistent",
-                        "account": account.name,
-                        "run_id": str(run_id),
-                    },
-                )
-            if not problems:
-                unverified = self._verify_deletions(api, request, run_id, tally)
-                if unverified:
-                    notes.append(unverified)
-            if problems:
-                complete = False
-                status = "partial"
-                notes.append(
-                    f"listing not consistent after {LISTING_ATTEMPTS} attempts ("
-                    + "; ".join(problems)
-                    + "): applied what was seen, deleted nothing"
-                )
-        last = tally.last
-        observed_at = self.clock()
-        outcome = RunOutcome(
-            status=status,
-            api_calls=counter.calls,
-            pages=tally.pages,
-            total_count=last.total_count if last else None,
-            qrcodejump_open=last.qrcodejump_open if last else None,
-            qrcodejump_pub_quota=last.qrcodejump_pub_quota if last else None,
-            complete=complete,
-            message="; ".join(notes) or None,
-        )
-        counts, outcome = self.runs.apply_listing(
-            run_id=run_id,
-            account_id=request.account_id,
-            observed_at=observed_at,
-            clock=self.clock,
-            fence=request.guard.fence if request.guard is not None else None,
-            complete=complete,
-            allow_mass_delete=request.allow_mass_delete,
-            max_delete_fraction=self.config.sync.max_delete_fraction,
-            outcome=outcome,
-        )
+            counts, outcome = w.finish(
+                complete=complete,
+                allow_mass_delete=request.allow_mass_delete,
+                max_delete_fraction=self.config.sync.max_delete_fraction,
+                outcome=outcome,
+            )
         return RunResult(
             account=account.name,
             run_id=run_id,
@@ -371,6 +303,66 @@ class Syncer:
             qrcodejump_pub_quota=outcome.qrcodejump_pub_quota,
             message=outcome.message,
         )
+
+    def _list(
+        self, request: SyncRequest, api: ApiCaller, writer: ListingWriter, tally: ListingTally
+    ) -> tuple[bool, str, list[str]]:
+        """Stage and merge the account's listing; return (complete, status, notes)."""
+        account = request.account
+        notes: list[str] = []
+        if request.prefixes:
+            wanted = len(set(request.prefixes))
+            self._stage(writer, self._prefix_pages(api, account, request.prefixes, tally), request)
+            notes.append(f"refreshed {writer.seen} of {wanted} prefixes (get_type 1)")
+            if wanted > writer.seen:
+                notes.append(f"{wanted - writer.seen} not found (nothing deleted)")
+            return False, "succeeded", notes
+        if account.kind == "miniprogram":
+            self._stage(writer, miniprogram_listing(api, tally), request)
+            page = tally.last
+            total = page.total_count if page else None
+            if total is not None and total != writer.seen:
+                notes.append(
+                    f"mini-program listing holds {writer.seen} rules but its total_count says "
+                    f"{total} (WeChat's own example does this); applied as listed"
+                )
+            return True, "succeeded", notes
+        assert account.miniprogram_appid is not None
+        problems: list[str] = []
+        for attempt in range(1, LISTING_ATTEMPTS + 1):
+            if attempt > 1:
+                tally.restart()
+                writer.restart()
+            pages = service_account_listing(
+                api, account.miniprogram_appid, self.config.sync.page_size, tally
+            )
+            self._stage(writer, pages, request)
+            problems = judge_listing(tally, writer.seen)
+            if not problems:
+                break
+            logger.warning(
+                "account '%s': listing %d of %d not consistent: %s",
+                account.name,
+                attempt,
+                LISTING_ATTEMPTS,
+                "; ".join(problems),
+                extra={
+                    "action": "listing_inconsistent",
+                    "account": account.name,
+                    "run_id": str(writer.run_id),
+                },
+            )
+        if problems:
+            notes.append(
+                f"listing not consistent after {LISTING_ATTEMPTS} attempts ("
+                + "; ".join(problems)
+                + "): applied what was seen, deleted nothing"
+            )
+            return False, "partial", notes
+        unverified = self._verify_deletions(api, request, writer, tally)
+        if unverified:
+            notes.append(unverified)
+        return True, "succeeded", notes
 
     def _prefix_pages(
         self,
@@ -391,7 +383,7 @@ class Syncer:
             yield replace(page, rules=tuple(r for r in page.rules if r.prefix in keep))
 
     def _verify_deletions(
-        self, api: ApiCaller, request: SyncRequest, run_id: int, tally: ListingTally
+        self, api: ApiCaller, request: SyncRequest, writer: ListingWriter, tally: ListingTally
     ) -> str | None:
         """Ask for the rules a consistent listing lacks by prefix (get_type 1) before deleting.
 
@@ -403,12 +395,12 @@ class Syncer:
         """
         mp_appid = request.account.miniprogram_appid
         assert mp_appid is not None
-        candidates = self.runs.deletion_candidates(run_id, request.account_id)
+        candidates = writer.deletion_candidates()
         if not candidates:
             return None
         pages = prefix_listing(api, mp_appid, candidates, tally)
         try:
-            self._stage(run_id, pages, request.guard, first_seq=tally.pages * MAX_PAGE_SIZE)
+            writer.attempt(lambda: self._stage(writer, pages, request))
         except (ApiError, TransportError, MalformedResponse) as exc:
             logger.warning(
                 "account '%s': could not confirm %d deletions by prefix (%s); the consistent "
@@ -421,12 +413,10 @@ class Syncer:
             return f"{len(candidates)} deletions not confirmed by prefix (get_type 1 failed)"
         return None
 
-    def _stage(
-        self, run_id: int, pages: Iterator[Page], guard: RunGuard | None, first_seq: int = 0
-    ) -> None:
-        """COPY the pages into staging as they arrive, the next page being fetched while the
-        previous one is written (memory: a page or two)."""
-        self.runs.stage(run_id, self._checked(prefetched(pages), guard), first_seq)
+    def _stage(self, writer: ListingWriter, pages: Iterator[Page], request: SyncRequest) -> None:
+        """Stage and merge the pages as they arrive, the next pages being fetched meanwhile
+        (memory: a few pages)."""
+        writer.stage(self._checked(prefetched(pages), request.guard))
 
     def _checked(self, pages: Iterator[Page], guard: RunGuard | None) -> Iterator[Page]:
         """Stop between pages when the run must (lease lost, shutdown)."""
@@ -440,7 +430,8 @@ class Syncer:
             yield page
 
 
-PREFETCH_PAGES = 2
+PREFETCH_PAGES = 2 * CHUNK_ROWS // MAX_PAGE_SIZE
+"""Pages fetched ahead while a chunk is merged: the pager does not wait for the database."""
 
 
 def prefetched(pages: Iterator[Page], depth: int = PREFETCH_PAGES) -> Iterator[Page]:

@@ -53,21 +53,23 @@ INSERT INTO sync_runs (account_id, trigger, scheduled_for, replica, started_at)
 VALUES (:account_id, :trigger, :scheduled_for, :replica, :started_at)
 RETURNING id, started_at;
 
--- name: clear_staged --
--- Forget what a run has staged (before listing again, or when the run ends).
-DELETE FROM staged_rules WHERE sync_run_id = :run_id;
-
 -- name: lock_account --
 -- Serialise merges of one account: a transaction-level advisory lock (PgBouncer-safe).
 SELECT pg_advisory_xact_lock(1903260011, CAST(:account_id AS integer));
 
--- name: merge_listing --
--- Apply a staged listing to rules, their debug URLs and their history in one statement.
--- Unchanged rules are not written at all; deletions only when :complete and the guard allows.
+-- name: has_live_rules --
+-- Whether the account has live rules: a first listing is merged in one piece, not in chunks.
+SELECT EXISTS (SELECT FROM rules WHERE account_id = :account_id AND deleted_at IS NULL);
+
+-- name: merge_chunk --
+-- Apply one chunk of a staged listing (seq in [:lo, :hi)) to rules, their debug URLs and their
+-- history, inside the run's transaction while the next pages are fetched. Unchanged rules are
+-- not written at all. A prefix already staged by an earlier chunk of the run (page drift) is
+-- counted once in rules_seen and compared with what that chunk wrote.
 WITH listing AS MATERIALIZED (
     SELECT DISTINCT ON (prefix) prefix, path, state, open_version, permit_sub_rule, debug_urls
     FROM staged_rules
-    WHERE sync_run_id = :run_id
+    WHERE sync_run_id = :run_id AND seq >= :lo AND seq < :hi
     ORDER BY prefix, seq DESC
 ),
 previous AS (
@@ -89,29 +91,8 @@ diff AS MATERIALIZED (
     FROM listing l
     LEFT JOIN rules r ON r.account_id = :account_id AND r.prefix = l.prefix
 ),
-live AS (
-    SELECT count(*) AS n FROM rules WHERE account_id = :account_id AND deleted_at IS NULL
-),
-candidates AS MATERIALIZED (
-    SELECT r.prefix, r.path, r.state, r.open_version, r.permit_sub_rule, r.debug_urls, r.changed_at
-    FROM rules r
-    WHERE r.account_id = :account_id AND r.deleted_at IS NULL AND CAST(:complete AS boolean)
-      -- Probe the staged table's index, not the CTE: a CTE on the inner side of a nested
-      -- loop is rescanned per row (quadratic on large listings).
-      AND NOT EXISTS (SELECT 1 FROM staged_rules s
-                      WHERE s.sync_run_id = :run_id AND s.prefix = r.prefix)
-),
-guard AS (
-    SELECT count(*) AS would_delete,
-           (SELECT n FROM live) AS live_rules,
-           count(*) = 0
-             OR CAST(:allow_mass_delete AS boolean)
-             OR (count(*) <= CAST(:max_delete_fraction AS float8) * (SELECT n FROM live)
-                 AND count(*) < (SELECT n FROM live)) AS allowed
-    FROM candidates
-),
-gone AS MATERIALIZED (
-    SELECT c.* FROM candidates c, guard g WHERE g.allowed
+changed AS MATERIALIZED (
+    SELECT * FROM diff WHERE is_changed OR is_back
 ),
 inserted AS (
     INSERT INTO rules (account_id, prefix, path, state, open_version, permit_sub_rule, debug_urls,
@@ -130,16 +111,12 @@ updated AS (
         changed_at = :observed_at, deleted_at = NULL,
         published_at = COALESCE(r.published_at,
                                 CASE WHEN d.state = 2 THEN CAST(:observed_at AS timestamptz) END)
-    FROM diff d
-    WHERE r.account_id = :account_id AND r.prefix = d.prefix AND (d.is_changed OR d.is_back)
-    RETURNING 1
-),
-marked_deleted AS (
-    UPDATE rules r
-    SET deleted_at = :observed_at
-    FROM gone g
-    WHERE r.account_id = :account_id AND r.prefix = g.prefix
-    RETURNING 1
+    FROM changed d
+    WHERE r.account_id = :account_id AND r.prefix = d.prefix
+      -- Probe the few changed prefixes (the planner cannot see that they are few).
+      AND r.prefix = ANY (ARRAY(SELECT prefix FROM changed))
+      AND EXISTS (SELECT FROM changed)
+    RETURNING d.is_back
 ),
 state_changes AS (
     INSERT INTO rule_state_changes (account_id, prefix, from_state, to_state, observed_at,
@@ -152,19 +129,14 @@ state_changes AS (
            :run_id
     FROM diff d, previous p
     WHERE d.is_new OR d.is_back OR (d.is_changed AND d.old_state IS DISTINCT FROM d.state)
-    UNION ALL
-    SELECT :account_id, g.prefix, g.state, NULL, :observed_at,
-           GREATEST(g.changed_at, p.listed_at), :run_id
-    FROM gone g, previous p
     RETURNING 1
 ),
 closed_versions AS (
     UPDATE rule_versions v
     SET valid_to = :observed_at
-    FROM (SELECT prefix FROM diff WHERE is_changed OR is_back
-          UNION ALL
-          SELECT prefix FROM gone) AS x
-    WHERE v.account_id = :account_id AND v.valid_to IS NULL AND v.prefix = x.prefix
+    WHERE v.account_id = :account_id AND v.valid_to IS NULL
+      AND v.prefix = ANY (ARRAY(SELECT prefix FROM changed))
+      AND EXISTS (SELECT FROM changed)
     RETURNING 1
 ),
 opened_versions AS (
@@ -174,21 +146,20 @@ opened_versions AS (
            debug_urls, false, :run_id
     FROM diff
     WHERE is_new OR is_changed OR is_back
-    UNION ALL
-    SELECT :account_id, prefix, :observed_at, path, state, open_version, permit_sub_rule,
-           debug_urls, true, :run_id
-    FROM gone
     RETURNING 1
 ),
 urls_changed AS (
     SELECT prefix, debug_urls
     FROM diff
-    WHERE is_new OR ((is_changed OR is_back) AND debug_urls IS DISTINCT FROM old_debug_urls)
+    WHERE (is_new AND debug_urls IS NOT NULL)
+       OR ((is_changed OR is_back) AND debug_urls IS DISTINCT FROM old_debug_urls)
 ),
 removed_urls AS (
     DELETE FROM rule_debug_urls u
     USING urls_changed c
     WHERE u.account_id = :account_id AND u.prefix = c.prefix
+      AND u.prefix = ANY (ARRAY(SELECT prefix FROM urls_changed))
+      AND EXISTS (SELECT FROM urls_changed)
       AND u.url <> ALL (COALESCE(c.debug_urls, CAST('{}' AS text[])))
     RETURNING 1
 ),
@@ -203,17 +174,93 @@ added_urls AS (
     WHERE t.position IS DISTINCT FROM EXCLUDED.position
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM listing) AS rules_seen,
+SELECT (SELECT count(*) FROM listing) AS listed,
+       (SELECT count(*) FROM listing l
+        WHERE EXISTS (SELECT 1 FROM staged_rules s
+                      WHERE s.sync_run_id = :run_id AND s.prefix = l.prefix AND s.seq < :lo))
+         AS repeated,
        (SELECT count(*) FROM inserted) AS inserted,
        (SELECT count(*) FROM updated) AS updated,
-       (SELECT count(*) FROM marked_deleted) AS deleted,
+       (SELECT count(*) FROM updated WHERE is_back) AS revived,
        (SELECT count(*) FROM state_changes) AS state_changes,
        (SELECT count(*) FROM closed_versions) + (SELECT count(*) FROM opened_versions)
          + (SELECT count(*) FROM removed_urls) + (SELECT count(*) FROM added_urls)
+         AS history_rows;
+
+-- name: apply_deletions --
+-- After the last chunk of a complete listing: mark deleted the live rules it did not hold,
+-- unless that is more than :max_delete_fraction of the rules live before the run (or all of
+-- them) and the user did not confirm. :seen is the listing's distinct prefixes (all live now),
+-- :added the rules the run brought (back) to life; when the live rules number :seen, nothing
+-- is missing and the staged listing is not even read.
+WITH live AS (
+    SELECT count(*) AS n FROM rules WHERE account_id = :account_id AND deleted_at IS NULL
+),
+previous AS (
+    SELECT max(taken_at) AS listed_at
+    FROM account_snapshots
+    WHERE account_id = :account_id AND complete
+),
+candidates AS MATERIALIZED (
+    SELECT r.prefix, r.path, r.state, r.open_version, r.permit_sub_rule, r.debug_urls, r.changed_at
+    FROM rules r
+    WHERE r.account_id = :account_id AND r.deleted_at IS NULL AND CAST(:complete AS boolean)
+      AND (SELECT n FROM live) > CAST(:seen AS bigint)
+      AND NOT EXISTS (SELECT 1 FROM staged_rules s
+                      WHERE s.sync_run_id = :run_id AND s.prefix = r.prefix)
+),
+guard AS (
+    SELECT count(*) AS would_delete,
+           (SELECT n FROM live) - CAST(:added AS bigint) AS live_rules
+    FROM candidates
+),
+verdict AS (
+    SELECT would_delete, live_rules,
+           would_delete = 0
+             OR CAST(:allow_mass_delete AS boolean)
+             OR (would_delete <= CAST(:max_delete_fraction AS float8) * live_rules
+                 AND would_delete < live_rules) AS allowed
+    FROM guard
+),
+gone AS MATERIALIZED (
+    SELECT c.* FROM candidates c, verdict v WHERE v.allowed
+),
+marked_deleted AS (
+    UPDATE rules r
+    SET deleted_at = :observed_at
+    FROM gone g
+    WHERE r.account_id = :account_id AND r.prefix = g.prefix
+    RETURNING 1
+),
+state_changes AS (
+    INSERT INTO rule_state_changes (account_id, prefix, from_state, to_state, observed_at,
+                                    previous_seen_at, sync_run_id)
+    SELECT :account_id, g.prefix, g.state, NULL, :observed_at,
+           GREATEST(g.changed_at, p.listed_at), :run_id
+    FROM gone g, previous p
+    RETURNING 1
+),
+closed_versions AS (
+    UPDATE rule_versions v
+    SET valid_to = :observed_at
+    FROM gone g
+    WHERE v.account_id = :account_id AND v.valid_to IS NULL AND v.prefix = g.prefix
+    RETURNING 1
+),
+opened_versions AS (
+    INSERT INTO rule_versions (account_id, prefix, valid_from, path, state, open_version,
+                               permit_sub_rule, debug_urls, deleted, sync_run_id)
+    SELECT :account_id, prefix, :observed_at, path, state, open_version, permit_sub_rule,
+           debug_urls, true, :run_id
+    FROM gone
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM marked_deleted) AS deleted,
+       (SELECT count(*) FROM state_changes) AS state_changes,
+       (SELECT count(*) FROM closed_versions) + (SELECT count(*) FROM opened_versions)
          AS history_rows,
-       (SELECT would_delete FROM guard) AS would_delete,
-       (SELECT live_rules FROM guard) AS live_rules,
-       (SELECT allowed FROM guard) AS deletions_allowed;
+       v.would_delete, v.live_rules, v.allowed AS deletions_allowed
+FROM verdict v;
 
 -- name: finish_run --
 -- Record the listing's snapshot, forget its staged rows and close the run, in one statement.
@@ -344,17 +391,16 @@ WHERE (CAST(:account AS text) IS NULL OR account = :account)
 ORDER BY failure_streak DESC, last_success_at ASC NULLS FIRST, account;
 
 -- name: deletion_candidates --
--- Live rules of the account that the staged listing does not hold (checked before deleting).
+-- Live rules of the account that the staged listing (:seen distinct prefixes, all live once
+-- merged) does not hold, checked by prefix before deleting; none when the live rules number :seen.
 SELECT r.prefix
 FROM rules r
 WHERE r.account_id = :account_id AND r.deleted_at IS NULL
+  AND (SELECT count(*) FROM rules x WHERE x.account_id = :account_id AND x.deleted_at IS NULL)
+      > CAST(:seen AS bigint)
   AND NOT EXISTS (SELECT 1 FROM staged_rules s
                   WHERE s.sync_run_id = :run_id AND s.prefix = r.prefix)
 ORDER BY r.prefix;
-
--- name: count_staged --
--- Distinct prefixes a run has staged (the listing's consistency check).
-SELECT count(DISTINCT prefix) FROM staged_rules WHERE sync_run_id = :run_id;
 
 -- name: report_publish_queue --
 -- The rules waiting longest unpublished (the publish queue), oldest first.

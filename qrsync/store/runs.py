@@ -1,14 +1,16 @@
 """A run's life in the database: opened, its listing staged and merged, closed.
 
-Staging (behaviour 9): each page is COPYed into the UNLOGGED ``staged_rules`` table as it
-arrives, so memory does not grow with the listing. The merge (behaviours 1-4) is one set-based
-statement in ``queries.sql`` run inside the transaction that also records the snapshot and
-closes the run: either all of it happens or none of it.
+A run's listing is applied in one transaction (behaviours 1-4) that is open while the pages
+arrive: every chunk of pages is COPYed into the UNLOGGED ``staged_rules`` table (memory does not
+grow with the listing, behaviour 9) and merged at once by one set-based statement
+(``merge_chunk`` in ``queries.sql``), so that the database works while the next pages are being
+fetched. Deletions, the snapshot and the run's closing come last, in the same transaction; a
+listing that fails or is interrupted is rolled back whole, its staged rows with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -26,6 +28,28 @@ COPY_STAGED = (
     " debug_urls) FROM STDIN"
 )
 STAGED_TYPES = ["int8", "int4", "text", "text", "int2", "int2", "int2", "text[]"]
+
+
+CHUNK_ROWS = 5000
+"""Rules staged before a chunk is merged: large enough that the per-statement cost is small,
+small enough that the database keeps pace with the pager."""
+
+
+FIRST_LISTING_ROWS = 2**31 - 1
+"""An account's first listing is all new rules: inserting them in one sorted statement costs
+about half what chunks cost (index pages are filled in order), so it is merged in one piece."""
+CHUNK_PLANS = (
+    "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
+    " SET LOCAL enable_bitmapscan = off"
+)
+"""A chunk is at most CHUNK_ROWS rules, so every join of its merge should probe an index per
+rule. The planner cannot see that (the chunk is a CTE; the rules it joins grow inside the
+transaction, beyond their statistics) and would hash a whole account per chunk: quadratic."""
+LISTING_PLANS = (
+    "SET LOCAL enable_hashjoin = on; SET LOCAL enable_mergejoin = on;"
+    " SET LOCAL enable_bitmapscan = on"
+)
+"""Deletions compare the whole listing with the whole account: any join may be right."""
 
 
 @dataclass(frozen=True)
@@ -87,107 +111,17 @@ class RunStore:
             ).one()
         return int(row.id)
 
-    def clear_staged(self, run_id: int) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(query("clear_staged"), {"run_id": run_id})
-
-    def stage(self, run_id: int, pages: Iterable[Page], first_seq: int = 0) -> int:
-        """Stream a listing's pages into staging through one COPY, as they arrive (memory: the
-        page in hand), committed once at the end; an error leaves nothing staged. Returns the
-        next sequence number."""
-        seq = first_seq
-        with self.engine.begin() as conn:
-            dbapi = conn.connection.driver_connection
-            assert dbapi is not None
-            with dbapi.cursor() as cursor, cursor.copy(COPY_STAGED) as copy:
-                copy.set_types(STAGED_TYPES)
-                for page in pages:
-                    for rule in page.rules:
-                        copy.write_row(_staged_row(run_id, seq, rule))
-                        seq += 1
-        return seq
-
-    def count_staged(self, run_id: int) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(query("count_staged"), {"run_id": run_id}).scalar_one())
-
-    def deletion_candidates(self, run_id: int, account_id: int) -> list[str]:
-        """Live rules the staged listing does not hold: what a merge would mark deleted."""
-        with self.engine.connect() as conn:
-            result = conn.execute(
-                query("deletion_candidates"), {"run_id": run_id, "account_id": account_id}
-            )
-            return list(result.scalars())
-
-    def apply_listing(
+    def listing(
         self,
-        *,
         run_id: int,
         account_id: int,
-        observed_at: datetime,
+        *,
         clock: Callable[[], datetime],
         fence: Callable[[Connection], None] | None = None,
-        complete: bool,
-        allow_mass_delete: bool,
-        max_delete_fraction: float,
-        outcome: RunOutcome,
-    ) -> tuple[MergeCounts, RunOutcome]:
-        """Merge the staged listing, record the snapshot and close the run, in one transaction.
-
-        ``clock`` gives the run's finishing time once the merge is done.
-
-        If the delete guard holds deletions back, the run becomes ``partial`` with a message,
-        and the snapshot is not marked complete.
-        """
-        with self.engine.begin() as conn:
-            if fence is not None:
-                fence(conn)
-            conn.execute(query("lock_account"), {"account_id": account_id})
-            row = conn.execute(
-                query("merge_listing"),
-                {
-                    "run_id": run_id,
-                    "account_id": account_id,
-                    "observed_at": observed_at,
-                    "complete": complete,
-                    "allow_mass_delete": allow_mass_delete,
-                    "max_delete_fraction": max_delete_fraction,
-                },
-            ).one()
-            counts = MergeCounts(**row._mapping)
-            if complete and not counts.deletions_allowed:
-                held = (
-                    f"{counts.would_delete} of {counts.live_rules} live rules are missing from "
-                    "the listing; deletions held back (more than sync.max_delete_fraction). If "
-                    "they really are gone: qrsync sync --account NAME --allow-mass-delete"
-                )
-                outcome = replace(
-                    outcome, status="partial", complete=False, message=_join(outcome.message, held)
-                )
-            conn.execute(
-                query("finish_run"),
-                {
-                    "run_id": run_id,
-                    "account_id": account_id,
-                    "observed_at": observed_at,
-                    "qrcodejump_open": outcome.qrcodejump_open,
-                    "qrcodejump_pub_quota": outcome.qrcodejump_pub_quota,
-                    "total_count": outcome.total_count,
-                    "rules_seen": counts.rules_seen,
-                    "complete": outcome.complete,
-                    "status": outcome.status,
-                    "api_calls": outcome.api_calls,
-                    "pages": outcome.pages,
-                    "inserted": counts.inserted,
-                    "updated": counts.updated,
-                    "unchanged": counts.unchanged,
-                    "deleted": counts.deleted,
-                    "state_changes": counts.state_changes,
-                    "message": outcome.message,
-                    "finished_at": clock(),
-                },
-            )
-        return counts, outcome
+    ) -> ListingWriter:
+        """The run's one transaction: stage and merge its listing chunk by chunk, then close
+        it (see :class:`ListingWriter`)."""
+        return ListingWriter(self.engine, run_id, account_id, clock=clock, fence=fence)
 
     def fail_run(
         self,
@@ -215,6 +149,233 @@ class RunStore:
                     "abandoned": abandoned,
                 },
             )
+
+
+class ListingWriter:
+    """One run's listing applied in one transaction, chunk by chunk, as its pages arrive
+    (an account's first listing in one piece at the end, see :data:`FIRST_LISTING_ROWS`).
+
+    Use as a context manager: the transaction (holding the account's advisory lock, so that two
+    runs of one account never merge at once) is committed by :meth:`finish` and rolled back if
+    anything raises before. :meth:`restart` forgets the current attempt (an inconsistent
+    listing is listed again); :meth:`attempt` wraps a step that may fail without failing the
+    run (deletions confirmed by prefix).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        run_id: int,
+        account_id: int,
+        *,
+        clock: Callable[[], datetime],
+        fence: Callable[[Connection], None] | None,
+    ) -> None:
+        self.engine = engine
+        self.run_id = run_id
+        self.account_id = account_id
+        self.clock = clock
+        self.fence = fence
+        self._conn: Connection | None = None
+        self.chunk_rows = FIRST_LISTING_ROWS
+        self._reset()
+
+    def _reset(self) -> None:
+        self.next_seq = 0
+        self.seen = 0
+        self.inserted = 0
+        self.updated = 0
+        self.revived = 0
+        self.state_changes = 0
+        self.history_rows = 0
+
+    def __enter__(self) -> ListingWriter:
+        conn = self.engine.connect()
+        try:
+            conn.begin()
+            conn.execute(query("lock_account"), {"account_id": self.account_id})
+            if conn.execute(query("has_live_rules"), {"account_id": self.account_id}).scalar():
+                conn.exec_driver_sql(CHUNK_PLANS)
+                self.chunk_rows = CHUNK_ROWS
+            conn.exec_driver_sql("SAVEPOINT listing")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()  # rolls back whatever was not committed by finish()
+
+    @property
+    def conn(self) -> Connection:
+        if self._conn is None:
+            raise RuntimeError("the listing's transaction is closed")
+        return self._conn
+
+    def restart(self) -> None:
+        """Forget everything staged and merged since the transaction began."""
+        self.conn.exec_driver_sql("ROLLBACK TO SAVEPOINT listing")
+        self._reset()
+
+    def stage(self, pages: Iterable[Page]) -> None:
+        """COPY the pages into staging and merge every :data:`CHUNK_ROWS` rules."""
+        dbapi = self.conn.connection.driver_connection
+        assert dbapi is not None
+        rows = iter(_rows(pages))
+        while True:
+            lo = self.next_seq
+            with dbapi.cursor() as cursor, cursor.copy(COPY_STAGED) as copy:
+                copy.set_types(STAGED_TYPES)
+                for rule in rows:
+                    copy.write_row(_staged_row(self.run_id, self.next_seq, rule))
+                    self.next_seq += 1
+                    if self.next_seq - lo >= self.chunk_rows:
+                        break
+            if self.next_seq == lo:
+                return
+            self._merge(lo, self.next_seq)
+            if self.next_seq - lo < self.chunk_rows:
+                return
+
+    def _merge(self, lo: int, hi: int) -> None:
+        row = self.conn.execute(
+            query("merge_chunk"),
+            {
+                "run_id": self.run_id,
+                "account_id": self.account_id,
+                "observed_at": self.clock(),
+                "lo": lo,
+                "hi": hi,
+            },
+        ).one()
+        self.seen += row.listed - row.repeated
+        self.inserted += row.inserted
+        self.updated += row.updated
+        self.revived += row.revived
+        self.state_changes += row.state_changes
+        self.history_rows += row.history_rows
+
+    def attempt(self, step: Callable[[], None]) -> None:
+        """Run ``step``; if it raises, undo what it staged and merged, then re-raise."""
+        self.conn.exec_driver_sql("SAVEPOINT attempt")
+        saved = (
+            self.next_seq,
+            self.seen,
+            self.inserted,
+            self.updated,
+            self.revived,
+            self.state_changes,
+            self.history_rows,
+        )
+        try:
+            step()
+        except BaseException:
+            self.conn.exec_driver_sql("ROLLBACK TO SAVEPOINT attempt")
+            (
+                self.next_seq,
+                self.seen,
+                self.inserted,
+                self.updated,
+                self.revived,
+                self.state_changes,
+                self.history_rows,
+            ) = saved
+            raise
+        self.conn.exec_driver_sql("RELEASE SAVEPOINT attempt")
+
+    def deletion_candidates(self) -> list[str]:
+        """Live rules the listing staged so far does not hold: what finishing would delete."""
+        result = self.conn.execute(
+            query("deletion_candidates"),
+            {"run_id": self.run_id, "account_id": self.account_id, "seen": self.seen},
+        )
+        return list(result.scalars())
+
+    def finish(
+        self,
+        *,
+        complete: bool,
+        allow_mass_delete: bool,
+        max_delete_fraction: float,
+        outcome: RunOutcome,
+    ) -> tuple[MergeCounts, RunOutcome]:
+        """Apply the deletions of a complete listing, record the snapshot, close the run and
+        commit.
+
+        If the delete guard holds deletions back, the run becomes ``partial`` with a message,
+        and the snapshot is not marked complete.
+        """
+        conn = self.conn
+        observed_at = self.clock()
+        conn.exec_driver_sql(LISTING_PLANS)
+        deletions = conn.execute(
+            query("apply_deletions"),
+            {
+                "run_id": self.run_id,
+                "account_id": self.account_id,
+                "observed_at": observed_at,
+                "complete": complete,
+                "seen": self.seen,
+                "added": self.inserted + self.revived,
+                "allow_mass_delete": allow_mass_delete,
+                "max_delete_fraction": max_delete_fraction,
+            },
+        ).one()
+        counts = MergeCounts(
+            rules_seen=self.seen,
+            inserted=self.inserted,
+            updated=self.updated,
+            deleted=deletions.deleted,
+            state_changes=self.state_changes + deletions.state_changes,
+            history_rows=self.history_rows + deletions.history_rows,
+            would_delete=deletions.would_delete,
+            live_rules=deletions.live_rules,
+            deletions_allowed=deletions.deletions_allowed,
+        )
+        if complete and not counts.deletions_allowed:
+            held = (
+                f"{counts.would_delete} of {counts.live_rules} live rules are missing from "
+                "the listing; deletions held back (more than sync.max_delete_fraction). If "
+                "they really are gone: qrsync sync --account NAME --allow-mass-delete"
+            )
+            outcome = replace(
+                outcome, status="partial", complete=False, message=_join(outcome.message, held)
+            )
+        if self.fence is not None:
+            self.fence(conn)
+        conn.execute(
+            query("finish_run"),
+            {
+                "run_id": self.run_id,
+                "account_id": self.account_id,
+                "observed_at": observed_at,
+                "qrcodejump_open": outcome.qrcodejump_open,
+                "qrcodejump_pub_quota": outcome.qrcodejump_pub_quota,
+                "total_count": outcome.total_count,
+                "rules_seen": counts.rules_seen,
+                "complete": outcome.complete,
+                "status": outcome.status,
+                "api_calls": outcome.api_calls,
+                "pages": outcome.pages,
+                "inserted": counts.inserted,
+                "updated": counts.updated,
+                "unchanged": counts.unchanged,
+                "deleted": counts.deleted,
+                "state_changes": counts.state_changes,
+                "message": outcome.message,
+                "finished_at": self.clock(),
+            },
+        )
+        conn.commit()
+        return counts, outcome
+
+
+def _rows(pages: Iterable[Page]) -> Iterator[Rule]:
+    for page in pages:
+        yield from page.rules
 
 
 def _staged_row(run_id: int, seq: int, rule: Rule) -> tuple[object, ...]:

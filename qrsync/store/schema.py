@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 """The newest migration, known without importing Alembic (a test keeps it equal to the real
 head), so that a sync's readiness check costs no start-up time."""
 
@@ -192,6 +192,7 @@ staged_rules = Table(
     Column("permit_sub_rule", SmallInteger),
     Column("debug_urls", ARRAY(Text)),
     Index("staged_rules_run_prefix_idx", "sync_run_id", "prefix"),
+    Index("staged_rules_run_seq_idx", "sync_run_id", "seq"),
     prefixes=["UNLOGGED"],
 )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,6 +36,8 @@ logger = logging.getLogger("qrsync.tokens")
 
 REUSE_MARGIN_S = 300
 """Tokens are reused until 5 minutes before they expire (REFERENCE.md: WeChat renews then)."""
+MEMO_S = 60.0
+"""How long a process reuses the token it last read without asking the shared cache again."""
 CENTRAL_DEFAULT_EXPIRES_S = 900
 """A central service that does not say ``expires_in`` is asked again after 10 minutes."""
 
@@ -98,23 +101,35 @@ def _token_field(payload: dict[str, Any], name: str, endpoint: str, account: str
 
 
 class CachedTokenProvider:
-    """A token provider over the shared cache: get() reuses, refresh(failed) replaces."""
+    """A token provider over the shared cache: get() reuses, refresh(failed) replaces.
+
+    The token last read is also kept in memory for :data:`MEMO_S`, so that the pages of a
+    listing do not each ask the database (a cached token is reusable for at least 5 more
+    minutes, and a token WeChat rejects is replaced through :meth:`refresh` at once).
+    """
 
     def __init__(self, key: str, cache: TokenCache, fetch: Callable[[str | None], FetchedToken]):
         self.key = key
         self._cache = cache
         self._fetch = fetch
+        self._memo: tuple[str, float] | None = None
 
     def get(self) -> str:
+        memo = self._memo
+        if memo is not None and time.monotonic() < memo[1]:
+            return memo[0]
         token = self._cache.get(self.key)
         if token is None:
             token = self._cache.refresh(self.key, self._fetch, None)
-        register_secret(token)
-        return token
+        return self._remember(token)
 
     def refresh(self, failed: str) -> str:
-        token = self._cache.refresh(self.key, self._fetch, failed)
+        self._memo = None
+        return self._remember(self._cache.refresh(self.key, self._fetch, failed))
+
+    def _remember(self, token: str) -> str:
         register_secret(token)
+        self._memo = (token, time.monotonic() + MEMO_S)
         return token
 
 

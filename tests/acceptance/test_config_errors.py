@@ -140,12 +140,13 @@ def test_config_from_environment_variable(
     from click.testing import CliRunner
 
     from qrsync.cli import cli
+    from qrsync.store.schema import HEAD_REVISION
 
     config = qrsync.write_config(toml_config(BASE, ""))
     monkeypatch.setenv("QRSYNC_CONFIG", str(config))
     result = CliRunner().invoke(cli, ["db", "current"])
     assert result.exit_code == 0, result.output
-    assert "0006" in result.output
+    assert HEAD_REVISION in result.output
 
 
 def test_database_url_from_environment_overrides_the_file(

@@ -27,6 +27,46 @@ from helpers import (
 QUIRKY_RULES = DOCUMENT_EXAMPLE_RULES
 
 
+@pytest.fixture(params=["whole", "chunks of 40"])
+def chunk_rows(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run a test with listings merged in one piece (as for a few hundred rules) and in chunks
+    of 40 rules (as for a large service account), so that page drift crosses chunks."""
+    if request.param != "whole":
+        monkeypatch.setattr("qrsync.store.runs.CHUNK_ROWS", 40)
+
+
+def assert_history_consistent(db: Any) -> None:
+    """Every rule has exactly one current version, equal to its row; versions do not overlap."""
+    assert (
+        rows(
+            db,
+            "SELECT prefix FROM rule_versions WHERE valid_to IS NULL"
+            " GROUP BY account_id, prefix HAVING count(*) <> 1",
+        )
+        == []
+    )
+    assert (
+        rows(
+            db,
+            "SELECT r.prefix FROM rules r LEFT JOIN rule_versions v"
+            " ON v.account_id = r.account_id AND v.prefix = r.prefix AND v.valid_to IS NULL"
+            " WHERE v.prefix IS NULL OR v.deleted <> (r.deleted_at IS NOT NULL)"
+            " OR (v.path, v.state) IS DISTINCT FROM (r.path, r.state)",
+        )
+        == []
+    )
+    assert (
+        rows(
+            db,
+            "SELECT a.prefix FROM rule_versions a JOIN rule_versions b"
+            " ON a.account_id = b.account_id AND a.prefix = b.prefix AND a.id < b.id"
+            " AND a.valid_from < COALESCE(b.valid_to, 'infinity')"
+            " AND b.valid_from < COALESCE(a.valid_to, 'infinity')",
+        )
+        == []
+    )
+
+
 @pytest.fixture
 def mp_setup(simulator: Any, qrsync: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     simulator.admin.add_account(mp_world(total_count_offset=1, pub_quota=20, qrcodejump_open=0))
@@ -266,6 +306,7 @@ def test_every_complete_listing_records_a_snapshot(mp_setup: Any, qrsync: Any, d
     assert [s[3] for s in snapshots] == run_ids
 
 
+@pytest.mark.usefixtures("chunk_rows")
 def test_service_account_pages_until_every_rule_is_seen(
     oa_setup: Any, qrsync: Any, db: Any
 ) -> None:
@@ -282,6 +323,7 @@ def test_service_account_pages_until_every_rule_is_seen(
     assert {c["get_type"] for c in oa_setup.admin.calls(endpoint="qrcodejumpget")} == {2}
 
 
+@pytest.mark.usefixtures("chunk_rows")
 def test_service_account_changes_after_paging(oa_setup: Any, qrsync: Any, db: Any) -> None:
     oa_setup.admin.generate_rules(OA, 120, miniprogram_appid=OA_MP, published_fraction=0)
     qrsync("sync")
@@ -298,6 +340,7 @@ def test_service_account_changes_after_paging(oa_setup: Any, qrsync: Any, db: An
     assert summary["state_changes"] == 3
     stored = set(rows(db, "SELECT prefix, path, state FROM rules WHERE deleted_at IS NULL"))
     assert stored == {(r["prefix"], r["path"], r["state"]) for r in oa_setup.admin.rules(OA, OA_MP)}
+    assert_history_consistent(db)
 
 
 def test_mass_deletion_waits_for_confirmation(
@@ -338,6 +381,7 @@ def test_empty_listing_never_wipes_an_account(
     assert scalar(db, "SELECT status FROM sync_runs ORDER BY id DESC LIMIT 1") == "partial"
 
 
+@pytest.mark.usefixtures("chunk_rows")
 def test_page_drift_is_listed_again_and_then_exact(oa_setup: Any, qrsync: Any, db: Any) -> None:
     oa_setup.admin.generate_rules(OA, 300, miniprogram_appid=OA_MP)
     qrsync("sync")
@@ -350,8 +394,10 @@ def test_page_drift_is_listed_again_and_then_exact(oa_setup: Any, qrsync: Any, d
     assert len(truth) == 299
     assert set(r[0] for r in rows(db, "SELECT prefix FROM current_rules")) == truth
     assert summary["deleted"] == 3 and summary["inserted"] == 2
+    assert_history_consistent(db)
 
 
+@pytest.mark.usefixtures("chunk_rows")
 def test_balanced_page_drift_causes_no_false_deletion(oa_setup: Any, qrsync: Any, db: Any) -> None:
     # One rule deleted on page 1 while page 2 is read shifts a rule past the pager, and one
     # added at the end keeps every count right: the listing looks consistent but lacks a rule.
@@ -370,8 +416,10 @@ def test_balanced_page_drift_causes_no_false_deletion(oa_setup: Any, qrsync: Any
     assert qrsync("sync").exit_code == 0
     live = {r[0] for r in rows(db, "SELECT prefix FROM rules WHERE deleted_at IS NULL")}
     assert live == truth
+    assert_history_consistent(db)
 
 
+@pytest.mark.usefixtures("chunk_rows")
 def test_listing_that_never_settles_is_partial_and_deletes_nothing(
     oa_setup: Any, qrsync: Any, db: Any
 ) -> None:
@@ -390,8 +438,10 @@ def test_listing_that_never_settles_is_partial_and_deletes_nothing(
     assert scalar(db, "SELECT count(*) FROM rules") > 300
     assert scalar(db, "SELECT pages FROM sync_runs ORDER BY id DESC LIMIT 1") == 3 * 7
     assert scalar(db, "SELECT complete FROM account_snapshots ORDER BY id DESC LIMIT 1") is False
+    assert_history_consistent(db)
 
 
+@pytest.mark.usefixtures("chunk_rows")
 def test_prefix_refresh_uses_get_type_1_and_deletes_nothing(
     oa_setup: Any, qrsync: Any, db: Any
 ) -> None:
@@ -417,6 +467,7 @@ def test_prefix_refresh_uses_get_type_1_and_deletes_nothing(
     assert scalar(db, "SELECT complete FROM account_snapshots ORDER BY id DESC LIMIT 1") is False
 
 
+@pytest.mark.usefixtures("chunk_rows")
 def test_deletions_stand_when_the_prefix_check_cannot_answer(
     oa_setup: Any, qrsync: Any, db: Any
 ) -> None:

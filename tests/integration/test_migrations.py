@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from qrsync.store import migrate
 from qrsync.store.engine import make_engine
-from qrsync.store.schema import metadata
+from qrsync.store.schema import HEAD_REVISION, metadata
 
 VIEWS = {
     "current_rules",
@@ -101,9 +101,9 @@ def test_db_commands_through_the_cli(qrsync: Any, empty_database_url: str) -> No
     qrsync.write_config(f'[database]\nurl = "{empty_database_url}"\n', with_database=False)
     assert "empty" in qrsync("db", "current").output
     up = qrsync("db", "upgrade")
-    assert up.exit_code == 0 and "upgraded from empty to 0006" in up.output
+    assert up.exit_code == 0 and f"upgraded from empty to {HEAD_REVISION}" in up.output
     again = qrsync("db", "upgrade")
-    assert "already at revision 0006" in again.output
+    assert f"already at revision {HEAD_REVISION}" in again.output
     down = qrsync("db", "downgrade", "base")
     assert down.exit_code == 0 and "base" in down.output
     url = qrsync("db", "url")
@@ -148,6 +148,5 @@ def test_every_column_of_the_user_tables_has_a_comment(engine: Any) -> None:
 
 
 def test_the_head_revision_constant_is_alembics_head() -> None:
-    from qrsync.store.schema import HEAD_REVISION
 
     assert migrate.head_revision() == HEAD_REVISION
