@@ -134,9 +134,18 @@ state_changes AS (
 closed_versions AS (
     UPDATE rule_versions v
     SET valid_to = :observed_at
-    WHERE v.account_id = :account_id AND v.valid_to IS NULL
-      AND v.prefix = ANY (ARRAY(SELECT prefix FROM changed))
-      AND EXISTS (SELECT FROM changed)
+    FROM (
+        -- One index probe per changed prefix, whatever the statistics say (LIMIT keeps the
+        -- planner from turning this into a scan of every current version of the account).
+        SELECT cv.id
+        FROM changed c
+        CROSS JOIN LATERAL (
+            SELECT x.id FROM rule_versions x
+            WHERE x.account_id = :account_id AND x.prefix = c.prefix AND x.valid_to IS NULL
+            LIMIT 1
+        ) cv
+    ) t
+    WHERE v.id = t.id AND EXISTS (SELECT FROM changed)
     RETURNING 1
 ),
 opened_versions AS (
@@ -188,11 +197,10 @@ SELECT (SELECT count(*) FROM listing) AS listed,
          AS history_rows;
 
 -- name: apply_deletions --
--- After the last chunk of a complete listing: mark deleted the live rules it did not hold,
--- unless that is more than :max_delete_fraction of the rules live before the run (or all of
--- them) and the user did not confirm. :seen is the listing's distinct prefixes (all live now),
--- :added the rules the run brought (back) to life; when the live rules number :seen, nothing
--- is missing and the staged listing is not even read.
+-- After the last chunk of a complete listing: mark deleted the :candidates (from
+-- deletion_candidates) that the listing still does not hold, unless that is more than
+-- :max_delete_fraction of the rules live before the run (or all of them) and the user did not
+-- confirm. :added is the rules the run brought (back) to life.
 WITH live AS (
     SELECT count(*) AS n FROM rules WHERE account_id = :account_id AND deleted_at IS NULL
 ),
@@ -204,8 +212,8 @@ previous AS (
 candidates AS MATERIALIZED (
     SELECT r.prefix, r.path, r.state, r.open_version, r.permit_sub_rule, r.debug_urls, r.changed_at
     FROM rules r
-    WHERE r.account_id = :account_id AND r.deleted_at IS NULL AND CAST(:complete AS boolean)
-      AND (SELECT n FROM live) > CAST(:seen AS bigint)
+    WHERE r.account_id = :account_id AND r.prefix = ANY (CAST(:candidates AS text[]))
+      AND r.deleted_at IS NULL
       AND NOT EXISTS (SELECT 1 FROM staged_rules s
                       WHERE s.sync_run_id = :run_id AND s.prefix = r.prefix)
 ),
@@ -392,15 +400,18 @@ ORDER BY failure_streak DESC, last_success_at ASC NULLS FIRST, account;
 
 -- name: deletion_candidates --
 -- Live rules of the account that the staged listing (:seen distinct prefixes, all live once
--- merged) does not hold, checked by prefix before deleting; none when the live rules number :seen.
-SELECT r.prefix
-FROM rules r
-WHERE r.account_id = :account_id AND r.deleted_at IS NULL
-  AND (SELECT count(*) FROM rules x WHERE x.account_id = :account_id AND x.deleted_at IS NULL)
+-- merged) does not hold; none when the live rules number :seen. EXCEPT reads each side once
+-- (an anti-join would probe the staged rows once per rule of the account).
+SELECT prefix
+FROM (
+    SELECT r.prefix FROM rules r
+    WHERE r.account_id = :account_id AND r.deleted_at IS NULL
+    EXCEPT
+    SELECT s.prefix FROM staged_rules s WHERE s.sync_run_id = :run_id
+) missing
+WHERE (SELECT count(*) FROM rules x WHERE x.account_id = :account_id AND x.deleted_at IS NULL)
       > CAST(:seen AS bigint)
-  AND NOT EXISTS (SELECT 1 FROM staged_rules s
-                  WHERE s.sync_run_id = :run_id AND s.prefix = r.prefix)
-ORDER BY r.prefix;
+ORDER BY prefix;
 
 -- name: report_publish_queue --
 -- The rules waiting longest unpublished (the publish queue), oldest first.

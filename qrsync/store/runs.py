@@ -181,6 +181,7 @@ class ListingWriter:
         self._reset()
 
     def _reset(self) -> None:
+        self._candidates: list[str] | None = None
         self.next_seq = 0
         self.seen = 0
         self.inserted = 0
@@ -287,12 +288,15 @@ class ListingWriter:
         self.conn.exec_driver_sql("RELEASE SAVEPOINT attempt")
 
     def deletion_candidates(self) -> list[str]:
-        """Live rules the listing staged so far does not hold: what finishing would delete."""
+        """Live rules the listing staged so far does not hold: what finishing would delete
+        (it deletes those of them that rules staged later do not bring back)."""
+        self.conn.exec_driver_sql(LISTING_PLANS)
         result = self.conn.execute(
             query("deletion_candidates"),
             {"run_id": self.run_id, "account_id": self.account_id, "seen": self.seen},
         )
-        return list(result.scalars())
+        self._candidates = list(result.scalars())
+        return self._candidates
 
     def finish(
         self,
@@ -309,16 +313,17 @@ class ListingWriter:
         and the snapshot is not marked complete.
         """
         conn = self.conn
+        candidates = self._candidates
+        if candidates is None:
+            candidates = self.deletion_candidates() if complete else []
         observed_at = self.clock()
-        conn.exec_driver_sql(LISTING_PLANS)
         deletions = conn.execute(
             query("apply_deletions"),
             {
                 "run_id": self.run_id,
                 "account_id": self.account_id,
                 "observed_at": observed_at,
-                "complete": complete,
-                "seen": self.seen,
+                "candidates": candidates if complete else [],
                 "added": self.inserted + self.revived,
                 "allow_mass_delete": allow_mass_delete,
                 "max_delete_fraction": max_delete_fraction,
