@@ -53,13 +53,14 @@ INSERT INTO sync_runs (account_id, trigger, scheduled_for, replica, started_at)
 VALUES (:account_id, :trigger, :scheduled_for, :replica, :started_at)
 RETURNING id, started_at;
 
--- name: lock_account --
--- Serialise merges of one account: a transaction-level advisory lock (PgBouncer-safe).
-SELECT pg_advisory_xact_lock(1903260011, CAST(:account_id AS integer));
-
--- name: has_live_rules --
--- Whether the account has live rules: a first listing is merged in one piece, not in chunks.
-SELECT EXISTS (SELECT FROM rules WHERE account_id = :account_id AND deleted_at IS NULL);
+-- name: lock_listing --
+-- Serialise the listings of one account (a transaction-level advisory lock, PgBouncer-safe),
+-- and say whether it has live rules: a first listing is merged in one piece, not in chunks.
+-- (The EXISTS may miss a first listing committed while the lock was awaited: that listing is
+-- then merged in one piece, which is only slower.)
+SELECT pg_advisory_xact_lock(1903260011, CAST(:account_id AS integer)),
+       EXISTS (SELECT FROM rules WHERE account_id = :account_id AND deleted_at IS NULL)
+         AS has_live_rules;
 
 -- name: merge_chunk --
 -- Apply one chunk of a staged listing (seq in [:lo, :hi)) to rules, their debug URLs and their

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -50,6 +51,17 @@ LISTING_PLANS = (
     " SET LOCAL enable_bitmapscan = on"
 )
 """Deletions compare the whole listing with the whole account: any join may be right."""
+
+
+class Deletions(NamedTuple):
+    """What apply_deletions did (nothing, when no live rule was missing)."""
+
+    deleted: int = 0
+    state_changes: int = 0
+    history_rows: int = 0
+    would_delete: int = 0
+    live_rules: int = 0
+    deletions_allowed: bool = True
 
 
 @dataclass(frozen=True)
@@ -178,6 +190,7 @@ class ListingWriter:
         self.fence = fence
         self._conn: Connection | None = None
         self.chunk_rows = FIRST_LISTING_ROWS
+        self._chunk_plans = False
         self._reset()
 
     def _reset(self) -> None:
@@ -193,17 +206,18 @@ class ListingWriter:
     def __enter__(self) -> ListingWriter:
         conn = self.engine.connect()
         try:
-            conn.begin()
-            conn.execute(query("lock_account"), {"account_id": self.account_id})
-            if conn.execute(query("has_live_rules"), {"account_id": self.account_id}).scalar():
-                conn.exec_driver_sql(CHUNK_PLANS)
-                self.chunk_rows = CHUNK_ROWS
-            conn.exec_driver_sql("SAVEPOINT listing")
+            self._begin(conn)
         except BaseException:
             conn.close()
             raise
         self._conn = conn
         return self
+
+    def _begin(self, conn: Connection) -> None:
+        conn.begin()
+        row = conn.execute(query("lock_listing"), {"account_id": self.account_id}).one()
+        self.chunk_rows = CHUNK_ROWS if row.has_live_rules else FIRST_LISTING_ROWS
+        self._chunk_plans = False
 
     def __exit__(self, *exc_info: object) -> None:
         conn, self._conn = self._conn, None
@@ -217,9 +231,10 @@ class ListingWriter:
         return self._conn
 
     def restart(self) -> None:
-        """Forget everything staged and merged since the transaction began."""
-        self.conn.exec_driver_sql("ROLLBACK TO SAVEPOINT listing")
+        """Forget everything staged and merged: roll back and begin again."""
+        self.conn.rollback()
         self._reset()
+        self._begin(self.conn)
 
     def stage(self, pages: Iterable[Page]) -> None:
         """COPY the pages into staging and merge every :data:`CHUNK_ROWS` rules."""
@@ -237,6 +252,10 @@ class ListingWriter:
                         break
             if self.next_seq == lo:
                 return
+            if self.next_seq - lo >= self.chunk_rows and not self._chunk_plans:
+                # A full chunk: more will come, and the plans must stay per-rule probes.
+                self.conn.exec_driver_sql(CHUNK_PLANS)
+                self._chunk_plans = True
             self._merge(lo, self.next_seq)
             if self.next_seq - lo < self.chunk_rows:
                 return
@@ -290,7 +309,9 @@ class ListingWriter:
     def deletion_candidates(self) -> list[str]:
         """Live rules the listing staged so far does not hold: what finishing would delete
         (it deletes those of them that rules staged later do not bring back)."""
-        self.conn.exec_driver_sql(LISTING_PLANS)
+        if self._chunk_plans:
+            self.conn.exec_driver_sql(LISTING_PLANS)
+            self._chunk_plans = False
         result = self.conn.execute(
             query("deletion_candidates"),
             {"run_id": self.run_id, "account_id": self.account_id, "seen": self.seen},
@@ -317,18 +338,21 @@ class ListingWriter:
         if candidates is None:
             candidates = self.deletion_candidates() if complete else []
         observed_at = self.clock()
-        deletions = conn.execute(
-            query("apply_deletions"),
-            {
-                "run_id": self.run_id,
-                "account_id": self.account_id,
-                "observed_at": observed_at,
-                "candidates": candidates if complete else [],
-                "added": self.inserted + self.revived,
-                "allow_mass_delete": allow_mass_delete,
-                "max_delete_fraction": max_delete_fraction,
-            },
-        ).one()
+        deletions = Deletions()
+        if complete and candidates:
+            found = conn.execute(
+                query("apply_deletions"),
+                {
+                    "run_id": self.run_id,
+                    "account_id": self.account_id,
+                    "observed_at": observed_at,
+                    "candidates": candidates,
+                    "added": self.inserted + self.revived,
+                    "allow_mass_delete": allow_mass_delete,
+                    "max_delete_fraction": max_delete_fraction,
+                },
+            ).one()
+            deletions = Deletions(**found._mapping)
         counts = MergeCounts(
             rules_seen=self.seen,
             inserted=self.inserted,
