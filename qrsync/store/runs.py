@@ -163,6 +163,18 @@ class RunStore:
             )
 
 
+_TOTALS = (
+    "next_seq",
+    "seen",
+    "inserted",
+    "updated",
+    "revived",
+    "state_changes",
+    "history_rows",
+)
+"""The writer's running totals, restored when an :meth:`ListingWriter.attempt` fails."""
+
+
 class ListingWriter:
     """One run's listing applied in one transaction, chunk by chunk, as its pages arrive
     (an account's first listing in one piece at the end, see :data:`FIRST_LISTING_ROWS`).
@@ -281,28 +293,13 @@ class ListingWriter:
     def attempt(self, step: Callable[[], None]) -> None:
         """Run ``step``; if it raises, undo what it staged and merged, then re-raise."""
         self.conn.exec_driver_sql("SAVEPOINT attempt")
-        saved = (
-            self.next_seq,
-            self.seen,
-            self.inserted,
-            self.updated,
-            self.revived,
-            self.state_changes,
-            self.history_rows,
-        )
+        saved = {name: getattr(self, name) for name in _TOTALS}
         try:
             step()
         except BaseException:
             self.conn.exec_driver_sql("ROLLBACK TO SAVEPOINT attempt")
-            (
-                self.next_seq,
-                self.seen,
-                self.inserted,
-                self.updated,
-                self.revived,
-                self.state_changes,
-                self.history_rows,
-            ) = saved
+            for name, value in saved.items():
+                setattr(self, name, value)
             raise
         self.conn.exec_driver_sql("RELEASE SAVEPOINT attempt")
 
