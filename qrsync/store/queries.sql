@@ -290,10 +290,8 @@ SET finished_at = :finished_at, status = :status, api_calls = :api_calls, pages 
 WHERE id = :run_id;
 
 -- name: fail_run --
--- Close a run as failed with its errcode and one-line error; its staged rows are forgotten.
-WITH staged AS (
-    DELETE FROM staged_rules WHERE sync_run_id = :run_id
-)
+-- Close a run as failed with its errcode and one-line error (its staged rows were rolled back
+-- with its listing's transaction).
 UPDATE sync_runs
 SET finished_at = :finished_at, status = 'failed', errcode = :errcode, error = :error,
     api_calls = :api_calls, pages = :pages, abandoned = :abandoned

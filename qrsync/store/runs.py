@@ -10,9 +10,10 @@ listing that fails or is interrupted is rolled back whole, its staged rows with 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from itertools import chain, islice
 from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine
@@ -39,17 +40,12 @@ small enough that the database keeps pace with the pager."""
 FIRST_LISTING_ROWS = 2**31 - 1
 """An account's first listing is all new rules: inserting them in one sorted statement costs
 about half what chunks cost (index pages are filled in order), so it is merged in one piece."""
-CHUNK_PLANS = (
-    "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
-    " SET LOCAL enable_bitmapscan = off"
-)
+_WHOLE_TABLE_PLANS = ("enable_hashjoin", "enable_mergejoin", "enable_bitmapscan")
+CHUNK_PLANS = "; ".join(f"SET LOCAL {name} = off" for name in _WHOLE_TABLE_PLANS)
 """A chunk is at most CHUNK_ROWS rules, so every join of its merge should probe an index per
 rule. The planner cannot see that (the chunk is a CTE; the rules it joins grow inside the
 transaction, beyond their statistics) and would hash a whole account per chunk: quadratic."""
-LISTING_PLANS = (
-    "SET LOCAL enable_hashjoin = on; SET LOCAL enable_mergejoin = on;"
-    " SET LOCAL enable_bitmapscan = on"
-)
+LISTING_PLANS = "; ".join(f"SET LOCAL {name} = on" for name in _WHOLE_TABLE_PLANS)
 """Deletions compare the whole listing with the whole account: any join may be right."""
 
 
@@ -252,24 +248,23 @@ class ListingWriter:
         """COPY the pages into staging and merge every :data:`CHUNK_ROWS` rules."""
         dbapi = self.conn.connection.driver_connection
         assert dbapi is not None
-        rows = iter(_rows(pages))
+        rows = chain.from_iterable(page.rules for page in pages)
         while True:
             lo = self.next_seq
             with dbapi.cursor() as cursor, cursor.copy(COPY_STAGED) as copy:
                 copy.set_types(STAGED_TYPES)
-                for rule in rows:
+                for rule in islice(rows, self.chunk_rows):
                     copy.write_row(_staged_row(self.run_id, self.next_seq, rule))
                     self.next_seq += 1
-                    if self.next_seq - lo >= self.chunk_rows:
-                        break
             if self.next_seq == lo:
                 return
-            if self.next_seq - lo >= self.chunk_rows and not self._chunk_plans:
+            full = self.next_seq - lo == self.chunk_rows
+            if full and not self._chunk_plans:
                 # A full chunk: more will come, and the plans must stay per-rule probes.
                 self.conn.exec_driver_sql(CHUNK_PLANS)
                 self._chunk_plans = True
             self._merge(lo, self.next_seq)
-            if self.next_seq - lo < self.chunk_rows:
+            if not full:
                 return
 
     def _merge(self, lo: int, hi: int) -> None:
@@ -397,11 +392,6 @@ class ListingWriter:
         )
         conn.commit()
         return counts, outcome
-
-
-def _rows(pages: Iterable[Page]) -> Iterator[Rule]:
-    for page in pages:
-        yield from page.rules
 
 
 def _staged_row(run_id: int, seq: int, rule: Rule) -> tuple[object, ...]:
