@@ -29,8 +29,10 @@ from qrsync.render.jsonout import to_json
 from qrsync.render.text import fmt_time, format_table, render_report, render_status
 from qrsync.report import Report, build_report, sync_health
 from qrsync.store.accounts import account_ids, import_accounts, list_accounts
+from qrsync.store.encryption import new_key, sealer_for
 from qrsync.store.engine import make_engine, masked_url
 from qrsync.store.grants import grant_readonly
+from qrsync.store.tokens import reseal_tokens
 from qrsync.sync import RunResult, Syncer, SyncRequest
 
 
@@ -196,6 +198,31 @@ def db_grant_readonly(obj: Context, role: str) -> None:
         f"role '{role}' may now read {len(granted)} tables and views of schema "
         f"'{app.config.database.schema}' ({', '.join(granted)}); the token tables stay closed. "
         "Run this again after `qrsync db upgrade`."
+    )
+
+
+@db.command("new-token-key")
+def db_new_token_key() -> None:
+    """Print a fresh key for [security] token_key_env / token_key_file (docs/security.md)."""
+    click.echo(new_key())
+
+
+@db.command("rotate-token-key")
+@click.pass_obj
+@_guarded
+def db_rotate_token_key(obj: Context) -> None:
+    """Encrypt every stored token with the first key of [security] token_key (after putting a
+    new key first); stored tokens in clear are encrypted too."""
+    app = obj.app()
+    sealer = sealer_for(app.config)
+    if not sealer.enabled:
+        raise UsageError(
+            "no [security] token_key_env or token_key_file is configured: nothing to encrypt "
+            "with (see docs/security.md)"
+        )
+    count = reseal_tokens(app.ready_engine(), sealer)
+    click.echo(
+        f"{count} stored tokens encrypted with the first key; keys after it may now be removed"
     )
 
 
@@ -411,6 +438,7 @@ def accounts_import(obj: Context, csv_file: str) -> None:
         [r.account for r in rows],
         {r.account.name: r.refresh_token for r in rows if r.refresh_token},
         component,
+        sealer_for(app.config),
     )
     click.echo(
         f"{csv_file}: {len(rows)} accounts; {len(result.written)} added or changed, "

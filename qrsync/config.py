@@ -9,6 +9,7 @@ variable and ``*_file`` a file holding the value (surrounding whitespace strippe
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ ACCOUNT_KINDS: tuple[str, ...] = ("miniprogram", "service_account")
 TOKEN_SOURCES: tuple[str, ...] = ("stable_token", "central", "static", "component")
 MAX_PAGE_SIZE = 200
 DEFAULT_PATH = Path("qrsync.toml")
+logger = logging.getLogger("qrsync.config")
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,34 @@ class SecretRef:
                 raise LookupError(f"cannot read file {self.name}: {exc.strerror}") from exc
             if not value.strip():
                 raise LookupError(f"file {self.name} is empty")
+            _warn_if_others_may_read(self.name)
         value = value.strip()
         register_secret(value)
         return value
 
     def describe(self) -> str:
         return f"${self.name}" if self.kind == "env" else self.name
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_if_others_may_read(path: str) -> None:
+    """A secret file that other users may read is said once per process (not an error: some
+    platforms mount secrets that way on purpose)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if mode & 0o077 and path not in _WARNED:
+        _WARNED.add(path)
+        logger.warning(
+            "secret file %s may be read by other users (mode %s); chmod 600 %s",
+            path,
+            oct(mode & 0o777)[2:],
+            path,
+            extra={"action": "secret_file_mode"},
+        )
 
 
 def seed_fingerprint(seed: str) -> str:
@@ -88,6 +112,15 @@ class ApiConfig:
     requests_per_second: float = 5.0
     max_retries: int = 5
     retry_backoff_s: float = 0.5
+    ca_bundle: str | None = None
+    """Certificate authorities (a PEM file) to verify WeChat's TLS with instead of the usual
+    ones, e.g. behind a company's TLS-inspecting proxy. Verification itself cannot be off."""
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    token_key: SecretRef | None = None
+    """Fernet key(s) sealing stored tokens (qrsync.store.encryption); None: stored in clear."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +176,7 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     component: ComponentConfig | None = None
     accounts: tuple[AccountConfig, ...] = ()
     from_file: bool = True
@@ -219,11 +253,13 @@ class _Parser:
         return ConfigError(problem, file=self.file, account=account, key=key)
 
     def config(self, doc: dict[str, Any]) -> Config:
-        self.only(doc, {"database", "api", "sync", "daemon", "component", "accounts"}, "")
+        sections = {"database", "api", "sync", "daemon", "security", "component", "accounts"}
+        self.only(doc, sections, "")
         database = self.database(self.table(doc, "database"))
         api = self.api(self.table(doc, "api"))
         sync = self.sync(self.table(doc, "sync"))
         daemon = self.daemon(self.table(doc, "daemon"))
+        security = self.security(self.table(doc, "security"))
         component = self.component(doc["component"]) if "component" in doc else None
         accounts_raw = doc.get("accounts", [])
         if not isinstance(accounts_raw, list) or not all(isinstance(a, dict) for a in accounts_raw):
@@ -244,6 +280,7 @@ class _Parser:
             api=api,
             sync=sync,
             daemon=daemon,
+            security=security,
             component=component,
             accounts=tuple(accounts),
         )
@@ -261,7 +298,14 @@ class _Parser:
         return DatabaseConfig(url=url, schema=schema)
 
     def api(self, t: dict[str, Any]) -> ApiConfig:
-        keys = {"base_url", "timeout_s", "requests_per_second", "max_retries", "retry_backoff_s"}
+        keys = {
+            "base_url",
+            "timeout_s",
+            "requests_per_second",
+            "max_retries",
+            "retry_backoff_s",
+            "ca_bundle",
+        }
         self.only(t, keys, "api")
         d = ApiConfig()
         base_url = self.opt_str(t, "base_url", "api") or d.base_url
@@ -275,7 +319,25 @@ class _Parser:
             ),
             max_retries=self.integer(t, "max_retries", "api", d.max_retries, minimum=0),
             retry_backoff_s=self.number(t, "retry_backoff_s", "api", d.retry_backoff_s, minimum=0),
+            ca_bundle=self.ca_bundle(t),
         )
+
+    def ca_bundle(self, t: dict[str, Any]) -> str | None:
+        path = self.opt_str(t, "ca_bundle", "api")
+        if path is None:
+            return None
+        if not Path(path).is_absolute():
+            path = str((Path(self.file).parent / path).resolve())
+        if self.check_secrets and not Path(path).is_file():
+            raise self.fail(
+                f"file {path} not found (a PEM file of CA certificates)", "api.ca_bundle"
+            )
+        return path
+
+    def security(self, t: dict[str, Any]) -> SecurityConfig:
+        self.only(t, {"token_key_env", "token_key_file"}, "security")
+        key = self.secret(t, "token_key", "security", None, check=self.check_secrets)
+        return SecurityConfig(token_key=key)
 
     def sync(self, t: dict[str, Any]) -> SyncConfig:
         self.only(t, {"concurrency", "page_size", "max_delete_fraction"}, "sync")

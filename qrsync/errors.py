@@ -74,6 +74,10 @@ class TransportError(AccountError):
         super().__init__(message, account=account)
 
 
+class TokenKeyError(AccountError):
+    """A token stored encrypted cannot be opened with the configured key (or no key is set)."""
+
+
 class MalformedResponse(AccountError):
     """WeChat answered something that is not the documented JSON (garbage, missing fields)."""
 

@@ -31,6 +31,7 @@ from qrsync.errors import (
     TransportError,
 )
 from qrsync.masking import mask
+from qrsync.store.encryption import sealer_for
 from qrsync.store.runs import CHUNK_ROWS, ListingWriter, RunOutcome, RunStore, database_error
 from qrsync.store.tokens import PgTokenCache
 from qrsync.wechat.client import ApiCaller, CallCounter, Observer, WeChatClient
@@ -126,7 +127,8 @@ class Syncer:
         self.engine = engine
         self.client = client or WeChatClient(config.api, pool_size=config.sync.concurrency * 2)
         self.runs = RunStore(engine)
-        self.tokens = TokenProviders(self.client, PgTokenCache(engine), config.component)
+        cache = PgTokenCache(engine, sealer_for(config))
+        self.tokens = TokenProviders(self.client, cache, config.component)
         self.clock = clock
         self.observer = observer
         self._stopping = threading.Event()
@@ -312,7 +314,8 @@ class Syncer:
         notes: list[str] = []
         if request.prefixes:
             wanted = len(set(request.prefixes))
-            self._stage(writer, self._prefix_pages(api, account, request.prefixes, tally), request)
+            pages = self._prefix_pages(api, account, request.prefixes, tally)
+            self._stage(writer, pages, request, listing=False)
             notes.append(f"refreshed {writer.seen} of {wanted} prefixes (get_type 1)")
             if wanted > writer.seen:
                 notes.append(f"{wanted - writer.seen} not found (nothing deleted)")
@@ -400,7 +403,7 @@ class Syncer:
             return None
         pages = prefix_listing(api, mp_appid, candidates, tally)
         try:
-            writer.attempt(lambda: self._stage(writer, pages, request))
+            writer.attempt(lambda: self._stage(writer, pages, request, listing=False))
         except (ApiError, TransportError, MalformedResponse) as exc:
             logger.warning(
                 "account '%s': could not confirm %d deletions by prefix (%s); the consistent "
@@ -413,10 +416,17 @@ class Syncer:
             return f"{len(candidates)} deletions not confirmed by prefix (get_type 1 failed)"
         return None
 
-    def _stage(self, writer: ListingWriter, pages: Iterator[Page], request: SyncRequest) -> None:
+    def _stage(
+        self,
+        writer: ListingWriter,
+        pages: Iterator[Page],
+        request: SyncRequest,
+        *,
+        listing: bool = True,
+    ) -> None:
         """Stage and merge the pages as they arrive, the next pages being fetched meanwhile
-        (memory: a few pages)."""
-        writer.stage(self._checked(prefetched(pages), request.guard))
+        (memory: a few pages). ``listing``: the account's listing, not rules asked by prefix."""
+        writer.stage(self._checked(prefetched(pages), request.guard), listing=listing)
 
     def _checked(self, pages: Iterator[Page], guard: RunGuard | None) -> Iterator[Page]:
         """Stop between pages when the run must (lease lost, shutdown)."""

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 from qrsync.config import AccountConfig, SecretRef, TokenConfig, seed_fingerprint
 from qrsync.errors import UsageError
+from qrsync.store.encryption import TokenSealer
 from qrsync.store.queries import query
 
 
@@ -83,9 +84,11 @@ def import_accounts(
     accounts: Sequence[AccountConfig],
     refresh_tokens: dict[str, str],
     component_appid: str | None,
+    sealer: TokenSealer | None = None,
 ) -> ImportResult:
     """Write an import in one transaction: upsert its accounts, disable the imported ones it no
     longer lists, seed refresh tokens. Names of the configuration file's accounts are refused."""
+    sealer = sealer or TokenSealer()
     names = [a.name for a in accounts]
     with engine.begin() as conn:
         taken = conn.execute(query("config_account_names"), {"names": names}).scalars().all()
@@ -128,7 +131,7 @@ def import_accounts(
                 {
                     "component_appid": component_appid,
                     "authorizer_appid": appid_of[name],
-                    "refresh_token": seed,
+                    "refresh_token": sealer.seal(seed),
                     "seed_fingerprint": seed_fingerprint(seed),
                 },
             )

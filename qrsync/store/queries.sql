@@ -62,6 +62,11 @@ SELECT pg_advisory_xact_lock(1903260011, CAST(:account_id AS integer)),
        EXISTS (SELECT FROM rules WHERE account_id = :account_id AND deleted_at IS NULL)
          AS has_live_rules;
 
+-- name: listing_digests --
+-- The digests of the account's last complete listing (read after lock_listing: a run that
+-- committed while the lock was awaited is seen).
+SELECT chunk_rows, rules_seen, digests FROM listing_digests WHERE account_id = :account_id;
+
 -- name: merge_chunk --
 -- Apply one chunk of a staged listing (seq in [:lo, :hi)) to rules, their debug URLs and their
 -- history, inside the run's transaction while the next pages are fetched. Unchanged rules are
@@ -272,12 +277,24 @@ SELECT (SELECT count(*) FROM marked_deleted) AS deleted,
 FROM verdict v;
 
 -- name: finish_run --
--- Record the listing's snapshot, forget its staged rows and close the run, in one statement.
+-- Record the listing's snapshot, keep or drop the digests of the listing, forget its staged
+-- rows and close the run, in one statement.
 WITH snapshot AS (
     INSERT INTO account_snapshots (account_id, sync_run_id, taken_at, qrcodejump_open,
                                    qrcodejump_pub_quota, total_count, rule_count, complete)
     VALUES (:account_id, :run_id, :observed_at, :qrcodejump_open, :qrcodejump_pub_quota,
             :total_count, :rules_seen, :complete)
+),
+kept_digests AS (
+    INSERT INTO listing_digests (account_id, sync_run_id, chunk_rows, rules_seen, digests)
+    SELECT :account_id, :run_id, :digest_rows, :rules_seen, :digests
+    WHERE CAST(:digests AS bytea[]) IS NOT NULL
+    ON CONFLICT (account_id) DO UPDATE
+    SET sync_run_id = EXCLUDED.sync_run_id, chunk_rows = EXCLUDED.chunk_rows,
+        rules_seen = EXCLUDED.rules_seen, digests = EXCLUDED.digests
+),
+dropped_digests AS (
+    DELETE FROM listing_digests WHERE account_id = :account_id AND :drop_digests
 ),
 staged AS (
     DELETE FROM staged_rules WHERE sync_run_id = :run_id
@@ -316,11 +333,6 @@ ON CONFLICT (key) DO UPDATE
 SET access_token = EXCLUDED.access_token, expires_at = EXCLUDED.expires_at,
     reuse_until = EXCLUDED.reuse_until, fetched_at = EXCLUDED.fetched_at;
 
--- name: token_drop --
--- Drop a cached token only if it is still the one that failed (another process may have
--- stored a fresh one meanwhile).
-DELETE FROM tokens WHERE key = :key AND access_token = :access_token;
-
 -- name: refresh_token_get --
 -- The stored authorizer refresh token and the fingerprint of the config value it came from.
 SELECT refresh_token, seed_fingerprint
@@ -335,6 +347,20 @@ VALUES (:component_appid, :authorizer_appid, :refresh_token, :seed_fingerprint, 
 ON CONFLICT (component_appid, authorizer_appid) DO UPDATE
 SET refresh_token = EXCLUDED.refresh_token, seed_fingerprint = EXCLUDED.seed_fingerprint,
     updated_at = now();
+
+-- name: sealed_tokens --
+-- Every stored token, for re-encryption with the first configured key (rotation).
+SELECT 'tokens' AS tab, key AS id, '' AS id2, access_token AS value FROM tokens
+UNION ALL
+SELECT 'authorizer_refresh_tokens', component_appid, authorizer_appid, refresh_token
+FROM authorizer_refresh_tokens;
+
+-- name: reseal_token --
+UPDATE tokens SET access_token = :value WHERE key = :id AND access_token = :old;
+
+-- name: reseal_refresh_token --
+UPDATE authorizer_refresh_tokens SET refresh_token = :value
+WHERE component_appid = :id AND authorizer_appid = :id2 AND refresh_token = :old;
 
 -- name: schema_revision --
 -- The Alembic revision of the schema, to refuse to run on an unmigrated database.

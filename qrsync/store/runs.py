@@ -4,16 +4,18 @@ A run's listing is applied in one transaction (behaviours 1-4) that is open whil
 arrive: every chunk of pages is COPYed into the UNLOGGED ``staged_rules`` table (memory does not
 grow with the listing, behaviour 9) and merged at once by one set-based statement
 (``merge_chunk`` in ``queries.sql``), so that the database works while the next pages are being
-fetched. Deletions, the snapshot and the run's closing come last, in the same transaction; a
-listing that fails or is interrupted is rolled back whole, its staged rows with it.
+fetched. A listing equal to the account's last complete one is recognised by its digests
+(:mod:`qrsync.store.digests`) and not staged at all. Deletions, the snapshot and the run's
+closing come last, in the same transaction; a listing that fails or is interrupted is rolled
+back whole, its staged rows with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
-from itertools import chain, islice
+from itertools import chain
 from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine
@@ -21,6 +23,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from qrsync.errors import DatabaseError
 from qrsync.masking import mask
+from qrsync.store import digests
+from qrsync.store.digests import Group, Spool, chunked, digested
 from qrsync.store.engine import first_line
 from qrsync.store.queries import query
 from qrsync.wechat.listing import Page, Rule
@@ -32,9 +36,10 @@ COPY_STAGED = (
 STAGED_TYPES = ["int8", "int4", "text", "text", "int2", "int2", "int2", "text[]"]
 
 
-CHUNK_ROWS = 5000
+CHUNK_ROWS = digests.GROUP_ROWS
 """Rules staged before a chunk is merged: large enough that the per-statement cost is small,
-small enough that the database keeps pace with the pager."""
+small enough that the database keeps pace with the pager. One digest group
+(:data:`qrsync.store.digests.GROUP_ROWS`)."""
 
 
 FIRST_LISTING_ROWS = 2**31 - 1
@@ -161,6 +166,7 @@ class RunStore:
 
 _TOTALS = (
     "next_seq",
+    "merged_seq",
     "seen",
     "inserted",
     "updated",
@@ -203,7 +209,11 @@ class ListingWriter:
 
     def _reset(self) -> None:
         self._candidates: list[str] | None = None
+        self._listing: list[bytes] | None = None  # digests of the listing's groups, once staged
+        self._listing_rows = 0
+        self.unchanged = False  # the listing equals the last complete one: nothing was staged
         self.next_seq = 0
+        self.merged_seq = 0
         self.seen = 0
         self.inserted = 0
         self.updated = 0
@@ -223,9 +233,17 @@ class ListingWriter:
 
     def _begin(self, conn: Connection) -> None:
         conn.begin()
-        row = conn.execute(query("lock_listing"), {"account_id": self.account_id}).one()
+        params = {"account_id": self.account_id}
+        row = conn.execute(query("lock_listing"), params).one()
         self.chunk_rows = CHUNK_ROWS if row.has_live_rules else FIRST_LISTING_ROWS
         self._chunk_plans = False
+        self._expected: list[bytes] | None = None
+        self._expected_seen = 0
+        if row.has_live_rules:
+            last = conn.execute(query("listing_digests"), params).first()
+            if last is not None and last.chunk_rows == digests.GROUP_ROWS:
+                self._expected = [bytes(digest) for digest in last.digests]
+                self._expected_seen = last.rules_seen
 
     def __exit__(self, *exc_info: object) -> None:
         conn, self._conn = self._conn, None
@@ -244,28 +262,71 @@ class ListingWriter:
         self._reset()
         self._begin(self.conn)
 
-    def stage(self, pages: Iterable[Page]) -> None:
-        """COPY the pages into staging and merge every :data:`CHUNK_ROWS` rules."""
+    def stage(self, pages: Iterable[Page], *, listing: bool = True) -> None:
+        """COPY the pages' rules into staging and merge every :attr:`chunk_rows` of them.
+
+        ``listing``: the pages are the account's listing (not rules asked for by prefix):
+        their digests are kept, and while they equal those of the account's last complete
+        listing nothing is staged; if they do to the end, nothing is (:attr:`unchanged`).
+        """
+        rules = chain.from_iterable(page.rules for page in pages)
+        chunks: Iterator[list[Rule]]
+        if listing:
+            self._listing = []
+            groups = digested(rules)
+            if self._expected is not None:
+                groups = self._unless_unchanged(groups, self._expected)
+            chunks = map(self._listed, groups)
+        else:
+            chunks = chunked(rules)  # rules asked for by prefix: no digests
+        for chunk in chunks:
+            self._copy(chunk)
+            if self.next_seq - self.merged_seq >= self.chunk_rows:
+                if not self._chunk_plans:
+                    # A full chunk: more may come, and the plans must stay per-rule probes.
+                    self.conn.exec_driver_sql(CHUNK_PLANS)
+                    self._chunk_plans = True
+                self._merge(self.merged_seq, self.next_seq)
+        if self.next_seq > self.merged_seq:
+            self._merge(self.merged_seq, self.next_seq)
+
+    def _unless_unchanged(self, groups: Iterator[Group], expected: list[bytes]) -> Iterator[Group]:
+        """The groups, unless they equal the last complete listing's to the end (then none,
+        and :attr:`unchanged`). Equal groups wait in a spool until one differs."""
+        spool = Spool()
+        try:
+            for index, group in enumerate(groups):
+                if index < len(expected) and group.digest == expected[index]:
+                    spool.add(group)
+                    continue
+                yield from spool.replay()
+                yield group
+                yield from groups
+                return
+            if spool.groups == len(expected):
+                self.unchanged = True
+                self.seen = self._expected_seen
+                self._listing = list(expected)
+                return
+            yield from spool.replay()  # the listing is shorter than the last one
+        finally:
+            spool.close()
+
+    def _listed(self, group: Group) -> list[Rule]:
+        """Note a group of the listing (its digest is kept if the run ends complete)."""
+        assert self._listing is not None
+        self._listing.append(group.digest)
+        self._listing_rows += len(group.rules)
+        return group.rules
+
+    def _copy(self, rules: list[Rule]) -> None:
         dbapi = self.conn.connection.driver_connection
         assert dbapi is not None
-        rows = chain.from_iterable(page.rules for page in pages)
-        while True:
-            lo = self.next_seq
-            with dbapi.cursor() as cursor, cursor.copy(COPY_STAGED) as copy:
-                copy.set_types(STAGED_TYPES)
-                for rule in islice(rows, self.chunk_rows):
-                    copy.write_row(_staged_row(self.run_id, self.next_seq, rule))
-                    self.next_seq += 1
-            if self.next_seq == lo:
-                return
-            full = self.next_seq - lo == self.chunk_rows
-            if full and not self._chunk_plans:
-                # A full chunk: more will come, and the plans must stay per-rule probes.
-                self.conn.exec_driver_sql(CHUNK_PLANS)
-                self._chunk_plans = True
-            self._merge(lo, self.next_seq)
-            if not full:
-                return
+        with dbapi.cursor() as cursor, cursor.copy(COPY_STAGED) as copy:
+            copy.set_types(STAGED_TYPES)
+            for rule in rules:
+                copy.write_row(_staged_row(self.run_id, self.next_seq, rule))
+                self.next_seq += 1
 
     def _merge(self, lo: int, hi: int) -> None:
         row = self.conn.execute(
@@ -278,6 +339,7 @@ class ListingWriter:
                 "hi": hi,
             },
         ).one()
+        self.merged_seq = hi
         self.seen += row.listed - row.repeated
         self.inserted += row.inserted
         self.updated += row.updated
@@ -301,6 +363,9 @@ class ListingWriter:
     def deletion_candidates(self) -> list[str]:
         """Live rules the listing staged so far does not hold: what finishing would delete
         (it deletes those of them that rules staged later do not bring back)."""
+        if self.unchanged:
+            self._candidates = []
+            return self._candidates
         if self._chunk_plans:
             self.conn.exec_driver_sql(LISTING_PLANS)
             self._chunk_plans = False
@@ -365,11 +430,23 @@ class ListingWriter:
             outcome = replace(
                 outcome, status="partial", complete=False, message=_join(outcome.message, held)
             )
+        # The digests describe the account's rules only if they now equal the listing: complete,
+        # no rule staged besides it (found by prefix), no prefix listed twice.
+        keep = (
+            outcome.complete
+            and self._listing is not None
+            and not self.unchanged
+            and self.next_seq == self._listing_rows == self.seen
+        )
+        wrote = counts.inserted + counts.updated + counts.deleted > 0
         if self.fence is not None:
             self.fence(conn)
         conn.execute(
             query("finish_run"),
             {
+                "digests": self._listing if keep else None,
+                "digest_rows": digests.GROUP_ROWS,
+                "drop_digests": wrote and not keep,
                 "run_id": self.run_id,
                 "account_id": self.account_id,
                 "observed_at": observed_at,

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
@@ -27,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 """The newest migration, known without importing Alembic (a test keeps it equal to the real
 head), so that a sync's readiness check costs no start-up time."""
 
@@ -194,6 +195,16 @@ staged_rules = Table(
     Index("staged_rules_run_prefix_idx", "sync_run_id", "prefix"),
     Index("staged_rules_run_seq_idx", "sync_run_id", "seq"),
     prefixes=["UNLOGGED"],
+)
+
+listing_digests = Table(
+    "listing_digests",
+    metadata,
+    Column("account_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("sync_run_id", BigInteger, nullable=False),
+    Column("chunk_rows", Integer, nullable=False),
+    Column("rules_seen", Integer, nullable=False),
+    Column("digests", ARRAY(LargeBinary), nullable=False),
 )
 
 tokens = Table(

@@ -12,34 +12,42 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
+from qrsync.store.encryption import TokenSealer
 from qrsync.store.queries import query
 from qrsync.wechat.tokens import FetchedToken, reuse_seconds
 
 
 class PgTokenCache:
-    def __init__(self, engine: Engine) -> None:
+    """Tokens sealed with ``sealer`` when a key is configured (:mod:`qrsync.store.encryption`)."""
+
+    def __init__(self, engine: Engine, sealer: TokenSealer | None = None) -> None:
         self.engine = engine
+        self.sealer = sealer or TokenSealer()
 
     def get(self, key: str) -> str | None:
         with self.engine.connect() as conn:
             value = conn.execute(query("token_get"), {"key": key}).scalar_one_or_none()
-        return value
+        return None if value is None else self._open_token(value, key)
+
+    def _open_token(self, stored: str, key: str) -> str:
+        return self.sealer.open(stored, _access_token_name(key))
 
     def refresh(
         self, key: str, fetch: Callable[[str | None], FetchedToken], failed: str | None
     ) -> str:
         with self.engine.begin() as conn:
             conn.execute(query("token_lock"), {"key": key})
-            cached = conn.execute(query("token_get"), {"key": key}).scalar_one_or_none()
+            stored = conn.execute(query("token_get"), {"key": key}).scalar_one_or_none()
+            cached = None if stored is None else self._open_token(stored, key)
             if cached is not None and cached != failed:
                 # Another process refreshed it while we waited for the lock.
-                return str(cached)
+                return cached
             fetched = fetch(failed)
             conn.execute(
                 query("token_put"),
                 {
                     "key": key,
-                    "access_token": fetched.access_token,
+                    "access_token": self.sealer.seal(fetched.access_token),
                     "expires_in": fetched.expires_in,
                     "reuse_s": reuse_seconds(fetched.expires_in),
                 },
@@ -54,7 +62,10 @@ class PgTokenCache:
                 query("refresh_token_get"),
                 {"component_appid": component_appid, "authorizer_appid": authorizer_appid},
             ).one_or_none()
-        return None if row is None else (row.refresh_token, row.seed_fingerprint)
+        if row is None:
+            return None
+        refresh_token = self.sealer.open(row.refresh_token, _refresh_token_name(authorizer_appid))
+        return refresh_token, row.seed_fingerprint
 
     def save_refresh_token(
         self, component_appid: str, authorizer_appid: str, refresh_token: str, seed_fingerprint: str
@@ -65,7 +76,31 @@ class PgTokenCache:
                 {
                     "component_appid": component_appid,
                     "authorizer_appid": authorizer_appid,
-                    "refresh_token": refresh_token,
+                    "refresh_token": self.sealer.seal(refresh_token),
                     "seed_fingerprint": seed_fingerprint,
                 },
             )
+
+
+def reseal_tokens(engine: Engine, sealer: TokenSealer) -> int:
+    """Seal every stored token with the first configured key (after a key was added or put
+    first); return how many were rewritten. Tokens that cannot be opened stop it unchanged."""
+    rewritten = 0
+    with engine.begin() as conn:
+        for row in conn.execute(query("sealed_tokens")).all():
+            if row.tab == "tokens":
+                name, statement = _access_token_name(row.id), "reseal_token"
+            else:
+                name, statement = _refresh_token_name(row.id2), "reseal_refresh_token"
+            value = sealer.reseal(row.value, name)
+            params = {"id": row.id, "id2": row.id2, "old": row.value, "value": value}
+            rewritten += conn.execute(query(statement), params).rowcount
+    return rewritten
+
+
+def _access_token_name(key: str) -> str:
+    return f"the cached access token '{key}'"
+
+
+def _refresh_token_name(authorizer_appid: str) -> str:
+    return f"the authorizer refresh token of {authorizer_appid}"

@@ -1,10 +1,11 @@
-"""The one HTTP edge to WeChat: pooled session, per-account rate limit, retries, errcode mapping.
+"""The one HTTP edge to WeChat: pooled connections, per-account rate limit, retries, errcodes.
 
-Only this module sees ``requests``' exceptions; they leave it as :mod:`qrsync.errors` types with
-every token and secret masked. Retry policy (SPEC behaviour 5): -1, 886001, HTTP 5xx, timeouts
-and resets are retried with exponential backoff and jitter up to ``api.max_retries``; 44990 is
-backed off for at least the 1-second window and retried; token errors are left to the caller,
-which fetches a fresh token and retries once (:meth:`ApiCaller.call`).
+Only this module and its transport (:mod:`qrsync.wechat.transport`) see urllib3's exceptions;
+they leave as :mod:`qrsync.errors` types with every token and secret masked. Retry policy (SPEC
+behaviour 5): -1, 886001, HTTP 5xx, timeouts and resets are retried with exponential backoff and
+jitter up to ``api.max_retries``; 44990 is backed off for at least the 1-second window and
+retried; token errors are left to the caller, which fetches a fresh token and retries once
+(:meth:`ApiCaller.call`).
 """
 
 from __future__ import annotations
@@ -16,13 +17,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-import requests
-from pyrate_limiter import InMemoryBucket, Limiter, Rate
-from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from qrsync.config import ApiConfig
@@ -33,8 +30,11 @@ from qrsync.errors import (
     TokenRejected,
     TransportError,
 )
-from qrsync.masking import mask
 from qrsync.wechat.errcodes import api_error
+from qrsync.wechat.transport import Transport, snippet
+
+if TYPE_CHECKING:
+    from pyrate_limiter import Limiter
 
 logger = logging.getLogger("qrsync.wechat")
 
@@ -64,22 +64,22 @@ class WeChatClient:
         api: ApiConfig,
         *,
         pool_size: int = 10,
-        session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.api = api
         self.base_url = api.base_url.rstrip("/")
         self._sleep = sleep
-        self._session = session or requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 4), max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self._session.headers["User-Agent"] = USER_AGENT
+        self._transport = Transport(
+            timeout_s=api.timeout_s,
+            pool_size=pool_size,
+            user_agent=USER_AGENT,
+            ca_bundle=api.ca_bundle,
+        )
         self._limiters: dict[str, Limiter | None] = {}
         self._limiters_lock = threading.Lock()
 
     def close(self) -> None:
-        self._session.close()
+        self._transport.close()
 
     # --- rate limit ---------------------------------------------------------------------------
 
@@ -98,6 +98,9 @@ class WeChatClient:
                 if window_ms / limit < MIN_PACING_MS:
                     limiter = None  # hundreds a second or more: no limit worth enforcing
                 else:
+                    # Imported here: a process whose rate limit is off never needs it.
+                    from pyrate_limiter import InMemoryBucket, Limiter, Rate
+
                     limiter = Limiter(InMemoryBucket([Rate(limit, window_ms)]), buffer_ms=0)
                 self._limiters[caller] = limiter
             return limiter
@@ -193,84 +196,37 @@ class WeChatClient:
         body: dict[str, Any] | None,
         headers: dict[str, str] | None,
     ) -> dict[str, Any]:
-        timeout = self.api.timeout_s
-        try:
-            response = self._session.request(
-                method, url, params=params, json=body, headers=headers, timeout=timeout
-            )
-        except requests.Timeout:
-            raise TransportError(
-                f"{endpoint} timed out after {timeout:g} s", account=account
-            ) from None
-        except requests.ConnectionError as exc:
-            raise TransportError(
-                f"{endpoint}: {_connection_problem(exc)} ({_host_of(url)})", account=account
-            ) from None
-        except requests.RequestException as exc:
-            raise TransportError(
-                f"{endpoint}: request failed ({_reason(exc)})", account=account, retryable=False
-            ) from None
-        status = response.status_code
+        answer = self._transport.send(
+            method,
+            url,
+            endpoint=endpoint,
+            account=account,
+            params=params,
+            body=body,
+            headers=headers,
+        )
+        status = answer.status
         if status != 200:
             retryable = status >= 500 or status == 429
             raise TransportError(
                 f"{endpoint} answered HTTP {status}"
-                + ("" if retryable else f": {_snippet(response.text)}"),
+                + ("" if retryable else f": {snippet(answer.text())}"),
                 account=account,
                 retryable=retryable,
             )
         try:
-            payload = orjson.loads(response.content)
+            payload = orjson.loads(answer.body)
         except orjson.JSONDecodeError:
             raise MalformedResponse(
-                f"{endpoint} answered something that is not JSON: {_snippet(response.text)}",
+                f"{endpoint} answered something that is not JSON: {snippet(answer.text())}",
                 account=account,
             ) from None
         if not isinstance(payload, dict):
             raise MalformedResponse(
-                f"{endpoint} answered JSON that is not an object: {_snippet(response.text)}",
+                f"{endpoint} answered JSON that is not an object: {snippet(answer.text())}",
                 account=account,
             )
         return payload
-
-
-_CONNECTION_PROBLEMS = (
-    ("refused", "connection refused"),
-    ("name or service not known", "host name not resolved"),
-    ("failed to resolve", "host name not resolved"),
-    ("nodename nor servname", "host name not resolved"),
-    ("timed out", "connection timed out"),
-    ("reset by peer", "connection reset"),
-    ("remotedisconnected", "connection closed without an answer"),
-    ("connection aborted", "connection closed without an answer"),
-    ("certificate", "TLS certificate not accepted"),
-    ("ssl", "TLS handshake failed"),
-)
-
-
-def _connection_problem(exc: Exception) -> str:
-    """A short, human reason out of urllib3's nested connection errors."""
-    text = str(exc).lower()
-    for needle, problem in _CONNECTION_PROBLEMS:
-        if needle in text:
-            return problem
-    return f"connection failed: {_reason(exc)}"
-
-
-def _host_of(url: str) -> str:
-    """scheme://host:port of a URL: enough to say where, never a path or a query."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc.args[0]) if exc.args else exc.__class__.__name__
-    return mask(_snippet(text, 160))
-
-
-def _snippet(text: str, limit: int = 80) -> str:
-    flat = " ".join(text.split())
-    return mask(flat if len(flat) <= limit else flat[: limit - 1] + "…")
 
 
 class TokenProvider(Protocol):

@@ -112,6 +112,27 @@ def _running_of(db: Any, replica: str) -> int | None:
     return None if row is None else int(row[0])
 
 
+def _kill_mid_run(proc: subprocess.Popen[Any], db: Any, replica: str) -> int:
+    """SIGKILL `replica` while one of its runs is open, and return that run's id.
+
+    A run can finish between seeing it running and the signal, so the replica is frozen with
+    SIGSTOP first and only killed once a run is seen open while it cannot move.
+    """
+    deadline = time.monotonic() + 60
+    for _ in range(600):
+        if time.monotonic() > deadline:
+            break
+        proc.send_signal(signal.SIGSTOP)
+        run = _running_of(db, replica)
+        if run is not None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+            return run
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {replica} to be in the middle of a run")
+
+
 @pytest.mark.slow
 def test_three_replicas_one_killed(replicas: dict[str, Any], db: Any, simulator: Any) -> None:
     health = f"http://127.0.0.1:{replicas['r1']['port']}/healthz"
@@ -126,9 +147,7 @@ def test_three_replicas_one_killed(replicas: dict[str, Any], db: Any, simulator:
         60,
         "every account to be synced once",
     )
-    victim_run = _wait_for(lambda: _running_of(db, "r3"), 30, "r3 to be in the middle of a run")
-    replicas["r3"]["proc"].send_signal(signal.SIGKILL)
-    replicas["r3"]["proc"].wait(timeout=10)
+    victim_run = _kill_mid_run(replicas["r3"]["proc"], db, "r3")
     # Another replica takes the account over once r3's lease has expired.
     closed = _wait_for(
         lambda: db.execute(

@@ -33,6 +33,7 @@ def chunk_rows(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     of 40 rules (as for a large service account), so that page drift crosses chunks."""
     if request.param != "whole":
         monkeypatch.setattr("qrsync.store.runs.CHUNK_ROWS", 40)
+        monkeypatch.setattr("qrsync.store.digests.GROUP_ROWS", 40)
 
 
 def assert_history_consistent(db: Any) -> None:
@@ -481,3 +482,114 @@ def test_deletions_stand_when_the_prefix_check_cannot_answer(
     summary = json.loads(result.stdout)["accounts"][0]
     assert summary["status"] == "succeeded" and summary["deleted"] == 2
     assert "not confirmed" in summary["message"]
+
+
+# --- unchanged listings (digests, migration 0008) ------------------------------------------------
+
+
+def _rules_and_xmins(db: Any) -> list[tuple[Any, ...]]:
+    return rows(db, "SELECT prefix, path, state, xmin::text FROM rules ORDER BY prefix")
+
+
+def _summary(result: Any) -> dict[str, Any]:
+    assert result.exit_code == 0, result.output
+    summary: dict[str, Any] = json.loads(result.stdout)["accounts"][0]
+    return summary
+
+
+@pytest.mark.usefixtures("chunk_rows")
+def test_an_unchanged_listing_writes_nothing(oa_setup: Any, qrsync: Any, db: Any) -> None:
+    oa_setup.admin.generate_rules(OA, 130, miniprogram_appid=OA_MP, published_fraction=0.5)
+    qrsync("sync")
+    before = _rules_and_xmins(db)
+    history = scalar(db, "SELECT count(*) FROM rule_versions")
+    for _ in range(2):
+        summary = _summary(qrsync("sync", "--json"))
+        assert (summary["rules_seen"], summary["unchanged"]) == (130, 130)
+        assert (summary["inserted"], summary["updated"], summary["deleted"]) == (0, 0, 0)
+    assert _rules_and_xmins(db) == before
+    assert scalar(db, "SELECT count(*) FROM rule_versions") == history
+    assert scalar(db, "SELECT count(*) FROM staged_rules") == 0
+    snapshot = rows(db, "SELECT rule_count, complete FROM account_snapshots ORDER BY id DESC")
+    assert snapshot[0] == (130, True)
+
+
+@pytest.mark.usefixtures("chunk_rows")
+@pytest.mark.parametrize("where", [0, 65, 129])
+def test_a_listing_that_differs_anywhere_is_applied(
+    oa_setup: Any, qrsync: Any, db: Any, where: int
+) -> None:
+    oa_setup.admin.generate_rules(OA, 130, miniprogram_appid=OA_MP, published_fraction=0)
+    qrsync("sync")
+    listing = oa_setup.admin.rules(OA, OA_MP)
+    listing[where]["path"] += "/v2"
+    gone = listing.pop((where + 50) % 130)
+    oa_setup.admin.put_rules(OA, listing, miniprogram_appid=OA_MP)
+    summary = _summary(qrsync("sync", "--json"))
+    assert (summary["updated"], summary["deleted"], summary["unchanged"]) == (1, 1, 128)
+    stored = set(rows(db, "SELECT prefix, path FROM rules WHERE deleted_at IS NULL"))
+    assert stored == {(r["prefix"], r["path"]) for r in listing}
+    assert scalar(db, "SELECT deleted_at IS NOT NULL FROM rules WHERE prefix = %s", gone["prefix"])
+    assert_history_consistent(db)
+
+
+@pytest.mark.usefixtures("chunk_rows")
+@pytest.mark.parametrize("change", ["shorter", "longer"])
+def test_a_listing_that_only_ends_differently_is_applied(
+    oa_setup: Any, qrsync: Any, db: Any, change: str
+) -> None:
+    oa_setup.admin.generate_rules(OA, 120, miniprogram_appid=OA_MP, published_fraction=0)
+    qrsync("sync")
+    listing = oa_setup.admin.rules(OA, OA_MP)
+    if change == "shorter":
+        listing = listing[:-3]
+    else:
+        listing += [rule(f"http://weixin.qq.com/q/extra{i}", path="pages/x") for i in range(3)]
+    oa_setup.admin.put_rules(OA, listing, miniprogram_appid=OA_MP)
+    summary = _summary(qrsync("sync", "--json"))
+    expected = (0, 3) if change == "shorter" else (3, 0)
+    assert (summary["inserted"], summary["deleted"]) == expected
+    stored = {p for (p,) in rows(db, "SELECT prefix FROM rules WHERE deleted_at IS NULL")}
+    assert stored == {r["prefix"] for r in listing}
+    assert_history_consistent(db)
+
+
+@pytest.mark.usefixtures("chunk_rows")
+def test_a_prefix_refresh_in_between_is_not_mistaken_for_no_change(
+    oa_setup: Any, qrsync: Any, db: Any
+) -> None:
+    """Rules changed by a refresh by prefix no longer equal the last listing: when WeChat
+    goes back to that listing, the next sync must write the rule back."""
+    oa_setup.admin.generate_rules(OA, 130, miniprogram_appid=OA_MP, published_fraction=0)
+    qrsync("sync")
+    listing = oa_setup.admin.rules(OA, OA_MP)
+    target, old_path = listing[70]["prefix"], listing[70]["path"]
+    listing[70]["path"] = old_path + "/v2"
+    oa_setup.admin.put_rules(OA, listing, miniprogram_appid=OA_MP)
+    qrsync("sync", "--account", "oa", "--prefix", target)
+    assert scalar(db, "SELECT path FROM rules WHERE prefix = %s", target) == old_path + "/v2"
+    listing[70]["path"] = old_path
+    oa_setup.admin.put_rules(OA, listing, miniprogram_appid=OA_MP)
+    summary = _summary(qrsync("sync", "--json"))
+    assert (summary["updated"], summary["unchanged"]) == (1, 129)
+    assert scalar(db, "SELECT path FROM rules WHERE prefix = %s", target) == old_path
+    assert_history_consistent(db)
+
+
+@pytest.mark.usefixtures("chunk_rows")
+def test_deletions_held_back_are_held_again_until_allowed(
+    oa_setup: Any, qrsync: Any, db: Any
+) -> None:
+    oa_setup.admin.generate_rules(OA, 130, miniprogram_appid=OA_MP, published_fraction=0)
+    qrsync("sync")
+    listing = oa_setup.admin.rules(OA, OA_MP)[:30]
+    oa_setup.admin.put_rules(OA, listing, miniprogram_appid=OA_MP)
+    for _ in range(2):
+        result = qrsync("sync", "--json")
+        summary = json.loads(result.stdout)["accounts"][0]
+        assert (summary["status"], summary["deleted"]) == ("partial", 0), result.output
+        assert "100 of 130 live rules are missing" in summary["message"]
+    summary = _summary(qrsync("sync", "--account", "oa", "--allow-mass-delete", "--json"))
+    assert summary["deleted"] == 100
+    summary = _summary(qrsync("sync", "--json"))
+    assert (summary["status"], summary["unchanged"], summary["deleted"]) == ("succeeded", 30, 0)

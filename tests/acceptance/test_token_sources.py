@@ -401,7 +401,9 @@ def platform(fast_simulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     return fast_simulator
 
 
-def _component_config(qrsync: Any, sim: Any, ticket: str | None = None) -> None:
+def _component_config(
+    qrsync: Any, sim: Any, ticket: str | None = None, *, security: str = ""
+) -> None:
     section = component_section() if ticket is None else component_section(ticket)
     qrsync.write_config(
         toml_config(
@@ -409,7 +411,7 @@ def _component_config(qrsync: Any, sim: Any, ticket: str | None = None) -> None:
             component_oa_account("oa", OA, OA_MP),
             api=FAST,
             sync="page_size = 50",
-            extra=section,
+            extra=section + security,
         )
     )
 
@@ -723,3 +725,166 @@ def test_two_processes_syncing_at_once_fetch_the_token_once(
     for n, mp in enumerate([OA_MP, OA_MP2, OA_MP3, OA_MP4]):
         assert live_rules(db, f"oa-{n}") == truth(shared_appid, OA, mp)
     assert_no_secret_shown(shared_appid, db, outputs)
+
+
+# --- tokens encrypted at rest ([security] token_key_env) ----------------------------------------
+
+KEY_A = "zHcmM9VRbHs3s5Kjkz5r6eGr3rFSGwVZ8M7d2BdQyZ0="
+KEY_B = "n7HSp3jIFQm0BI3rsh8lTrq8xIhiMCnTj6VVD2I1Ses="
+SECURITY = '[security]\ntoken_key_env = "QRSYNC_TOKEN_KEY"\n'
+
+
+def _sealed_config(qrsync: Any, sim: Any, security: str = SECURITY) -> None:
+    _component_config(qrsync, sim, security=security)
+
+
+def _synced_with_key(
+    platform: Any, qrsync: Any, monkeypatch: pytest.MonkeyPatch, *, rotate: bool = True
+) -> None:
+    """One successful sync of a platform account with tokens sealed by KEY_A."""
+    platform.admin.add_component(component_world(OA, rotate_refresh_token=rotate))
+    monkeypatch.setenv("QRSYNC_TOKEN_KEY", KEY_A)
+    _sealed_config(qrsync, platform)
+    result = qrsync("sync")
+    assert result.exit_code == 0, result.output
+
+
+def _stored_tokens(db: Any) -> list[str]:
+    access = [v for (v,) in rows(db, "SELECT access_token FROM tokens")]
+    refresh = [v for (v,) in rows(db, "SELECT refresh_token FROM authorizer_refresh_tokens")]
+    return access + refresh
+
+
+def test_tokens_are_stored_encrypted_when_a_key_is_configured(
+    platform: Any, qrsync: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform.admin.add_component(component_world(OA, rotate_refresh_token=True))
+    monkeypatch.setenv("QRSYNC_TOKEN_KEY", KEY_A)
+    _sealed_config(qrsync, platform)
+    first = qrsync("sync")
+    platform.admin.expire_tokens(OA)
+    second = qrsync("sync")
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    stored = _stored_tokens(db)
+    assert len(stored) == 3 and all(v.startswith("fernet:") for v in stored)
+    rotated = current_refresh_token(platform, OA)
+    assert not any(rotated in v or REFRESH_SEED in v for v in stored)
+    assert_no_secret_shown(platform, db, [first.output, second.output], rotated)
+
+
+def test_a_wrong_key_fails_the_run_and_fetches_nothing(
+    platform: Any, qrsync: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _synced_with_key(platform, qrsync, monkeypatch)
+    before = _stored_tokens(db)
+    platform.admin.expire_tokens(OA)
+    platform.admin.clear_calls()
+    monkeypatch.setenv("QRSYNC_TOKEN_KEY", KEY_B)
+    result = qrsync("sync")
+    assert result.exit_code == 1
+    run = last_run(db, "oa")
+    assert run["status"] == "failed"
+    assert "cannot be decrypted with the configured security.token_key_env" in run["error"]
+    assert run["error"].startswith("account 'oa'")
+    assert _stored_tokens(db) == before  # the refresh token is kept for the right key
+    assert platform.admin.calls(endpoint="authorizer_token") == []
+    assert "Traceback" not in result.output
+
+
+def test_encrypted_tokens_without_a_key_are_an_error_not_a_refetch(
+    platform: Any, qrsync: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _synced_with_key(platform, qrsync, monkeypatch, rotate=False)
+    platform.admin.clear_calls()
+    _sealed_config(qrsync, platform, security="")
+    result = qrsync("sync")
+    assert result.exit_code == 1
+    assert "stored encrypted but no key is configured" in last_run(db, "oa")["error"]
+    assert platform.admin.calls(endpoint="authorizer_token") == []
+
+
+def test_a_key_is_rotated_without_losing_a_token(
+    platform: Any, qrsync: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _synced_with_key(platform, qrsync, monkeypatch)
+    monkeypatch.setenv("QRSYNC_TOKEN_KEY", f"{KEY_B}, {KEY_A}")
+    rotated = qrsync("db", "rotate-token-key")
+    assert rotated.exit_code == 0, rotated.output
+    assert "3 stored tokens encrypted with the first key" in rotated.output
+    monkeypatch.setenv("QRSYNC_TOKEN_KEY", KEY_B)
+    platform.admin.expire_tokens(OA)
+    platform.admin.clear_calls()
+    result = qrsync("sync")
+    assert result.exit_code == 0, result.output
+    assert [c["errcode"] for c in platform.admin.calls(endpoint="authorizer_token")] == [0]
+    assert all(v.startswith("fernet:") for v in _stored_tokens(db))
+
+
+def test_tokens_stored_in_clear_are_encrypted_by_rotate(
+    platform: Any, qrsync: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform.admin.add_component(component_world(OA))
+    _component_config(qrsync, platform)
+    assert qrsync("sync").exit_code == 0
+    assert not any(v.startswith("fernet:") for v in _stored_tokens(db))
+    monkeypatch.setenv("QRSYNC_TOKEN_KEY", KEY_A)
+    _sealed_config(qrsync, platform)
+    assert qrsync("sync").exit_code == 0  # clear values are still read
+    result = qrsync("db", "rotate-token-key")
+    assert result.exit_code == 0, result.output
+    assert all(v.startswith("fernet:") for v in _stored_tokens(db))
+    assert qrsync("sync").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("not-a-key", "is not a Fernet key"), (None, "environment variable QRSYNC_TOKEN_KEY")],
+)
+def test_a_bad_token_key_stops_the_command_naming_the_key(
+    platform: Any,
+    qrsync: Any,
+    db: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    value: str | None,
+    problem: str,
+) -> None:
+    platform.admin.add_component(component_world(OA))
+    if value is None:
+        monkeypatch.delenv("QRSYNC_TOKEN_KEY", raising=False)
+    else:
+        monkeypatch.setenv("QRSYNC_TOKEN_KEY", value)
+    _sealed_config(qrsync, platform)
+    result = qrsync("sync")
+    assert result.exit_code == 2
+    assert "security.token_key_env" in result.stderr and problem in result.stderr
+    assert "not-a-key" not in result.stderr or value is None
+    assert scalar(db, "SELECT count(*) FROM sync_runs") == 0
+
+
+def test_ca_bundle_must_exist(fast_simulator: Any, qrsync: Any, tmp_path: Path) -> None:
+    fast_simulator.admin.add_account(mp_world())
+    qrsync.write_config(
+        toml_config(fast_simulator.url, mp_account(), api=f'ca_bundle = "{tmp_path}/none.pem"')
+    )
+    result = qrsync("sync")
+    assert result.exit_code == 2
+    assert "api.ca_bundle" in result.stderr and "none.pem" in result.stderr
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(0o644, True), (0o600, False)])
+def test_a_secret_file_others_may_read_is_warned_about(
+    fast_simulator: Any, qrsync: Any, tmp_path: Path, mode: int, warned: bool
+) -> None:
+    fast_simulator.admin.add_account(mp_world())
+    fast_simulator.admin.put_rules(MP, MP_RULES)
+    secret_file = tmp_path / "mp_secret"
+    secret_file.write_text(MP_SECRET + "\n", encoding="utf-8")
+    secret_file.chmod(mode)
+    token = f'{{ source = "stable_token", secret_file = "{secret_file}" }}'
+    qrsync.write_config(
+        toml_config(fast_simulator.url, account_with_token("mp", "miniprogram", MP, token))
+    )
+    result = qrsync("sync")
+    assert result.exit_code == 0, result.output
+    assert ("may be read by other users (mode 644)" in result.stderr) is warned
+    assert MP_SECRET not in result.output + result.stderr

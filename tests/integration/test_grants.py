@@ -43,8 +43,16 @@ def test_readonly_role_reads_views_but_not_tokens(
     result = qrsync("db", "grant-readonly", role)
     assert result.exit_code == 0, result.output
     assert "token tables stay closed" in result.output
+    with psycopg.connect(database_url) as owner:
+        views = [
+            v
+            for (v,) in owner.execute(
+                "SELECT viewname FROM pg_views WHERE schemaname = 'qrsync'"
+            ).fetchall()
+        ]
+    assert set(VIEWS) <= set(views)
     with psycopg.connect(_as(database_url, role), autocommit=True) as conn:
-        for view in VIEWS:
+        for view in views:
             conn.execute(f"SELECT * FROM qrsync.{view} LIMIT 1")
         conn.execute("SELECT * FROM qrsync.rules LIMIT 1")
         for secret in ("tokens", "authorizer_refresh_tokens"):
