@@ -138,7 +138,7 @@ def big_account(sim: RunningSimulator, rules: int, appid: str = OA) -> None:
 
 def floor(sim: RunningSimulator, server: str, appid: str = OA) -> float:
     """F: a bare requests loop over the same pages (JSON parsed, nothing kept but the rows to
-    copy) plus COPY of the same rows into an unindexed table."""
+    copy) plus COPY of the same rows, with every column of a rule, into an unindexed table."""
     session = requests.Session()
     token = session.post(
         f"{sim.url}/cgi-bin/stable_token",
@@ -153,15 +153,28 @@ def floor(sim: RunningSimulator, server: str, appid: str = OA) -> float:
             params={"access_token": token},
             json={"appid": MP, "get_type": 2, "page_num": page, "page_size": 200},
         ).json()
-        rows.extend((r["prefix"], r["path"], r["state"]) for r in answer["rule_list"])
+        rows.extend(
+            (
+                r["prefix"],
+                r.get("path"),
+                r.get("state"),
+                r.get("open_version"),
+                r.get("permit_sub_rule"),
+                r.get("debug_url"),
+            )
+            for r in answer["rule_list"]
+        )
         if len(answer["rule_list"]) < 200:
             break
         page += 1
     fetched = time.perf_counter() - started
     with psycopg.connect(server) as conn:
-        conn.execute("CREATE TEMP TABLE floor_rules (prefix text, path text, state smallint)")
+        conn.execute(
+            "CREATE TEMP TABLE floor_rules (prefix text, path text, state smallint,"
+            " open_version smallint, permit_sub_rule smallint, debug_urls text[])"
+        )
         started = time.perf_counter()
-        with conn.cursor().copy("COPY floor_rules (prefix, path, state) FROM STDIN") as copy:
+        with conn.cursor().copy("COPY floor_rules FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
         conn.commit()

@@ -3,7 +3,8 @@
 A fault names an endpoint, optionally narrows it (caller appid, page_num, get_type), skips the
 first ``after`` matching requests, hits the next ``times`` ones (-1: forever), and has exactly one
 effect: an errcode, an HTTP status, a garbage body, a delay, a dropped connection, a malformed
-listing, or drift (rules added and deleted mid-listing). When several faults match a request
+listing, drift (rules added and deleted mid-listing), the endpoint's own answer mangled on the
+wire (:data:`WIRE_FAULTS`), or sent under another Content-Type. When several faults match a request
 the oldest one that is due fires; each matching fault still counts the request towards its
 ``after``.
 """
@@ -24,6 +25,17 @@ MALFORMATIONS: tuple[str, ...] = (
     "state_not_int",
     "missing_total_count",
 )
+WIRE_FAULTS: tuple[str, ...] = (
+    "drip",
+    "oversize",
+    "oversize_declared",
+    "reset",
+    "truncated",
+)
+"""How the endpoint's own answer can go wrong on the wire: sent a byte at a time and never
+finished in time (drip), far larger than any real answer, with or without saying so in its
+Content-Length (oversize, oversize_declared), cut by a TCP reset or a plain close half-way
+through (reset, truncated)."""
 EFFECTS: tuple[str, ...] = (
     "errcode",
     "http_status",
@@ -32,6 +44,8 @@ EFFECTS: tuple[str, ...] = (
     "drop",
     "malformed",
     "drift",
+    "wire",
+    "content_type",
 )
 # Effects that answer instead of the endpoint; the others let it answer.
 REPLACING: frozenset[str] = frozenset({"errcode", "http_status", "body", "drop"})
@@ -56,6 +70,8 @@ class Fault:
     body: str = ""
     delay_s: float = 0.0
     malformed: str = ""
+    wire: str = ""
+    content_type: str = ""
     drift_add: int = 0
     drift_delete: int = 0
     skipped: int = 0
@@ -89,6 +105,8 @@ class Fault:
             "drop": True,
             "malformed": self.malformed,
             "drift": {"add": self.drift_add, "delete": self.drift_delete},
+            "wire": self.wire,
+            "content_type": self.content_type,
         }[self.effect]
         view: Json = {"id": self.id, "endpoint": self.endpoint, self.effect: effect}
         if self.errmsg is not None:
@@ -176,6 +194,14 @@ def _set_effect(fault: Fault, value: object) -> None:
     elif fault.effect == "drop":
         if value is not True:
             raise WorldError("fault.drop: must be true")
+    elif fault.effect == "wire":
+        if value not in WIRE_FAULTS:
+            raise WorldError(f"fault.wire: must be one of {', '.join(WIRE_FAULTS)}")
+        fault.wire = str(value)
+    elif fault.effect == "content_type":
+        if not isinstance(value, str) or not value or not value.isprintable():
+            raise WorldError("fault.content_type: must be a non-empty printable string")
+        fault.content_type = value
     elif fault.effect == "malformed":
         if value not in MALFORMATIONS:
             raise WorldError(f"fault.malformed: must be one of {', '.join(MALFORMATIONS)}")

@@ -27,6 +27,7 @@ import logging
 import re
 import socket
 import socketserver
+import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -63,6 +64,10 @@ _WECHAT_ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/cgi-bin/wxopen/qrcodejumpdelete"): "qrcodejumpdelete",
 }
 _CENTRAL = re.compile(r"/central/token/([^/]+)")
+DRIP_INTERVAL_S = 0.05
+DRIP_MAX_S = 60.0
+OVERSIZE_BYTES = 48 * 1024 * 1024
+"""Larger than qrsync's 32 MB cap on an answer, and than any real answer (about 5 MB)."""
 _SECRET_IN_URL = re.compile(r"((?:access_token|secret)=)[^&\s]+")
 
 
@@ -74,6 +79,7 @@ class Outcome:
     body: bytes = b""
     content_type: str = JSON_TYPE
     drop: bool = False
+    wire: str = ""  # one of faults.WIRE_FAULTS: how the body goes wrong on its way out
 
 
 @dataclass(frozen=True)
@@ -184,7 +190,12 @@ class Simulator:
                 call, appid, reply.errcode, reply.status, None if fault is None else fault.id
             )
         # The payload is built from copies, so it is encoded outside the lock.
-        return Outcome(reply.status, _encode(reply.payload))
+        outcome = Outcome(reply.status, _encode(reply.payload))
+        if fault is not None and fault.effect == "wire":
+            outcome = dataclasses.replace(outcome, wire=fault.wire)
+        elif fault is not None and fault.effect == "content_type":
+            outcome = dataclasses.replace(outcome, content_type=fault.content_type)
+        return outcome
 
     # --- admin ---------------------------------------------------------------------------
 
@@ -366,11 +377,58 @@ class _Handler(BaseHTTPRequestHandler):
         if outcome.drop:
             self.close_connection = True
             return
+        if outcome.wire:
+            self._send_mangled(outcome)
+            return
         self.send_response(outcome.status)
         self.send_header("Content-Type", outcome.content_type)
         self.send_header("Content-Length", str(len(outcome.body)))
         self.end_headers()
         self.wfile.write(outcome.body)
+
+    def _send_mangled(self, outcome: Outcome) -> None:
+        """Send the answer the way its wire fault says (see faults.WIRE_FAULTS), then close.
+
+        Every loop is bounded: a drip gives up after DRIP_MAX_S, an oversized answer stops at
+        OVERSIZE_BYTES, and both stop as soon as the client hangs up.
+        """
+        self.close_connection = True
+        body, wire = outcome.body, outcome.wire
+        self.send_response(outcome.status)
+        self.send_header("Content-Type", outcome.content_type)
+        if wire == "oversize":
+            self.send_header("Connection", "close")  # no length: the body ends when the line does
+        elif wire == "oversize_declared":
+            self.send_header("Content-Length", str(OVERSIZE_BYTES))
+        else:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.flush()
+        try:
+            if wire == "drip":
+                deadline = time.monotonic() + DRIP_MAX_S
+                for index in range(len(body)):
+                    if time.monotonic() > deadline:
+                        break
+                    self.wfile.write(body[index : index + 1])
+                    self.wfile.flush()
+                    time.sleep(DRIP_INTERVAL_S)
+            elif wire in ("oversize", "oversize_declared"):
+                # Valid JSON so far, then whitespace: only its size is wrong.
+                self.wfile.write(b'{"errcode":0,"errmsg":"ok","rule_list":[')
+                block = b" " * 65536
+                for _ in range(OVERSIZE_BYTES // len(block)):
+                    self.wfile.write(block)
+            else:  # reset, truncated: half the answer, then the line goes
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                if wire == "reset":
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    self.connection.close()
+        except OSError:
+            pass  # the client hung up, as it should on a bounded read
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("simulator: %s", _SECRET_IN_URL.sub(r"\1***", format % args))

@@ -60,7 +60,8 @@ RETURNING id, started_at;
 -- then merged in one piece, which is only slower.)
 SELECT pg_advisory_xact_lock(1903260011, CAST(:account_id AS integer)),
        EXISTS (SELECT FROM rules WHERE account_id = :account_id AND deleted_at IS NULL)
-         AS has_live_rules;
+         AS has_live_rules,
+       EXISTS (SELECT FROM rules WHERE account_id = :account_id) AS has_rules;
 
 -- name: listing_digests --
 -- The digests of the account's last complete listing (read after lock_listing: a run that
@@ -95,7 +96,10 @@ diff AS MATERIALIZED (
            r.debug_urls AS old_debug_urls,
            r.changed_at AS old_changed_at
     FROM listing l
-    LEFT JOIN rules r ON r.account_id = :account_id AND r.prefix = l.prefix
+    -- An account with no rule at all (its first listing) has nothing to compare with: the
+    -- join is skipped as a whole rather than probed per rule.
+    LEFT JOIN rules r ON CAST(:has_rules AS boolean)
+                     AND r.account_id = :account_id AND r.prefix = l.prefix
 ),
 changed AS MATERIALIZED (
     SELECT * FROM diff WHERE is_changed OR is_back
@@ -191,7 +195,8 @@ added_urls AS (
 )
 SELECT (SELECT count(*) FROM listing) AS listed,
        (SELECT count(*) FROM listing l
-        WHERE EXISTS (SELECT 1 FROM staged_rules s
+        WHERE CAST(:lo AS integer) > 0  -- the first chunk repeats nothing
+          AND EXISTS (SELECT 1 FROM staged_rules s
                       WHERE s.sync_run_id = :run_id AND s.prefix = l.prefix AND s.seq < :lo))
          AS repeated,
        (SELECT count(*) FROM inserted) AS inserted,

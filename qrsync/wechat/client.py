@@ -214,11 +214,14 @@ class WeChatClient:
                 account=account,
                 retryable=retryable,
             )
+        # The body decides, not its Content-Type: WeChat's varies (text/plain, application/json).
         try:
             payload = orjson.loads(answer.body)
         except orjson.JSONDecodeError:
+            kind = snippet(answer.content_type or "none", 60)
             raise MalformedResponse(
-                f"{endpoint} answered something that is not JSON: {snippet(answer.text())}",
+                f"{endpoint} answered something that is not JSON (Content-Type {kind}): "
+                f"{snippet(answer.text())}",
                 account=account,
             ) from None
         if not isinstance(payload, dict):

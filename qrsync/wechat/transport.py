@@ -39,6 +39,7 @@ CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
 class Answer:
     status: int
     body: bytes
+    content_type: str = ""
 
     def text(self) -> str:
         return self.body.decode("utf-8", errors="replace")
@@ -144,7 +145,7 @@ class Transport:
             else:
                 problem = f"{endpoint}: {connection_problem(exc)} ({host_of(url)})"
             raise TransportError(problem, account=account) from None
-        return Answer(response.status, content)
+        return Answer(response.status, content, response.headers.get("Content-Type", ""))
 
 
 class _TooLong(Exception):

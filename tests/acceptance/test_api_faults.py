@@ -58,6 +58,14 @@ RETRYABLE = [
     pytest.param("http_status", 503, None, id="http-503"),
     pytest.param("delay_s", 1.0, None, id="timeout"),
     pytest.param("drop", True, None, id="dropped-connection"),
+    pytest.param("wire", "reset", None, id="reset-mid-body"),
+    pytest.param("wire", "truncated", None, id="truncated-body"),
+    pytest.param("wire", "drip", None, id="slow-drip"),
+]
+# Answers far larger than any real one: refused at once, never read into memory whole.
+OVERSIZE = [
+    pytest.param("oversize", "longer than 33,554,432 bytes", id="oversize-streamed"),
+    pytest.param("oversize_declared", "of 50,331,648 bytes refused", id="oversize-declared"),
 ]
 FATAL = [40097, 40166, 45009, 61004, 85075, 48001]
 MALFORMED = [
@@ -72,8 +80,8 @@ MALFORMED = [
 
 
 def _config(base_url: str, effect: str | None = None, api: str = "") -> str:
-    if effect == "delay_s":
-        api += "\ntimeout_s = 0.5"
+    if effect in ("delay_s", "wire"):
+        api += "\ntimeout_s = 0.5"  # a slow drip is cut off when the timeout runs out
     if "requests_per_second" not in api:
         api += "\nrequests_per_second = 100"  # fast_simulator: its rate limit is off
     return toml_config(base_url, oa_account(), api=api, sync="page_size = 50")
@@ -256,6 +264,51 @@ def test_fatal_errcode_fails_the_run_at_once(
     assert "account 'oa'" in result.output and str(errcode) in result.output
     assert rule_tables(db) == before
     assert_no_secret_shown(paged, db, [result.output])
+
+
+@pytest.mark.parametrize(("wire", "says"), OVERSIZE)
+def test_oversized_answer_fails_the_run_at_once_and_changes_nothing(
+    paged: Any, qrsync: Any, db: Any, wire: str, says: str
+) -> None:
+    qrsync.write_config(_config(paged.url))
+    assert qrsync("sync").exit_code == 0
+    _change_rules(paged)
+    before = rule_tables(db)
+    paged.admin.clear_calls()
+    paged.admin.add_fault(endpoint="qrcodejumpget", page_num=2, times=-1, wire=wire)
+    result = qrsync("sync")
+    assert result.exit_code == 1, result.output
+    assert len(_page_calls(paged, 2, 1)) == 1  # not retried: it would be as large again
+    run = last_run(db, "oa")
+    assert run["status"] == "failed"
+    assert run["error"].startswith("account 'oa': qrcodejumpget: answer ") and says in run["error"]
+    assert "Traceback" not in result.output
+    assert rule_tables(db) == before
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "text/html; charset=gbk"])
+def test_json_answer_under_another_content_type_is_read_as_json(
+    paged: Any, qrsync: Any, db: Any, content_type: str
+) -> None:
+    """WeChat's Content-Type varies by endpoint and over time: the body decides, not the
+    header (REFERENCE.md); a body that is not JSON fails the run and names the header."""
+    qrsync.write_config(_config(paged.url))
+    paged.admin.add_fault(endpoint="qrcodejumpget", times=-1, content_type=content_type)
+    result = qrsync("sync")
+    assert result.exit_code == 0, result.output
+    assert live_rules(db, "oa") == truth(paged, OA, OA_MP)
+
+
+def test_answer_that_is_not_json_names_its_content_type(paged: Any, qrsync: Any, db: Any) -> None:
+    qrsync.write_config(_config(paged.url))
+    paged.admin.add_fault(
+        endpoint="qrcodejumpget", page_num=2, times=-1, body="<html>Wi-Fi login</html>"
+    )
+    result = qrsync("sync")
+    assert result.exit_code == 1, result.output
+    run = last_run(db, "oa")
+    assert "not JSON (Content-Type application/json" in run["error"], run["error"]
+    assert "Wi-Fi login" in run["error"]
 
 
 def test_unverified_service_account_fails_with_48001(

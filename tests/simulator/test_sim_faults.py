@@ -166,6 +166,9 @@ def test_faults_reach_token_endpoints_too(wechat, sim: RunningSimulator) -> None
         {"endpoint": "qrcodejumpget", "http_status": 200},
         {"endpoint": "qrcodejumpget", "errcode": -1, "times": 0},
         {"endpoint": "qrcodejumpget", "drift": {"add": -1}},
+        {"endpoint": "qrcodejumpget", "wire": "sideways"},
+        {"endpoint": "qrcodejumpget", "content_type": ""},
+        {"endpoint": "qrcodejumpget", "content_type": "text/html\r\nX-Injected: 1"},
     ],
 )
 def test_bad_faults_are_refused(sim: RunningSimulator, fault: dict[str, object]) -> None:
