@@ -46,6 +46,8 @@ from qrsync.wechat.listing import (
 from qrsync.wechat.tokens import TokenProviders
 
 logger = logging.getLogger("qrsync.sync")
+recovery_logger = logging.getLogger("qrsync.recovery")
+"""Runs found dead and closed: shown even where the CLI hushes the per-run log lines."""
 
 LISTING_ATTEMPTS = 3
 """A paged listing that is not consistent is tried again, twice (SPEC behaviour 2)."""
@@ -271,6 +273,14 @@ class Syncer:
         )
         fence = request.guard.fence if request.guard is not None else None
         with self.runs.listing(run_id, request.account_id, clock=self.clock, fence=fence) as w:
+            if w.closed_dead_runs:
+                recovery_logger.warning(
+                    "account '%s': closed %d earlier run(s) left open by a process that ended "
+                    "(sync_runs.abandoned); they had written nothing",
+                    account.name,
+                    w.closed_dead_runs,
+                    extra={"action": "dead_runs_closed", "account": account.name},
+                )
             complete, status, notes = self._list(request, api, w, tally)
             last = tally.last
             outcome = RunOutcome(

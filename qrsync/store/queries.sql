@@ -53,6 +53,33 @@ INSERT INTO sync_runs (account_id, trigger, scheduled_for, replica, started_at)
 VALUES (:account_id, :trigger, :scheduled_for, :replica, :started_at)
 RETURNING id, started_at;
 
+-- name: close_dead_runs --
+-- Close the account's runs left 'running' by a process that died (SIGKILL, OOM, power loss).
+-- A live run holds its run lock (lock_run) for as long as its listing is open; one whose lock
+-- is free and that started more than :grace_s ago is dead, and PostgreSQL rolled back all it had
+-- not committed (nothing it listed was written). A run slower than that to take its lock finds
+-- itself closed when it does (lock_run) and stops. Its staged rows, if any, go with it.
+WITH closed AS (
+    UPDATE sync_runs r
+    SET status = 'failed', finished_at = now(), abandoned = true,
+        error = 'abandoned: the process running it ended before the run did (closed by run '
+                || CAST(:run_id AS text) || ')'
+    WHERE r.account_id = :account_id AND r.status = 'running' AND r.id <> :run_id
+      AND r.started_at < now() - make_interval(secs => :grace_s)
+      AND pg_try_advisory_xact_lock(1903260013, CAST(r.id % 2147483647 AS integer))
+    RETURNING r.id
+),
+forgotten AS (
+    DELETE FROM staged_rules s USING closed c WHERE s.sync_run_id = c.id
+)
+SELECT count(*) AS closed FROM closed;
+
+-- name: lock_run --
+-- Held by a run while its listing is open (see close_dead_runs); says whether the run is still
+-- open, i.e. was not closed as dead or taken over before it got here.
+SELECT pg_advisory_xact_lock(1903260013, CAST(:run_id % 2147483647 AS integer)),
+       (SELECT status = 'running' FROM sync_runs WHERE id = :run_id) AS open;
+
 -- name: lock_listing --
 -- Serialise the listings of one account (a transaction-level advisory lock, PgBouncer-safe),
 -- and say whether it has live rules: a first listing is merged in one piece, not in chunks.

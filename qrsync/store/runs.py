@@ -21,7 +21,7 @@ from typing import NamedTuple
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from qrsync.errors import DatabaseError
+from qrsync.errors import DatabaseError, RunInterrupted
 from qrsync.masking import mask
 from qrsync.store import digests
 from qrsync.store.digests import Group, Spool, chunked, digested
@@ -45,6 +45,10 @@ small enough that the database keeps pace with the pager. One digest group
 FIRST_LISTING_ROWS = 2**31 - 1
 """An account's first listing is all new rules: inserting them in one sorted statement costs
 about half what chunks cost (index pages are filled in order), so it is merged in one piece."""
+DEAD_RUN_GRACE_S = 5.0
+"""A run left 'running' without its run lock is closed as dead once it is this old: a live
+run takes the lock within milliseconds of starting (see ``close_dead_runs``)."""
+
 FIRST_LISTING_MEMORY = "SET LOCAL work_mem = '64MB'"
 """A first listing is sorted by prefix in one piece: in memory (about 15 MB per 100,000 rules)
 rather than in temporary files."""
@@ -206,6 +210,7 @@ class ListingWriter:
         self.clock = clock
         self.fence = fence
         self._conn: Connection | None = None
+        self.closed_dead_runs = 0  # runs of the account found dead and closed before this one
         self.chunk_rows = FIRST_LISTING_ROWS
         self._chunk_plans = False
         self._reset()
@@ -227,6 +232,16 @@ class ListingWriter:
     def __enter__(self) -> ListingWriter:
         conn = self.engine.connect()
         try:
+            with conn.begin():
+                found = conn.execute(
+                    query("close_dead_runs"),
+                    {
+                        "run_id": self.run_id,
+                        "account_id": self.account_id,
+                        "grace_s": DEAD_RUN_GRACE_S,
+                    },
+                ).one()
+            self.closed_dead_runs = int(found.closed)
             self._begin(conn)
         except BaseException:
             conn.close()
@@ -236,6 +251,12 @@ class ListingWriter:
 
     def _begin(self, conn: Connection) -> None:
         conn.begin()
+        run = conn.execute(query("lock_run"), {"run_id": self.run_id}).one()
+        if not run.open:
+            raise RunInterrupted(
+                f"run {self.run_id} was closed by another run of the account before its listing "
+                "began (it looked abandoned); nothing was written"
+            )
         params = {"account_id": self.account_id}
         row = conn.execute(query("lock_listing"), params).one()
         self.chunk_rows = CHUNK_ROWS if row.has_live_rules else FIRST_LISTING_ROWS
