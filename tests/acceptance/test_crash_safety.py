@@ -10,85 +10,19 @@ to the simulator's rules.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import psycopg
 import pytest
-from conftest import SCHEMA
-from helpers import OA, OA_MP, OA_SECRET, WeChatUser, oa_account, oa_world, scalar, toml_config
+from crash_helpers import account, blocked_backend, locked, start_sync, wait_for
+from helpers import OA, OA_MP, scalar
 from tokenfaults_helpers import last_run, live_rules, rule_tables, truth
 
 from qrsync.store.runs import DEAD_RUN_GRACE_S
 
-RULES = 180  # four pages of 50
-
-
-@pytest.fixture
-def account(fast_simulator: Any, qrsync: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A service account synced once, then edited by a person (a publish, a delete, a new
-    rule), so that the next run has something to write."""
-    sim = fast_simulator
-    sim.admin.add_account(oa_world())
-    sim.admin.generate_rules(OA, RULES, miniprogram_appid=OA_MP, published_fraction=0.3)
-    monkeypatch.setenv("OA_SECRET", OA_SECRET)
-    qrsync.write_config(
-        toml_config(sim.url, oa_account(), api="requests_per_second = 100", sync="page_size = 50")
-    )
-    assert qrsync("sync").exit_code == 0
-    current = sim.admin.rules(OA, OA_MP)
-    user = WeChatUser(sim.url, OA, OA_SECRET, miniprogram_appid=OA_MP)
-    user.publish(next(r["prefix"] for r in current if r["state"] == 1))
-    user.delete(current[70]["prefix"])
-    user.add("http://weixin.qq.com/q/added-before-the-crash", path="pages/new/index")
-    return sim
-
-
-def _wait_for(predicate: Callable[[], Any], what: str, timeout_s: float = 30) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@contextmanager
-def _locked(database_url: str, table: str) -> Iterator[None]:
-    """Hold ``table`` against writes (SHARE mode: readers go on) until the block ends."""
-    with psycopg.connect(database_url) as conn:
-        conn.execute(f"SET search_path TO {SCHEMA}")
-        conn.execute(f"LOCK TABLE {table} IN SHARE MODE")
-        try:
-            yield
-        finally:
-            conn.rollback()
-
-
-def _blocked_backend(db: Any, statement: str) -> int | None:
-    """The pid of a backend of this database waiting for a lock in ``statement``."""
-    row = db.execute(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-        " AND wait_event_type = 'Lock' AND query LIKE %s",
-        (f"%{statement}%",),
-    ).fetchone()
-    return None if row is None else int(row[0])
-
-
-def _start_sync(config: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "qrsync", "--config", str(config), "sync"],
-        env={**os.environ, "OA_SECRET": OA_SECRET},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+__all__ = ["account"]  # the fixture
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -117,8 +51,8 @@ def _kill_while_listing(sim: Any, config: Any, db: Any) -> list[int]:
     # Page 3 is held for 30 s (the client gives up after api.timeout_s, 10 s): once page 2 is
     # answered the run is waiting for page 3, in its listing, for the next 10 s.
     sim.admin.add_fault(endpoint="qrcodejumpget", page_num=3, delay_s=30)
-    proc = _start_sync(config)
-    _wait_for(
+    proc = start_sync(config)
+    wait_for(
         lambda: any(c["page_num"] == 2 for c in sim.admin.calls(endpoint="qrcodejumpget")),
         "page 2",
     )
@@ -140,17 +74,17 @@ def _kill_in_step(step: str, sim: Any, config: Any, db: Any, database_url: str) 
         # The run's first statements touch staged_rules too: the lock is taken while the run
         # waits 3 s for page 3 (page 2 answered), so that it is held at its COPY only.
         sim.admin.add_fault(endpoint="qrcodejumpget", page_num=3, delay_s=3)
-        proc = _start_sync(config)
-        _wait_for(
+        proc = start_sync(config)
+        wait_for(
             lambda: any(c["page_num"] == 2 for c in sim.admin.calls(endpoint="qrcodejumpget")),
             "page 2",
         )
     else:
         proc = None
-    with _locked(database_url, table):
+    with locked(database_url, table):
         if proc is None:
-            proc = _start_sync(config)
-        pid = _wait_for(lambda: _blocked_backend(db, statement), f"the run to wait in {step}")
+            proc = start_sync(config)
+        pid = wait_for(lambda: blocked_backend(db, statement), f"the run to wait in {step}")
         _kill(proc)
     return [pid]
 
@@ -167,7 +101,7 @@ def test_sigkill_at_each_step_leaves_the_tables_whole_and_the_next_run_closes_it
     else:
         pids = _kill_in_step(step, account, qrsync.config_path, db, database_url)
     # The killed command's server process ends once it notices (after the lock it waited for).
-    _wait_for(lambda: _backends_gone(db, pids), "the killed run's backend to end")
+    wait_for(lambda: _backends_gone(db, pids), "the killed run's backend to end")
 
     killed = last_run(db, "oa")
     assert killed["status"] == "running"
@@ -203,9 +137,9 @@ def test_a_live_run_is_not_taken_for_dead(account: Any, qrsync: Any, db: Any) ->
     """A run held in its listing for longer than the grace keeps its run lock: another run of
     the account waits for it instead of closing it."""
     account.admin.add_fault(endpoint="qrcodejumpget", page_num=2, delay_s=DEAD_RUN_GRACE_S + 1)
-    slow = _start_sync(qrsync.config_path)
+    slow = start_sync(qrsync.config_path)
     try:
-        _wait_for(
+        wait_for(
             lambda: any(c["page_num"] == 2 for c in account.admin.calls(endpoint="qrcodejumpget")),
             "page 2",
         )

@@ -1,0 +1,80 @@
+"""Shared by the crash and database-fault tests: an account with something to write, and ways
+to hold a real `qrsync sync` child process at one step of its run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import SCHEMA
+from helpers import OA, OA_MP, OA_SECRET, WeChatUser, oa_account, oa_world, toml_config
+
+RULES = 180  # four pages of 50
+
+
+@pytest.fixture
+def account(fast_simulator: Any, qrsync: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A service account synced once, then edited by a person (a publish, a delete, a new
+    rule), so that the next run has something to write."""
+    sim = fast_simulator
+    sim.admin.add_account(oa_world())
+    sim.admin.generate_rules(OA, RULES, miniprogram_appid=OA_MP, published_fraction=0.3)
+    monkeypatch.setenv("OA_SECRET", OA_SECRET)
+    qrsync.write_config(
+        toml_config(sim.url, oa_account(), api="requests_per_second = 100", sync="page_size = 50")
+    )
+    assert qrsync("sync").exit_code == 0
+    current = sim.admin.rules(OA, OA_MP)
+    user = WeChatUser(sim.url, OA, OA_SECRET, miniprogram_appid=OA_MP)
+    user.publish(next(r["prefix"] for r in current if r["state"] == 1))
+    user.delete(current[70]["prefix"])
+    user.add("http://weixin.qq.com/q/added-before-the-crash", path="pages/new/index")
+    return sim
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float = 30) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def locked(database_url: str, table: str) -> Iterator[None]:
+    """Hold ``table`` against writes (SHARE mode: readers go on) until the block ends."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute(f"SET search_path TO {SCHEMA}")
+        conn.execute(f"LOCK TABLE {table} IN SHARE MODE")
+        try:
+            yield
+        finally:
+            conn.rollback()
+
+
+def blocked_backend(db: Any, statement: str) -> int | None:
+    """The pid of a backend of this database waiting for a lock in ``statement``."""
+    row = db.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND query LIKE %s",
+        (f"%{statement}%",),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def start_sync(config: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "qrsync", "--config", str(config), "sync"],
+        env={**os.environ, "OA_SECRET": OA_SECRET},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
