@@ -24,7 +24,7 @@ from qrsync.app import App
 from qrsync.errors import QrsyncError, UsageError
 from qrsync.imports import read_import
 from qrsync.logs import setup_logging
-from qrsync.masking import mask
+from qrsync.masking import mask, one_line
 from qrsync.render.jsonout import to_json
 from qrsync.render.text import fmt_time, format_table, render_report, render_status
 from qrsync.report import Report, build_report, sync_health
@@ -37,7 +37,7 @@ from qrsync.sync import RunResult, Syncer, SyncRequest
 
 
 def _fail(exc: QrsyncError) -> NoReturn:
-    click.echo(f"qrsync: {mask(str(exc))}", err=True)
+    click.echo(f"qrsync: {one_line(mask(str(exc)))}", err=True)
     sys.exit(exc.exit_code)
 
 

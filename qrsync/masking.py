@@ -52,12 +52,33 @@ def mask(text: str) -> str:
     return _URL_PASSWORD.sub(rf"\g<1>{MASK}\g<2>", text)
 
 
+_CONTROLS = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in [
+        *range(0x00, 0x20),
+        *range(0x7F, 0xA0),
+        0x2028,  # line and paragraph separators: new lines to some log viewers
+        0x2029,
+        *range(0x202A, 0x202F),  # bidirectional overrides, which reorder what a reader sees
+        *range(0x2066, 0x206A),
+    ]
+}
+_CONTROLS.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"})
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``, ``\\u202e``): text from
+    WeChat (an errmsg, a prefix) can neither forge a log line nor move a terminal's cursor."""
+    return text.translate(_CONTROLS)
+
+
 class MaskingFilter(logging.Filter):
-    """A logging filter that masks the rendered message of every record it sees."""
+    """A logging filter that masks the rendered message of every record it sees and escapes
+    its control characters (a log record is one line)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         rendered = record.getMessage()
-        masked = mask(rendered)
+        masked = one_line(mask(rendered))
         if masked != rendered or record.args:
             record.msg, record.args = masked, None
         return True

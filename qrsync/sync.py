@@ -30,7 +30,7 @@ from qrsync.errors import (
     RunInterrupted,
     TransportError,
 )
-from qrsync.masking import mask
+from qrsync.masking import mask, one_line
 from qrsync.store.encryption import sealer_for
 from qrsync.store.runs import CHUNK_ROWS, ListingWriter, RunOutcome, RunStore, database_error
 from qrsync.store.tokens import PgTokenCache
@@ -222,7 +222,7 @@ class Syncer:
             message = str(exc)
             if not message.startswith(f"account '{account.name}'"):
                 message = f"account '{account.name}': {message}"
-            message = mask(message)
+            message = one_line(mask(message))
             try:
                 self.runs.fail_run(
                     run_id,

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from qrsync.errors import DatabaseError, RunInterrupted
-from qrsync.masking import mask
+from qrsync.masking import mask, one_line
 from qrsync.store import digests
 from qrsync.store.digests import Group, Spool, chunked, digested
 from qrsync.store.engine import first_line
@@ -162,7 +162,7 @@ class RunStore:
                 {
                     "run_id": run_id,
                     "errcode": errcode,
-                    "error": mask(error),
+                    "error": one_line(mask(error)),
                     "api_calls": api_calls,
                     "pages": pages,
                     "finished_at": finished_at,
