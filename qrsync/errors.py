@@ -134,5 +134,13 @@ class TokenError(AccountError):
     """No access token could be obtained from the account's token source."""
 
 
+class QuotaHeld(AccountError):
+    """The account's AppID used up its API quota (45009, 45011): not called until it resets."""
+
+    def __init__(self, message: str, *, account: str | None, errcode: int) -> None:
+        super().__init__(message, account=account)
+        self.errcode = errcode
+
+
 class RunInterrupted(AccountError):
     """The run was stopped (Ctrl-C, SIGTERM) before its listing was applied; nothing changed."""

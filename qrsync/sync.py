@@ -27,14 +27,23 @@ from qrsync.errors import (
     ApiError,
     DatabaseError,
     MalformedResponse,
+    QuotaHeld,
     RunInterrupted,
     TransportError,
 )
 from qrsync.masking import mask, one_line
 from qrsync.store.encryption import sealer_for
-from qrsync.store.runs import CHUNK_ROWS, ListingWriter, RunOutcome, RunStore, database_error
+from qrsync.store.runs import (
+    CHUNK_ROWS,
+    ListingWriter,
+    QuotaHold,
+    RunOutcome,
+    RunStore,
+    database_error,
+)
 from qrsync.store.tokens import PgTokenCache
 from qrsync.wechat.client import ApiCaller, CallCounter, Observer, WeChatClient
+from qrsync.wechat.errcodes import DAILY_QUOTA, QUOTA_USED_UP, quota_resets_at
 from qrsync.wechat.listing import (
     ListingTally,
     Page,
@@ -57,6 +66,10 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @dataclass(frozen=True)
@@ -222,6 +235,8 @@ class Syncer:
             message = str(exc)
             if not message.startswith(f"account '{account.name}'"):
                 message = f"account '{account.name}': {message}"
+            if isinstance(exc, ApiError) and exc.errcode in QUOTA_USED_UP:
+                message += self._hold_quota(account, exc.errcode, run_id)
             message = one_line(mask(message))
             try:
                 self.runs.fail_run(
@@ -260,10 +275,35 @@ class Syncer:
         )
         return result
 
+    def _hold_quota(self, account: AccountConfig, errcode: int, run_id: int) -> str:
+        """Record that the account's AppID is not to be called until its quota resets; return
+        what to add to the run's error."""
+        now = self.clock()
+        hold = QuotaHold(errcode, now, quota_resets_at(errcode, now))
+        try:
+            self.runs.hold_quota(account.appid, hold, run_id)
+        except SQLAlchemyError as exc:
+            return f"; the hold could not be recorded: {database_error(exc)}"
+        return f"; {account.appid} is not called again until {_when(hold.until)}"
+
+    def _check_quota(self, account: AccountConfig) -> None:
+        """Raise if the account's AppID is held: its quota is used up (45009, 45011)."""
+        hold = self.runs.quota_hold(account.appid, self.clock())
+        if hold is not None:
+            what = "daily" if hold.errcode == DAILY_QUOTA else "per-minute"
+            raise QuotaHeld(
+                f"not called: WeChat said the {what} API quota of {account.appid} was used up "
+                f"({hold.errcode} at {_when(hold.since)}); calls resume at {_when(hold.until)} "
+                "(table quota_holds; delete its row to try at once)",
+                account=account.name,
+                errcode=hold.errcode,
+            )
+
     def _run(
         self, request: SyncRequest, run_id: int, counter: CallCounter, tally: ListingTally
     ) -> RunResult:
         account = request.account
+        self._check_quota(account)
         api = ApiCaller(
             client=self.client,
             tokens=self.tokens.for_account(account),

@@ -80,6 +80,19 @@ SELECT count(*) AS closed FROM closed;
 SELECT pg_advisory_xact_lock(1903260013, CAST(:run_id % 2147483647 AS integer)),
        (SELECT status = 'running' FROM sync_runs WHERE id = :run_id) AS open;
 
+-- name: quota_hold --
+-- The hold on a caller AppID whose quota is used up, if it still stands.
+SELECT errcode, held_since, held_until FROM quota_holds
+WHERE appid = :appid AND held_until > :now;
+
+-- name: hold_quota --
+-- Stop calling a caller AppID until its quota resets (45009, 45011).
+INSERT INTO quota_holds (appid, errcode, held_since, held_until, sync_run_id)
+VALUES (:appid, :errcode, :held_since, :held_until, :run_id)
+ON CONFLICT (appid) DO UPDATE
+SET errcode = EXCLUDED.errcode, held_since = EXCLUDED.held_since,
+    held_until = EXCLUDED.held_until, sync_run_id = EXCLUDED.sync_run_id;
+
 -- name: lock_listing --
 -- Serialise the listings of one account (a transaction-level advisory lock, PgBouncer-safe),
 -- and say whether it has live rules: a first listing is merged in one piece, not in chunks.

@@ -103,6 +103,14 @@ class RunOutcome:
     message: str | None
 
 
+class QuotaHold(NamedTuple):
+    """A caller AppID not called until its quota resets (``quota_holds``)."""
+
+    errcode: int
+    since: datetime
+    until: datetime
+
+
 class RunStore:
     """The database operations of sync runs; every method is one short transaction."""
 
@@ -142,6 +150,25 @@ class RunStore:
         """The run's one transaction: stage and merge its listing chunk by chunk, then close
         it (see :class:`ListingWriter`)."""
         return ListingWriter(self.engine, run_id, account_id, clock=clock, fence=fence)
+
+    def quota_hold(self, appid: str, now: datetime) -> QuotaHold | None:
+        """The hold on ``appid`` if its quota is still used up at ``now``."""
+        with self.engine.begin() as conn:
+            row = conn.execute(query("quota_hold"), {"appid": appid, "now": now}).first()
+        return None if row is None else QuotaHold(row.errcode, row.held_since, row.held_until)
+
+    def hold_quota(self, appid: str, hold: QuotaHold, run_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                query("hold_quota"),
+                {
+                    "appid": appid,
+                    "errcode": hold.errcode,
+                    "held_since": hold.since,
+                    "held_until": hold.until,
+                    "run_id": run_id,
+                },
+            )
 
     def fail_run(
         self,

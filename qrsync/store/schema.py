@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 """The newest migration, known without importing Alembic (a test keeps it equal to the real
 head), so that a sync's readiness check costs no start-up time."""
 
@@ -205,6 +205,16 @@ listing_digests = Table(
     Column("chunk_rows", Integer, nullable=False),
     Column("rules_seen", Integer, nullable=False),
     Column("digests", ARRAY(LargeBinary), nullable=False),
+)
+
+quota_holds = Table(
+    "quota_holds",
+    metadata,
+    Column("appid", Text, primary_key=True),
+    Column("errcode", Integer, nullable=False),
+    Column("held_since", TS, nullable=False),
+    Column("held_until", TS, nullable=False),
+    Column("sync_run_id", BigInteger, nullable=False),
 )
 
 tokens = Table(

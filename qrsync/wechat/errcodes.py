@@ -5,6 +5,8 @@ Sources: ../shared/api/REFERENCE.md and the original qrcodejumpget document.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 from qrsync.errors import (
     ApiError,
     FatalApiError,
@@ -14,7 +16,11 @@ from qrsync.errors import (
 )
 
 RATE_LIMITED = 44990
-RETRYABLE = frozenset({-1, 886001, 45011})
+RETRYABLE = frozenset({-1, 886001})
+DAILY_QUOTA, MINUTE_QUOTA = 45009, 45011
+QUOTA_USED_UP = frozenset({DAILY_QUOTA, MINUTE_QUOTA})
+"""Not retried: the AppID is held (not called at all) until its quota resets."""
+CHINA_TIME = timezone(timedelta(hours=8), "China time")
 TOKEN_REJECTED = frozenset({40001, 40014, 42001})
 
 HINTS: dict[int, str] = {
@@ -32,7 +38,7 @@ HINTS: dict[int, str] = {
     42001: "the access token has expired",
     44990: "more than 5 requests a second for this account",
     45009: "the daily API quota is used up; it resets at midnight (China time)",
-    45011: "the per-minute API quota is used up",
+    45011: "the per-minute API quota is used up; it resets at the next minute",
     48001: "this API is not open to this account (e.g. an unverified service account)",
     61004: "the caller's IP is not on the allow-list of the account or platform",
     61006: "the component_verify_ticket is invalid or stale; check that the platform's callback "
@@ -73,3 +79,12 @@ def _rid(errmsg: str) -> str | None:
         return None
     tail = errmsg.rsplit(marker, 1)[1].split()
     return tail[0] if tail else None
+
+
+def quota_resets_at(errcode: int, now: datetime) -> datetime:
+    """When a used-up quota comes back: the next midnight in China (UTC+8, no daylight
+    saving) for the daily one, the next minute for the per-minute one."""
+    if errcode == DAILY_QUOTA:
+        local = now.astimezone(CHINA_TIME)
+        return datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), CHINA_TIME)
+    return now.replace(second=0, microsecond=0) + timedelta(minutes=1)

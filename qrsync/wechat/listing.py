@@ -209,12 +209,14 @@ def _parse_rule(item: object, index: int, bad: Any) -> Rule:
             get("permit_sub_rule"),
             get("debug_url"),
         )
+        # PostgreSQL text cannot hold NUL: a rule holding one cannot be stored verbatim.
         if (
             type(prefix) is str
             and prefix
+            and "\x00" not in prefix
             and type(state) is int
             and -32768 <= state <= 32767
-            and (path is None or type(path) is str)
+            and (path is None or (type(path) is str and "\x00" not in path))
             and (
                 open_version is None
                 or (type(open_version) is int and -32768 <= open_version <= 32767)
@@ -226,7 +228,7 @@ def _parse_rule(item: object, index: int, bad: Any) -> Rule:
         ):
             if debug is None:
                 return Rule(prefix, path, state, open_version, permit_sub_rule, None)
-            if type(debug) is list and all(type(u) is str for u in debug):
+            if type(debug) is list and all(type(u) is str and "\x00" not in u for u in debug):
                 return Rule(prefix, path, state, open_version, permit_sub_rule, tuple(debug))
     raise bad(_rule_problem(item, index))
 
@@ -238,14 +240,24 @@ def _rule_problem(item: object, index: int) -> str:
     prefix = item.get("prefix")
     if type(prefix) is not str or not prefix:
         return f"rule {index} has no prefix"
+    if "\x00" in prefix:
+        return f"rule {index} has a prefix holding a NUL character, which PostgreSQL cannot store"
     state = item.get("state")
     if not _is_small_int(state):
         return f"rule {prefix!r} has state {state!r}, not a whole number"
     path = item.get("path")
     if path is not None and type(path) is not str:
         return f"rule {prefix!r} has path {path!r}, not a string"
+    if path is not None and "\x00" in path:
+        return f"rule {prefix!r} has a path holding a NUL character, which PostgreSQL cannot store"
     for key in ("open_version", "permit_sub_rule"):
         value = item.get(key)
         if value is not None and not _is_small_int(value):
             return f"rule {prefix!r} has {key} {value!r}, not a whole number"
+    debug = item.get("debug_url")
+    if type(debug) is list and all(type(u) is str for u in debug):
+        return (
+            f"rule {prefix!r} has a debug_url holding a NUL character, which PostgreSQL "
+            "cannot store"
+        )
     return f"rule {prefix!r} has a debug_url that is not a list of strings"

@@ -311,6 +311,42 @@ def test_answer_that_is_not_json_names_its_content_type(paged: Any, qrsync: Any,
     assert "Wi-Fi login" in run["error"]
 
 
+@pytest.mark.parametrize(
+    ("errcode", "what", "longest"), [(45009, "daily", "1 day"), (45011, "per-minute", "1 minute")]
+)
+def test_used_up_quota_holds_the_account_until_it_resets(
+    paged: Any, qrsync: Any, db: Any, errcode: int, what: str, longest: str
+) -> None:
+    qrsync.write_config(_config(paged.url))
+    paged.admin.add_fault(endpoint="qrcodejumpget", page_num=2, errcode=errcode)  # once
+    result = qrsync("sync")
+    assert result.exit_code == 1, result.output
+    assert len(_page_calls(paged, 2, 1)) == 1  # not retried: the quota would still be used up
+    run = last_run(db, "oa")
+    assert run["errcode"] == errcode
+    assert f"; {OA} is not called again until " in run["error"]
+    hold = db.execute(
+        "SELECT errcode, held_until > now(), held_until - held_since <= CAST(%s AS interval)"
+        " FROM quota_holds WHERE appid = %s",
+        (longest, OA),
+    ).fetchone()
+    assert hold == (errcode, True, True)
+
+    paged.admin.clear_calls()
+    held = qrsync("sync")
+    assert held.exit_code == 1
+    assert paged.admin.calls() == []  # not one call, a token's included
+    run = last_run(db, "oa")
+    assert (run["status"], run["errcode"], run["api_calls"]) == ("failed", errcode, 0)
+    assert f"not called: WeChat said the {what} API quota of {OA} was used up" in run["error"]
+    assert "calls resume at" in held.output
+
+    # The quota resets (the hold is moved into the past): calls resume.
+    db.execute("UPDATE quota_holds SET held_until = now() - interval '1 second'")
+    assert qrsync("sync").exit_code == 0
+    assert live_rules(db, "oa") == truth(paged, OA, OA_MP)
+
+
 def test_unverified_service_account_fails_with_48001(
     fast_simulator: Any, qrsync: Any, db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

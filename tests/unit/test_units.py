@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from qrsync.errors import (
 )
 from qrsync.masking import MASK, mask, register_secret
 from qrsync.store.queries import parse_queries, query
-from qrsync.wechat.errcodes import api_error
+from qrsync.wechat.errcodes import api_error, quota_resets_at
 from qrsync.wechat.listing import ListingTally, Page, judge_listing, parse_page
 from qrsync.wechat.tokens import reuse_seconds
 
@@ -181,3 +182,36 @@ def test_secret_value_never_appears_in_a_config_error(tmp_path: Path) -> None:
         load_config(path, environ={})
     assert "plain-secret-in-file" not in str(caught.value)
     assert "secret_env" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("errcode", "now", "resets"),
+    [
+        # The daily quota resets at midnight China time (UTC+8, no daylight saving).
+        (
+            45009,
+            datetime(2026, 11, 25, 15, 59, 59, tzinfo=UTC),
+            datetime(2026, 11, 25, 16, 0, tzinfo=UTC),
+        ),
+        (
+            45009,
+            datetime(2026, 11, 25, 16, 0, 0, tzinfo=UTC),
+            datetime(2026, 11, 26, 16, 0, tzinfo=UTC),
+        ),
+        (
+            45009,
+            datetime(2026, 12, 31, 20, 0, 0, tzinfo=UTC),
+            datetime(2027, 1, 1, 16, 0, tzinfo=UTC),
+        ),
+        # The per-minute quota at the next minute.
+        (
+            45011,
+            datetime(2026, 11, 25, 9, 30, 59, 999, tzinfo=UTC),
+            datetime(2026, 11, 25, 9, 31, tzinfo=UTC),
+        ),
+    ],
+)
+def test_quota_resets_at_midnight_china_time_or_the_next_minute(
+    errcode: int, now: datetime, resets: datetime
+) -> None:
+    assert quota_resets_at(errcode, now) == resets
