@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from tokenfaults_helpers import assert_no_secret_shown
 
 ACCOUNTS = 100
 SCHEDULE = "@every 3s"
@@ -162,6 +163,7 @@ def test_three_replicas_one_killed(replicas: dict[str, Any], db: Any, simulator:
     time.sleep(4)  # a few more slots with two replicas
 
     metrics = requests.get(f"http://127.0.0.1:{replicas['r1']['port']}/metrics", timeout=10).text
+    assert_no_secret_shown(simulator, db, [metrics])  # labels hold names, never secrets
     families = {f.name: f for f in text_string_to_metric_families(metrics)}
     for name in (
         "qrsync_runs",
