@@ -3,6 +3,8 @@ through the simulator's own API (qrcodejumpadd / publish / delete), as a person 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -193,3 +195,14 @@ def build_history(
     user.delete("https://a.example.com/2")
     assert qrsync("sync").exit_code == 1
     return simulator
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float = 30) -> Any:
+    """Poll ``predicate`` until it returns something true (returned), for at most ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

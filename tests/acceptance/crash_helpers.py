@@ -6,15 +6,23 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 import pytest
 from conftest import SCHEMA
-from helpers import OA, OA_MP, OA_SECRET, WeChatUser, oa_account, oa_world, toml_config
+from helpers import (
+    OA,
+    OA_MP,
+    OA_SECRET,
+    WeChatUser,
+    oa_account,
+    oa_world,
+    toml_config,
+    wait_for,
+)
 
 RULES = 180  # four pages of 50
 
@@ -37,16 +45,6 @@ def account(fast_simulator: Any, qrsync: Any, monkeypatch: pytest.MonkeyPatch) -
     user.delete(current[70]["prefix"])
     user.add("http://weixin.qq.com/q/added-before-the-crash", path="pages/new/index")
     return sim
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float = 30) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @contextmanager
@@ -78,3 +76,6 @@ def start_sync(config: Any) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+__all__ = ["account", "blocked_backend", "locked", "start_sync", "wait_for"]

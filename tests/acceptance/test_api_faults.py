@@ -114,6 +114,16 @@ def _change_rules(sim: Any) -> None:
     user.add("http://weixin.qq.com/q/added-after-the-first-run", path="pages/new/index")
 
 
+def _synced_then_changed(sim: Any, qrsync: Any, db: Any) -> dict[str, Any]:
+    """Sync once, let a person change rules, forget the calls so far; return the rule tables
+    as the next (failing) run must leave them."""
+    qrsync.write_config(_config(sim.url))
+    assert qrsync("sync").exit_code == 0
+    _change_rules(sim)
+    sim.admin.clear_calls()
+    return rule_tables(db)
+
+
 # --- retryable failures --------------------------------------------------------------------------
 
 
@@ -248,11 +258,7 @@ def test_unreachable_wechat_fails_without_showing_the_token_of_the_url(
 def test_fatal_errcode_fails_the_run_at_once(
     paged: Any, qrsync: Any, db: Any, errcode: int
 ) -> None:
-    qrsync.write_config(_config(paged.url))
-    assert qrsync("sync").exit_code == 0
-    _change_rules(paged)
-    before = rule_tables(db)
-    paged.admin.clear_calls()
+    before = _synced_then_changed(paged, qrsync, db)
     paged.admin.add_fault(endpoint="qrcodejumpget", errcode=errcode, times=-1)
     result = qrsync("sync")
     assert result.exit_code == 1, result.output
@@ -270,11 +276,7 @@ def test_fatal_errcode_fails_the_run_at_once(
 def test_oversized_answer_fails_the_run_at_once_and_changes_nothing(
     paged: Any, qrsync: Any, db: Any, wire: str, says: str
 ) -> None:
-    qrsync.write_config(_config(paged.url))
-    assert qrsync("sync").exit_code == 0
-    _change_rules(paged)
-    before = rule_tables(db)
-    paged.admin.clear_calls()
+    before = _synced_then_changed(paged, qrsync, db)
     paged.admin.add_fault(endpoint="qrcodejumpget", page_num=2, times=-1, wire=wire)
     result = qrsync("sync")
     assert result.exit_code == 1, result.output

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import requests
+from helpers import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from tokenfaults_helpers import assert_no_secret_shown
 
@@ -35,13 +36,7 @@ def _free_port() -> int:
 
 
 def _wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(predicate, what, timeout_s)
 
 
 @pytest.fixture
