@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -573,6 +574,8 @@ class _Parser:
         value = t.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(f"must be a number, not {_describe(value)}", _join(section, key))
+        if not math.isfinite(value):
+            raise self.fail(f"must be a finite number, not {value}", _join(section, key))
         if value < minimum:
             raise self.fail(f"must be at least {minimum}, not {value}", _join(section, key))
         return float(value)

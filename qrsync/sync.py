@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from queue import Full, Queue
 from typing import Protocol
 
+import psycopg
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -228,8 +229,9 @@ class Syncer:
         tally = ListingTally()
         try:
             result = self._run(request, run_id, counter, tally)
-        except (AccountError, DatabaseError, SQLAlchemyError) as exc:
-            if isinstance(exc, SQLAlchemyError):
+        except (AccountError, DatabaseError, SQLAlchemyError, psycopg.Error) as exc:
+            # psycopg's own errors come straight from COPY, which runs on the driver's cursor.
+            if isinstance(exc, SQLAlchemyError | psycopg.Error):
                 exc = database_error(exc)
             errcode = exc.errcode if isinstance(exc, AccountError) else None
             message = str(exc)
@@ -452,6 +454,7 @@ class Syncer:
         if not candidates:
             return None
         pages = prefix_listing(api, mp_appid, candidates, tally)
+        listed = tally.last  # the snapshot describes the listing, not the get_type 1 answers
         try:
             writer.attempt(lambda: self._stage(writer, pages, request, listing=False))
         except (ApiError, TransportError, MalformedResponse) as exc:
@@ -464,6 +467,8 @@ class Syncer:
                 extra={"action": "deletions_unconfirmed", "account": request.account.name},
             )
             return f"{len(candidates)} deletions not confirmed by prefix (get_type 1 failed)"
+        finally:
+            tally.last = listed
         return None
 
     def _stage(

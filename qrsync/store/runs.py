@@ -18,6 +18,7 @@ from datetime import datetime
 from itertools import chain
 from typing import NamedTuple
 
+import psycopg
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -538,6 +539,6 @@ def _join(*parts: str | None) -> str | None:
     return text or None
 
 
-def database_error(exc: SQLAlchemyError) -> DatabaseError:
+def database_error(exc: SQLAlchemyError | psycopg.Error) -> DatabaseError:
     """One line for people out of a SQLAlchemy/psycopg error."""
     return DatabaseError(f"database error: {first_line(exc)}")
