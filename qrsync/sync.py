@@ -59,6 +59,9 @@ logger = logging.getLogger("qrsync.sync")
 recovery_logger = logging.getLogger("qrsync.recovery")
 """Runs found dead and closed: shown even where the CLI hushes the per-run log lines."""
 
+MAX_ERROR_CHARS = 1000
+"""A run's error is one line of at most this many characters (logs, output, sync_runs.error)."""
+
 LISTING_ATTEMPTS = 3
 """A paged listing that is not consistent is tried again, twice (SPEC behaviour 2)."""
 
@@ -240,6 +243,8 @@ class Syncer:
             if isinstance(exc, ApiError) and exc.errcode in QUOTA_USED_UP:
                 message += self._hold_quota(account, exc.errcode, run_id)
             message = one_line(mask(message))
+            if len(message) > MAX_ERROR_CHARS:  # an errmsg or a prefix may be kilobytes long
+                message = message[: MAX_ERROR_CHARS - 1] + "…"
             try:
                 self.runs.fail_run(
                     run_id,

@@ -111,3 +111,13 @@ def test_text_from_wechat_cannot_forge_log_lines_or_move_the_cursor(
     assert "bad\\n12:00:01 ERROR" in result.output and "forged\\x1b[2J\\u202egnp." in result.output
     error = db.execute("SELECT error FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()[0]
     assert "\n" not in error and "\x1b" not in error and "bad\\n12:00:01" in error
+
+
+def test_a_huge_errmsg_gives_a_bounded_error(world: Any, qrsync: Any, db: Any) -> None:
+    qrsync.write_config(toml_config(world.url, mp_account(), api="requests_per_second = 100"))
+    world.admin.add_fault(endpoint="qrcodejumpget", times=-1, errcode=12345, errmsg="x" * 10_000)
+    result = qrsync("sync")
+    assert result.exit_code == 1
+    error = db.execute("SELECT error FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()[0]
+    assert error.startswith("account 'mp': WeChat answered 12345") and len(error) == 1000
+    assert all(len(line) < 1100 for line in result.output.splitlines())
