@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench soak clean
 
 install: $(STAMP)
 
@@ -31,9 +31,14 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick,)
 
+# make soak SOAK_MINUTES=1: a quick trial; SOAK_SEED=N replays a run. Not part of make test.
+SOAK_MINUTES ?= 20
+soak: $(STAMP)
+	$(BIN)/python soak/run.py --minutes $(SOAK_MINUTES) $(if $(SOAK_SEED),--seed $(SOAK_SEED),)
+
 lint: $(STAMP)
-	$(BIN)/ruff check qrsync tests migrations bench
-	$(BIN)/ruff format --check qrsync tests migrations bench
+	$(BIN)/ruff check qrsync tests migrations bench soak
+	$(BIN)/ruff format --check qrsync tests migrations bench soak
 	$(BIN)/mypy qrsync
 
 clean:

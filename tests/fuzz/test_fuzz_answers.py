@@ -547,6 +547,7 @@ class Expectation:
     judgement: Judgement
     status: str  # succeeded or partial, if applied
     live: dict[str, Content]
+    confirmed: bool = False
     """A service account's complete listing lacked live rules, so they were asked for by prefix
     (get_type 1) before being deleted."""
 
