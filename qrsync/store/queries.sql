@@ -108,6 +108,62 @@ SELECT pg_advisory_xact_lock(1903260011, CAST(:account_id AS integer)),
 -- committed while the lock was awaited is seen).
 SELECT chunk_rows, rules_seen, digests FROM listing_digests WHERE account_id = :account_id;
 
+-- name: create_listed_rules --
+-- The rules of a run's listing as they arrive, for an account that has live rules: COPYed
+-- without an index while the next pages are fetched, compared with the stored rules in one
+-- pass at the end (compare_listing). A temporary table of the listing's transaction: never
+-- logged, gone at commit or rollback.
+CREATE TEMPORARY TABLE listed_rules (
+    seq integer NOT NULL,
+    prefix text NOT NULL,
+    path text,
+    state smallint,
+    open_version smallint,
+    permit_sub_rule smallint,
+    debug_urls text[]
+) ON COMMIT DROP;
+
+-- name: compare_listing --
+-- Compare the rules listed since :lo (the later wins for a prefix listed twice) with the
+-- account's live rules in one pass (hash joins: each side read once), stage the ones that are
+-- new, changed or back for merge_chunk, and say how many distinct prefixes they add to the run
+-- and which live rules they lack (only meaningful for a whole listing, :lo = 0).
+WITH latest AS MATERIALIZED (
+    SELECT l.*
+    FROM listed_rules l
+    WHERE l.seq >= :lo
+      AND NOT EXISTS (SELECT FROM listed_rules d WHERE d.prefix = l.prefix AND d.seq > l.seq)
+),
+live AS (
+    SELECT prefix, path, state, open_version, permit_sub_rule, debug_urls
+    FROM rules
+    WHERE account_id = :account_id AND deleted_at IS NULL
+),
+compared AS MATERIALIZED (
+    SELECT l.seq, l.prefix, l.path, l.state, l.open_version, l.permit_sub_rule, l.debug_urls,
+           r.prefix AS live_prefix,
+           r.prefix IS NULL
+             OR (r.path, r.state, r.open_version, r.permit_sub_rule, r.debug_urls)
+                IS DISTINCT FROM (l.path, l.state, l.open_version, l.permit_sub_rule,
+                                  l.debug_urls) AS differs
+    FROM latest l
+    FULL JOIN live r ON r.prefix = l.prefix
+),
+staged AS (
+    INSERT INTO staged_rules (sync_run_id, seq, prefix, path, state, open_version,
+                              permit_sub_rule, debug_urls)
+    SELECT :run_id, seq, prefix, path, state, open_version, permit_sub_rule, debug_urls
+    FROM compared
+    WHERE prefix IS NOT NULL AND differs
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM latest x
+        WHERE NOT EXISTS (SELECT FROM listed_rules e WHERE e.prefix = x.prefix AND e.seq < :lo))
+         AS newly_seen,
+       (SELECT count(*) FROM staged) AS staged,
+       ARRAY(SELECT live_prefix FROM compared WHERE prefix IS NULL ORDER BY live_prefix)
+         AS missing;
+
 -- name: merge_chunk --
 -- Apply one chunk of a staged listing (seq in [:lo, :hi)) to rules, their debug URLs and their
 -- history, inside the run's transaction while the next pages are fetched. Unchanged rules are
@@ -249,7 +305,7 @@ SELECT (SELECT count(*) FROM listing) AS listed,
 
 -- name: apply_deletions --
 -- After the last chunk of a complete listing: mark deleted the :candidates (from
--- deletion_candidates) that the listing still does not hold, unless that is more than
+-- deletion_candidates, less those WeChat still returned by prefix), unless that is more than
 -- :max_delete_fraction of the rules live before the run (or all of them) and the user did not
 -- confirm. :added is the rules the run brought (back) to life.
 WITH live AS (
@@ -265,8 +321,6 @@ candidates AS MATERIALIZED (
     FROM rules r
     WHERE r.account_id = :account_id AND r.prefix = ANY (CAST(:candidates AS text[]))
       AND r.deleted_at IS NULL
-      AND NOT EXISTS (SELECT 1 FROM staged_rules s
-                      WHERE s.sync_run_id = :run_id AND s.prefix = r.prefix)
 ),
 guard AS (
     SELECT count(*) AS would_delete,
@@ -467,21 +521,6 @@ SELECT account, enabled, last_status, last_run_at, last_success_at, success_age,
 FROM sync_health
 WHERE (CAST(:account AS text) IS NULL OR account = :account)
 ORDER BY failure_streak DESC, last_success_at ASC NULLS FIRST, account;
-
--- name: deletion_candidates --
--- Live rules of the account that the staged listing (:seen distinct prefixes, all live once
--- merged) does not hold; none when the live rules number :seen. EXCEPT reads each side once
--- (an anti-join would probe the staged rows once per rule of the account).
-SELECT prefix
-FROM (
-    SELECT r.prefix FROM rules r
-    WHERE r.account_id = :account_id AND r.deleted_at IS NULL
-    EXCEPT
-    SELECT s.prefix FROM staged_rules s WHERE s.sync_run_id = :run_id
-) missing
-WHERE (SELECT count(*) FROM rules x WHERE x.account_id = :account_id AND x.deleted_at IS NULL)
-      > CAST(:seen AS bigint)
-ORDER BY prefix;
 
 -- name: report_publish_queue --
 -- The rules waiting longest unpublished (the publish queue), oldest first.

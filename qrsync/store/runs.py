@@ -1,11 +1,18 @@
 """A run's life in the database: opened, its listing staged and merged, closed.
 
 A run's listing is applied in one transaction (behaviours 1-4) that is open while the pages
-arrive: every chunk of pages is COPYed into the UNLOGGED ``staged_rules`` table (memory does not
-grow with the listing, behaviour 9) and merged at once by one set-based statement
-(``merge_chunk`` in ``queries.sql``), so that the database works while the next pages are being
-fetched. A listing equal to the account's last complete one is recognised by its digests
-(:mod:`qrsync.store.digests`) and not staged at all. Deletions, the snapshot and the run's
+arrive, so that the database works while the next pages are being fetched, and memory does not
+grow with the listing (behaviour 9):
+
+- an account's first listing (no live rule) is COPYed into the UNLOGGED ``staged_rules`` table
+  and merged in one piece by one set-based statement (``merge_chunk`` in ``queries.sql``);
+- any later listing is compared chunk by chunk with the stored rules (``stored_rules``): every
+  prefix goes to the transaction's ``listed_prefixes`` (for the count and the deletions), and
+  only the rules that differ are staged and merged. A resync that changes 1 % of the rules
+  stages 1 % of them.
+
+A listing equal to the account's last complete one is recognised by its digests
+(:mod:`qrsync.store.digests`) and not compared at all. Deletions, the snapshot and the run's
 closing come last, in the same transaction; a listing that fails or is interrupted is rolled
 back whole, its staged rows with it.
 """
@@ -35,6 +42,11 @@ COPY_STAGED = (
     " debug_urls) FROM STDIN"
 )
 STAGED_TYPES = ["int8", "int4", "text", "text", "int2", "int2", "int2", "text[]"]
+COPY_LISTED = (
+    "COPY listed_rules (seq, prefix, path, state, open_version, permit_sub_rule, debug_urls)"
+    " FROM STDIN"
+)
+LISTED_TYPES = STAGED_TYPES[1:]
 
 
 CHUNK_ROWS = digests.GROUP_ROWS
@@ -50,9 +62,12 @@ DEAD_RUN_GRACE_S = 5.0
 """A run left 'running' without its run lock is closed as dead once it is this old: a live
 run takes the lock within milliseconds of starting (see ``close_dead_runs``)."""
 
-FIRST_LISTING_MEMORY = "SET LOCAL work_mem = '64MB'"
-"""A first listing is sorted by prefix in one piece: in memory (about 15 MB per 100,000 rules)
-rather than in temporary files."""
+LISTING_MEMORY = "SET LOCAL work_mem = '64MB'"
+"""A first listing is sorted by prefix in one piece, and a later one compared with the stored
+rules by hash joins: in memory (about 15 MB per 100,000 rules) rather than in temporary files."""
+LISTED_MEMORY = "SET LOCAL temp_buffers = '64MB'"
+"""listed_rules (about 10 MB per 100,000 rules) kept in memory; effective in a session that has
+not used a temporary table yet, and kept by it (a pooled connection's first listing sets it)."""
 _WHOLE_TABLE_PLANS = ("enable_hashjoin", "enable_mergejoin", "enable_bitmapscan")
 CHUNK_PLANS = "; ".join(f"SET LOCAL {name} = off" for name in _WHOLE_TABLE_PLANS)
 """A chunk is at most CHUNK_ROWS rules, so every join of its merge should probe an index per
@@ -208,6 +223,9 @@ _TOTALS = (
     "revived",
     "state_changes",
     "history_rows",
+    "rows_in",
+    "_listed_ready",
+    "_confirmed",
 )
 """The writer's running totals, restored when an :meth:`ListingWriter.attempt` fails."""
 
@@ -241,10 +259,15 @@ class ListingWriter:
         self.closed_dead_runs = 0  # runs of the account found dead and closed before this one
         self.chunk_rows = FIRST_LISTING_ROWS
         self._chunk_plans = False
+        self._compare = False  # the account has live rules: compare chunks before staging
         self._reset()
 
     def _reset(self) -> None:
         self._candidates: list[str] | None = None
+        self._confirmed: frozenset[str] = frozenset()  # rules asked for by prefix and found
+        self._listed_ready = False  # listed_rules exists in this transaction
+        self._missing: list[str] = []  # live rules the listing lacks (compared listings)
+        self.rows_in = 0  # rules handed to stage(), duplicates included
         self._listing: list[bytes] | None = None  # digests of the listing's groups, once staged
         self._listing_rows = 0
         self.unchanged = False  # the listing equals the last complete one: nothing was staged
@@ -288,9 +311,10 @@ class ListingWriter:
         params = {"account_id": self.account_id}
         row = conn.execute(query("lock_listing"), params).one()
         self.chunk_rows = CHUNK_ROWS if row.has_live_rules else FIRST_LISTING_ROWS
+        self._compare = bool(row.has_live_rules)
         self._has_rules = bool(row.has_rules)
         if not row.has_live_rules:
-            conn.exec_driver_sql(FIRST_LISTING_MEMORY)
+            conn.exec_driver_sql(LISTING_MEMORY)
         self._chunk_plans = False
         self._expected: list[bytes] | None = None
         self._expected_seen = 0
@@ -334,7 +358,11 @@ class ListingWriter:
             chunks = map(self._listed, groups)
         else:
             chunks = chunked(rules)  # rules asked for by prefix: no digests
+        if self._compare:
+            self._stage_compared(chunks, listing=listing)
+            return
         for chunk in chunks:
+            self.rows_in += len(chunk)
             self._copy(chunk)
             if self.next_seq - self.merged_seq >= self.chunk_rows:
                 if not self._chunk_plans:
@@ -344,6 +372,41 @@ class ListingWriter:
                 self._merge(self.merged_seq, self.next_seq)
         if self.next_seq > self.merged_seq:
             self._merge(self.merged_seq, self.next_seq)
+
+    def _stage_compared(self, chunks: Iterator[list[Rule]], *, listing: bool) -> None:
+        """An account with live rules: COPY the rules into listed_rules as they arrive (no
+        index to maintain), then compare them with the stored rules in one pass, and stage and
+        merge only the ones that differ. The live rules the listing lacks are kept for
+        :meth:`deletion_candidates`."""
+        lo = self.next_seq
+        for chunk in chunks:
+            self._ensure_listed()
+            self.rows_in += len(chunk)
+            if not listing:
+                self._confirmed = self._confirmed.union(rule.prefix for rule in chunk)
+            self._copy(chunk, COPY_LISTED)
+        if self.unchanged or (not listing and self.next_seq == lo):
+            return  # equal to the last listing, or nothing found by prefix
+        self._ensure_listed()  # (an empty listing lacks every live rule)
+        # The whole listing against the whole account: hash joins, in memory.
+        self.conn.exec_driver_sql(f"{LISTING_PLANS}; {LISTING_MEMORY}")
+        self._chunk_plans = False
+        found = self.conn.execute(
+            query("compare_listing"),
+            {"run_id": self.run_id, "account_id": self.account_id, "lo": lo},
+        ).one()
+        self.seen += found.newly_seen
+        if listing:
+            self._missing = list(found.missing)
+        if found.staged:
+            self.conn.exec_driver_sql(CHUNK_PLANS)  # the few staged rules: index probes
+            self._chunk_plans = True
+            self._merge(lo, self.next_seq)
+
+    def _ensure_listed(self) -> None:
+        if not self._listed_ready:
+            self.conn.exec_driver_sql(f"{LISTED_MEMORY}; {query('create_listed_rules').text}")
+            self._listed_ready = True
 
     def _unless_unchanged(self, groups: Iterator[Group], expected: list[bytes]) -> Iterator[Group]:
         """The groups, unless they equal the last complete listing's to the end (then none,
@@ -374,10 +437,18 @@ class ListingWriter:
         self._listing_rows += len(group.rules)
         return group.rules
 
-    def _copy(self, rules: list[Rule]) -> None:
+    def _copy(self, rules: list[Rule], statement: str = COPY_STAGED) -> None:
+        """COPY ``rules`` into staged_rules (or, with COPY_LISTED, listed_rules), numbered
+        from :attr:`next_seq` in listing order."""
         dbapi = self.conn.connection.driver_connection
         assert dbapi is not None
-        with dbapi.cursor() as cursor, cursor.copy(COPY_STAGED) as copy:
+        with dbapi.cursor() as cursor, cursor.copy(statement) as copy:
+            if statement is COPY_LISTED:
+                copy.set_types(LISTED_TYPES)
+                for rule in rules:
+                    copy.write_row((self.next_seq, *rule))
+                    self.next_seq += 1
+                return
             copy.set_types(STAGED_TYPES)
             for rule in rules:
                 copy.write_row(_staged_row(self.run_id, self.next_seq, rule))
@@ -397,7 +468,8 @@ class ListingWriter:
         ).one()
         self.merged_seq = hi
         self._has_rules = True  # (it may have written some; probing is always right)
-        self.seen += row.listed - row.repeated
+        if not self._compare:  # compared listings count their prefixes in listed_prefixes
+            self.seen += row.listed - row.repeated
         self.inserted += row.inserted
         self.updated += row.updated
         self.revived += row.revived
@@ -418,19 +490,10 @@ class ListingWriter:
         self.conn.exec_driver_sql("RELEASE SAVEPOINT attempt")
 
     def deletion_candidates(self) -> list[str]:
-        """Live rules the listing staged so far does not hold: what finishing would delete
-        (it deletes those of them that rules staged later do not bring back)."""
-        if self.unchanged:
-            self._candidates = []
-            return self._candidates
-        if self._chunk_plans:
-            self.conn.exec_driver_sql(LISTING_PLANS)
-            self._chunk_plans = False
-        result = self.conn.execute(
-            query("deletion_candidates"),
-            {"run_id": self.run_id, "account_id": self.account_id, "seen": self.seen},
-        )
-        self._candidates = list(result.scalars())
+        """Live rules the listing does not hold: what finishing would delete (less those that
+        rules asked for by prefix later bring back)."""
+        # Without live rules before the run, the live rules are the ones it listed.
+        self._candidates = [] if self.unchanged or not self._compare else list(self._missing)
         return self._candidates
 
     def finish(
@@ -451,6 +514,7 @@ class ListingWriter:
         candidates = self._candidates
         if candidates is None:
             candidates = self.deletion_candidates() if complete else []
+        candidates = [prefix for prefix in candidates if prefix not in self._confirmed]
         observed_at = self.clock()
         deletions = Deletions()
         if complete and candidates:
@@ -493,7 +557,7 @@ class ListingWriter:
             outcome.complete
             and self._listing is not None
             and not self.unchanged
-            and self.next_seq == self._listing_rows == self.seen
+            and self.rows_in == self._listing_rows == self.seen
         )
         wrote = counts.inserted + counts.updated + counts.deleted > 0
         if self.fence is not None:

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("qrsync.wechat")
 
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+"""The range of WeChat's errcodes and counts, and of the integer columns that keep them."""
+
 Observer = Callable[[str, int | None], None]
 """Told of every HTTP attempt: (endpoint, errcode or None for a transport failure)."""
 
@@ -139,6 +142,11 @@ class WeChatClient:
                 if isinstance(errcode, bool) or not isinstance(errcode, int):
                     raise MalformedResponse(
                         f"{endpoint} answered a non-numeric errcode {errcode!r}", account=account
+                    )
+                if not INT32_MIN <= errcode <= INT32_MAX:  # WeChat's are 32-bit, and so is
+                    raise MalformedResponse(  # sync_runs.errcode
+                        f"{endpoint} answered an errcode out of range ({errcode})",
+                        account=account,
                     )
                 if errcode != 0:
                     errmsg = payload.get("errmsg")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from qrsync.errors import MalformedResponse
-from qrsync.wechat.client import ApiCaller
+from qrsync.wechat.client import INT32_MAX, INT32_MIN, ApiCaller
 
 ENDPOINT = "qrcodejumpget"
 PATH = "/cgi-bin/wxopen/qrcodejumpget"
@@ -187,6 +187,8 @@ def _optional_int(payload: dict[str, Any], key: str, bad: Any) -> int | None:
         return None
     if not _is_int(value):
         raise bad(f"{key} is {value!r}, not a whole number")
+    if not INT32_MIN <= value <= INT32_MAX:
+        raise bad(f"{key} is {value!r}, beyond any count WeChat keeps")
     return int(value)
 
 

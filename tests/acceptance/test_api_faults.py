@@ -76,6 +76,15 @@ MALFORMED = [
     pytest.param({"malformed": "missing_total_count"}, id="missing_total_count"),
     pytest.param({"body": "upstream said: <b>oops</b> {not json"}, id="garbage-body"),
     pytest.param({"body": '{"errcode": 0, "errmsg": "ok"}'}, id="ok-without-fields"),
+    pytest.param({"body": '{"errcode": 2147483648, "errmsg": "x"}'}, id="errcode-beyond-32-bit"),
+    pytest.param(
+        {"body": '{"errcode": 0, "rule_list": [], "total_count": 2147483648}'},
+        id="total-count-beyond-32-bit",
+    ),
+    pytest.param(
+        {"body": '{"errcode": 0, "rule_list": [], "total_count": 9223372036854775808}'},
+        id="total-count-beyond-64-bit",
+    ),
 ]
 
 

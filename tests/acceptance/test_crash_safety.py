@@ -1,7 +1,8 @@
 """Issue 7, process faults: a `qrsync sync` killed with SIGKILL at each step of its run.
 
 The real command runs as a child process and is held at one step: the listing (a page the
-simulator delays), staging (the test locks ``staged_rules`` against writes), the merge (it locks
+simulator delays), staging (the test locks ``staged_rules`` against writes: the listing, COPYed
+into its transaction's own ``listed_rules``, waits to stage what changed), the merge (it locks
 ``rules``) or the closing statement just before COMMIT (it locks ``account_snapshots``). The
 process is killed there; afterwards the rule tables are exactly as before the run (never half
 written), and the next run closes the killed run's row as abandoned and leaves the mirror equal
@@ -41,7 +42,7 @@ def _backends_gone(db: Any, pids: list[int]) -> bool:
 
 # The statement each step waits in, as pg_stat_activity shows it (queries.sql's comments).
 STEPS = {
-    "staging": ("staged_rules", "COPY staged_rules"),
+    "staging": ("staged_rules", "Compare the rules listed since"),
     "merge": ("rules", "Apply one chunk of a staged listing"),
     "commit": ("account_snapshots", "Record the listing's snapshot"),
 }
@@ -72,7 +73,7 @@ def _kill_in_step(step: str, sim: Any, config: Any, db: Any, database_url: str) 
     table, statement = STEPS[step]
     if step == "staging":
         # The run's first statements touch staged_rules too: the lock is taken while the run
-        # waits 3 s for page 3 (page 2 answered), so that it is held at its COPY only.
+        # waits 3 s for page 3 (page 2 answered), so that it is held where it stages only.
         sim.admin.add_fault(endpoint="qrcodejumpget", page_num=3, delay_s=3)
         proc = start_sync(config)
         wait_for(
