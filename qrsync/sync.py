@@ -381,6 +381,11 @@ class Syncer:
             self._stage(writer, miniprogram_listing(api, tally), request)
             page = tally.last
             total = page.total_count if page else None
+            if tally.short_pages:
+                notes.append(
+                    f"{'; '.join(tally.short_pages)}: applied what was listed, deleted nothing"
+                )
+                return False, "partial", notes
             if total is not None and total != writer.seen:
                 notes.append(
                     f"mini-program listing holds {writer.seen} rules but its total_count says "

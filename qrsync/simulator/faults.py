@@ -24,6 +24,7 @@ MALFORMATIONS: tuple[str, ...] = (
     "rule_missing_prefix",
     "state_not_int",
     "missing_total_count",
+    "rule_dropped",
 )
 WIRE_FAULTS: tuple[str, ...] = (
     "drip",
@@ -261,3 +262,5 @@ def malform(payload: Json, how: str) -> None:
         rules[0]["state"] = str(rules[0].get("state"))
     elif how == "missing_total_count":
         payload.pop("total_count", None)
+    elif how == "rule_dropped" and isinstance(rules, list) and rules:
+        rules.pop()  # the answer's list_size still counts it

@@ -157,9 +157,12 @@ staged AS (
     WHERE prefix IS NOT NULL AND differs
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM latest x
-        WHERE NOT EXISTS (SELECT FROM listed_rules e WHERE e.prefix = x.prefix AND e.seq < :lo))
-         AS newly_seen,
+SELECT CASE WHEN CAST(:lo AS integer) = 0 THEN (SELECT count(*) FROM latest)
+            -- rules asked for by prefix after the listing: those it did not hold
+            ELSE (SELECT count(*) FROM latest x
+                  WHERE NOT EXISTS (SELECT FROM listed_rules e
+                                    WHERE e.prefix = x.prefix AND e.seq < :lo))
+       END AS newly_seen,
        (SELECT count(*) FROM staged) AS staged,
        ARRAY(SELECT live_prefix FROM compared WHERE prefix IS NULL ORDER BY live_prefix)
          AS missing;

@@ -62,21 +62,30 @@ class ListingTally:
     total_counts: list[int | None] = field(default_factory=list)
     ended: bool = True
     last: Page | None = None
+    short_pages: list[str] = field(default_factory=list)
+    """Pages whose ``list_size`` disagrees with their ``rule_list``: an answer that lost rules
+    on the way must not delete them."""
 
     def add(self, page: Page) -> None:
         self.pages += 1
         self.total_counts.append(page.total_count)
         self.last = page
+        if page.list_size is not None and page.list_size != len(page.rules):
+            self.short_pages.append(
+                f"page {page.page_num} holds {len(page.rules)} rules but its list_size says "
+                f"{page.list_size}"
+            )
 
     def restart(self) -> None:
         self.total_counts = []
         self.ended = True
         self.last = None
+        self.short_pages = []
 
 
 def judge_listing(tally: ListingTally, distinct_prefixes: int) -> list[str]:
     """Why a paged listing is not complete and consistent (SPEC behaviour 2); empty if it is."""
-    problems: list[str] = []
+    problems: list[str] = list(tally.short_pages)
     counts = set(tally.total_counts)
     if not tally.ended:
         problems.append("the pager did not reach the end of the listing")

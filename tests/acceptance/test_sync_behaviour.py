@@ -382,6 +382,42 @@ def test_empty_listing_never_wipes_an_account(
     assert scalar(db, "SELECT status FROM sync_runs ORDER BY id DESC LIMIT 1") == "partial"
 
 
+def test_a_page_that_lost_rules_deletes_nothing(oa_setup: Any, qrsync: Any, db: Any) -> None:
+    """A page whose rule_list is shorter than its own list_size lost rules on the way: the
+    listing is taken again, and if every attempt says so, applied without deletions."""
+    oa_setup.admin.generate_rules(OA, 300, miniprogram_appid=OA_MP)
+    qrsync("sync")
+    before = scalar(db, "SELECT count(*) FROM rule_versions")
+    oa_setup.admin.add_fault(
+        endpoint="qrcodejumpget", page_num=2, times=-1, malformed="rule_dropped"
+    )
+    result = qrsync("sync", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)["accounts"][0]
+    assert summary["status"] == "partial"
+    assert "page 2 holds 49 rules but its list_size says 50" in summary["message"]
+    assert "deleted nothing" in summary["message"]
+    assert scalar(db, "SELECT count(*) FROM rules WHERE deleted_at IS NULL") == 300
+    assert scalar(db, "SELECT count(*) FROM rule_versions") == before
+    # Three attempts, each ending at the short page 2.
+    assert scalar(db, "SELECT pages FROM sync_runs ORDER BY id DESC LIMIT 1") == 3 * 2
+
+
+def test_a_miniprogram_answer_that_lost_rules_deletes_nothing(
+    mp_setup: Any, qrsync: Any, db: Any
+) -> None:
+    assert qrsync("sync").exit_code == 0
+    live = scalar(db, "SELECT count(*) FROM rules WHERE deleted_at IS NULL")
+    mp_setup.admin.add_fault(endpoint="qrcodejumpget", times=-1, malformed="rule_dropped")
+    result = qrsync("sync", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)["accounts"][0]
+    assert summary["status"] == "partial"
+    assert "its list_size says" in summary["message"] and "deleted nothing" in summary["message"]
+    assert scalar(db, "SELECT count(*) FROM rules WHERE deleted_at IS NULL") == live
+    assert scalar(db, "SELECT count(*) FROM rule_state_changes WHERE to_state IS NULL") == 0
+
+
 @pytest.mark.usefixtures("chunk_rows")
 def test_page_drift_is_listed_again_and_then_exact(oa_setup: Any, qrsync: Any, db: Any) -> None:
     oa_setup.admin.generate_rules(OA, 300, miniprogram_appid=OA_MP)
