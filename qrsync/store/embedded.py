@@ -35,7 +35,7 @@ def data_home(environ: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "qrsync"
 
 
-def _import_package() -> Any:
+def import_package() -> Any:
     try:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (headless machines): harmless.
@@ -89,7 +89,7 @@ class EmbeddedPostgres:
         """Start (or join) the server and return the URL of ``database`` in it (created if
         need be; qrsync's own is ``qrsync``)."""
         if self._server is None:
-            package = _import_package()
+            package = import_package()
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
                 self.pgdata.mkdir(exist_ok=True)
@@ -125,7 +125,7 @@ class EmbeddedPostgres:
 
     def stop(self) -> bool:
         """Stop the server if it runs; True if it was running."""
-        package = _import_package()
+        package = import_package()
         postmaster = self.pgdata / "postmaster.pid"
         if not postmaster.exists():
             return False
