@@ -65,9 +65,7 @@ run takes the lock within milliseconds of starting (see ``close_dead_runs``)."""
 LISTING_MEMORY = "SET LOCAL work_mem = '64MB'"
 """A first listing is sorted by prefix in one piece, and a later one compared with the stored
 rules by hash joins: in memory (about 15 MB per 100,000 rules) rather than in temporary files."""
-LISTED_MEMORY = "SET LOCAL temp_buffers = '64MB'"
-"""listed_rules (about 10 MB per 100,000 rules) kept in memory; effective in a session that has
-not used a temporary table yet, and kept by it (a pooled connection's first listing sets it)."""
+
 _WHOLE_TABLE_PLANS = ("enable_hashjoin", "enable_mergejoin", "enable_bitmapscan")
 CHUNK_PLANS = "; ".join(f"SET LOCAL {name} = off" for name in _WHOLE_TABLE_PLANS)
 """A chunk is at most CHUNK_ROWS rules, so every join of its merge should probe an index per
@@ -405,7 +403,9 @@ class ListingWriter:
 
     def _ensure_listed(self) -> None:
         if not self._listed_ready:
-            self.conn.exec_driver_sql(f"{LISTED_MEMORY}; {query('create_listed_rules').text}")
+            # (temp_buffers is left alone: once a session has used a temporary table, setting
+            # it to another size is an error, and behind PgBouncer sessions are shared.)
+            self.conn.execute(query("create_listed_rules"))
             self._listed_ready = True
 
     def _unless_unchanged(self, groups: Iterator[Group], expected: list[bytes]) -> Iterator[Group]:

@@ -364,6 +364,9 @@ class Judgement:
     total_count: Any = None
     snapshot: dict[str, Any] = field(default_factory=dict)
     """Snapshot columns the answer determines exactly."""
+    short: bool = False
+    """The rule_list is not as long as the answer's own list_size says: applied, nothing
+    deleted (rules may have been lost on the way)."""
 
     def at_least(self, verdict: Verdict, reason: str) -> None:
         self.reasons.append(f"{verdict.name}: {reason}")
@@ -513,8 +516,8 @@ def judge(body: str, mode: str) -> Judgement:
     _judge_counter(j, answer, "qrcodejump_pub_quota", INTEGER)
     _judge_counter(j, answer, "qrcodejump_open", SMALLINT)
     list_size = answer.get("list_size")
-    if list_size is not None and not _is_int(list_size):
-        j.at_least(Verdict.EITHER, f"list_size {list_size!r} is not a number")
+    if list_size is not None and not (_is_int(list_size) and INTEGER[0] <= list_size <= INTEGER[1]):
+        j.at_least(Verdict.EITHER, f"list_size {list_size!r} is not a number that fits")
     rule_list = answer.get("rule_list")
     if rule_list is None:
         if (_is_int(total) and total == 0) or (_is_int(list_size) and list_size == 0):
@@ -526,6 +529,7 @@ def judge(body: str, mode: str) -> Judgement:
     if not isinstance(rule_list, list):
         j.at_least(Verdict.FAIL, "rule_list is not a list")
         return j
+    j.short = _is_int(list_size) and list_size != len(rule_list)
     for index, rule in enumerate(rule_list):
         judged = _judge_rule(j, index, rule, mode)
         if judged is None:
@@ -555,8 +559,9 @@ class Expectation:
 def expect(j: Judgement, mode: str, live_before: dict[str, Content]) -> Expectation:
     """Apply the listing to the live rules as SPEC behaviour 2 says: a complete listing deletes
     what it lacks unless that is more than max_delete_fraction of the live rules, or all of them
-    (then the run is partial); an inconsistent paged listing deletes nothing (partial)."""
-    complete = mode == "miniprogram" or j.total_count == len(j.listing)
+    (then the run is partial); an inconsistent paged listing, or an answer shorter than its own
+    list_size, deletes nothing (partial)."""
+    complete = (mode == "miniprogram" or j.total_count == len(j.listing)) and not j.short
     live = dict(j.listing)
     missing = {p: c for p, c in live_before.items() if p not in live}
     if not complete:
