@@ -33,9 +33,9 @@ from qrsync.errors import (
     TransportError,
 )
 from qrsync.masking import mask, one_line
+from qrsync.store.digests import GROUP_ROWS
 from qrsync.store.encryption import sealer_for
 from qrsync.store.runs import (
-    CHUNK_ROWS,
     ListingWriter,
     QuotaHold,
     RunOutcome,
@@ -505,8 +505,9 @@ class Syncer:
             yield page
 
 
-PREFETCH_PAGES = 2 * CHUNK_ROWS // MAX_PAGE_SIZE
-"""Pages fetched ahead while a chunk is merged: the pager does not wait for the database."""
+PREFETCH_PAGES = 2 * GROUP_ROWS // MAX_PAGE_SIZE
+"""Pages fetched ahead while a group of rules is digested and staged: the pager does not wait
+for the database."""
 
 
 def prefetched(pages: Iterator[Page], depth: int = PREFETCH_PAGES) -> Iterator[Page]:

@@ -75,9 +75,11 @@ forgotten AS (
 SELECT count(*) AS closed FROM closed;
 
 -- name: lock_run --
--- Held by a run while its listing is open (see close_dead_runs); says whether the run is still
--- open, i.e. was not closed as dead or taken over before it got here.
+-- Held by a run while its listing is open (see close_dead_runs), then the lock that serialises
+-- the listings of its account (both transaction-level advisory locks: PgBouncer-safe); says
+-- whether the run is still open, i.e. was not closed as dead or taken over before it got here.
 SELECT pg_advisory_xact_lock(1903260013, CAST(:run_id % 2147483647 AS integer)),
+       pg_advisory_xact_lock(1903260011, CAST(:account_id AS integer)),
        (SELECT status = 'running' FROM sync_runs WHERE id = :run_id) AS open;
 
 -- name: quota_hold --
@@ -93,20 +95,17 @@ ON CONFLICT (appid) DO UPDATE
 SET errcode = EXCLUDED.errcode, held_since = EXCLUDED.held_since,
     held_until = EXCLUDED.held_until, sync_run_id = EXCLUDED.sync_run_id;
 
--- name: lock_listing --
--- Serialise the listings of one account (a transaction-level advisory lock, PgBouncer-safe),
--- and say whether it has live rules: a first listing is merged in one piece, not in chunks.
--- (The EXISTS may miss a first listing committed while the lock was awaited: that listing is
--- then merged in one piece, which is only slower.)
-SELECT pg_advisory_xact_lock(1903260011, CAST(:account_id AS integer)),
-       EXISTS (SELECT FROM rules WHERE account_id = :account_id AND deleted_at IS NULL)
+-- name: listing_state --
+-- What a listing starts from, read once the account's listing lock is held (lock_run: this
+-- statement sees a run of the account that committed while the lock was awaited): whether the
+-- account has rules, and live ones (a first listing is merged in one piece, a later one
+-- compared with them), and the digests of its last complete listing, if kept.
+SELECT EXISTS (SELECT FROM rules WHERE account_id = :account_id AND deleted_at IS NULL)
          AS has_live_rules,
-       EXISTS (SELECT FROM rules WHERE account_id = :account_id) AS has_rules;
-
--- name: listing_digests --
--- The digests of the account's last complete listing (read after lock_listing: a run that
--- committed while the lock was awaited is seen).
-SELECT chunk_rows, rules_seen, digests FROM listing_digests WHERE account_id = :account_id;
+       EXISTS (SELECT FROM rules WHERE account_id = :account_id) AS has_rules,
+       d.chunk_rows, d.rules_seen, d.digests
+FROM (SELECT) AS one
+LEFT JOIN listing_digests d ON d.account_id = :account_id;
 
 -- name: create_listed_rules --
 -- The rules of a run's listing as they arrive, for an account that has live rules: COPYed
@@ -168,10 +167,10 @@ SELECT CASE WHEN CAST(:lo AS integer) = 0 THEN (SELECT count(*) FROM latest)
          AS missing;
 
 -- name: merge_chunk --
--- Apply one chunk of a staged listing (seq in [:lo, :hi)) to rules, their debug URLs and their
--- history, inside the run's transaction while the next pages are fetched. Unchanged rules are
--- not written at all. A prefix already staged by an earlier chunk of the run (page drift) is
--- counted once in rules_seen and compared with what that chunk wrote.
+-- Apply the staged rules with seq in [:lo, :hi) (a first listing, or the rules a compared
+-- listing found new, changed or back) to rules, their debug URLs and their history, inside the
+-- run's transaction. Unchanged rules are not written at all; of a prefix staged twice (page
+-- drift), the later stands.
 WITH listing AS MATERIALIZED (
     SELECT DISTINCT ON (prefix) prefix, path, state, open_version, permit_sub_rule, debug_urls
     FROM staged_rules
@@ -293,11 +292,6 @@ added_urls AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM listing) AS listed,
-       (SELECT count(*) FROM listing l
-        WHERE CAST(:lo AS integer) > 0  -- the first chunk repeats nothing
-          AND EXISTS (SELECT 1 FROM staged_rules s
-                      WHERE s.sync_run_id = :run_id AND s.prefix = l.prefix AND s.seq < :lo))
-         AS repeated,
        (SELECT count(*) FROM inserted) AS inserted,
        (SELECT count(*) FROM updated) AS updated,
        (SELECT count(*) FROM updated WHERE is_back) AS revived,

@@ -6,10 +6,10 @@ grow with the listing (behaviour 9):
 
 - an account's first listing (no live rule) is COPYed into the UNLOGGED ``staged_rules`` table
   and merged in one piece by one set-based statement (``merge_chunk`` in ``queries.sql``);
-- any later listing is compared chunk by chunk with the stored rules (``stored_rules``): every
-  prefix goes to the transaction's ``listed_prefixes`` (for the count and the deletions), and
-  only the rules that differ are staged and merged. A resync that changes 1 % of the rules
-  stages 1 % of them.
+- any later listing is COPYed into ``listed_rules``, a temporary table of the transaction with
+  no index to maintain, and compared with the stored rules in one pass of hash joins at its end
+  (``compare_listing``), which also finds the live rules it lacks; only the rules that differ
+  are staged and merged. A resync that changes 1 % of the rules stages 1 % of them.
 
 A listing equal to the account's last complete one is recognised by its digests
 (:mod:`qrsync.store.digests`) and not compared at all. Deletions, the snapshot and the run's
@@ -49,15 +49,6 @@ COPY_LISTED = (
 LISTED_TYPES = STAGED_TYPES[1:]
 
 
-CHUNK_ROWS = digests.GROUP_ROWS
-"""Rules staged before a chunk is merged: large enough that the per-statement cost is small,
-small enough that the database keeps pace with the pager. One digest group
-(:data:`qrsync.store.digests.GROUP_ROWS`)."""
-
-
-FIRST_LISTING_ROWS = 2**31 - 1
-"""An account's first listing is all new rules: inserting them in one sorted statement costs
-about half what chunks cost (index pages are filled in order), so it is merged in one piece."""
 DEAD_RUN_GRACE_S = 5.0
 """A run left 'running' without its run lock is closed as dead once it is this old: a live
 run takes the lock within milliseconds of starting (see ``close_dead_runs``)."""
@@ -67,12 +58,12 @@ LISTING_MEMORY = "SET LOCAL work_mem = '64MB'"
 rules by hash joins: in memory (about 15 MB per 100,000 rules) rather than in temporary files."""
 
 _WHOLE_TABLE_PLANS = ("enable_hashjoin", "enable_mergejoin", "enable_bitmapscan")
-CHUNK_PLANS = "; ".join(f"SET LOCAL {name} = off" for name in _WHOLE_TABLE_PLANS)
-"""A chunk is at most CHUNK_ROWS rules, so every join of its merge should probe an index per
-rule. The planner cannot see that (the chunk is a CTE; the rules it joins grow inside the
-transaction, beyond their statistics) and would hash a whole account per chunk: quadratic."""
+PROBE_PLANS = "; ".join(f"SET LOCAL {name} = off" for name in _WHOLE_TABLE_PLANS)
+"""The rules a compared listing stages are the few that differ, so every join of their merge
+should probe an index per rule. The planner cannot see that (they are a CTE; the rules they
+join grew inside the transaction, beyond their statistics) and may hash a whole account."""
 LISTING_PLANS = "; ".join(f"SET LOCAL {name} = on" for name in _WHOLE_TABLE_PLANS)
-"""Deletions compare the whole listing with the whole account: any join may be right."""
+"""A listing compared with the whole account: hash joins, each side read once."""
 
 
 class Deletions(NamedTuple):
@@ -229,8 +220,8 @@ _TOTALS = (
 
 
 class ListingWriter:
-    """One run's listing applied in one transaction, chunk by chunk, as its pages arrive
-    (an account's first listing in one piece at the end, see :data:`FIRST_LISTING_ROWS`).
+    """One run's listing applied in one transaction that is open while its pages arrive (see
+    the module's docstring for the two ways: a first listing, a compared one).
 
     Use as a context manager: the transaction (holding the account's advisory lock, so that two
     runs of one account never merge at once) is committed by :meth:`finish` and rolled back if
@@ -255,9 +246,7 @@ class ListingWriter:
         self.fence = fence
         self._conn: Connection | None = None
         self.closed_dead_runs = 0  # runs of the account found dead and closed before this one
-        self.chunk_rows = FIRST_LISTING_ROWS
-        self._chunk_plans = False
-        self._compare = False  # the account has live rules: compare chunks before staging
+        self._compare = False  # the account has live rules: compare the listing, then stage
         self._reset()
 
     def _reset(self) -> None:
@@ -300,27 +289,24 @@ class ListingWriter:
 
     def _begin(self, conn: Connection) -> None:
         conn.begin()
-        run = conn.execute(query("lock_run"), {"run_id": self.run_id}).one()
+        params = {"account_id": self.account_id}
+        run = conn.execute(query("lock_run"), {"run_id": self.run_id, **params}).one()
         if not run.open:
             raise RunInterrupted(
                 f"run {self.run_id} was closed by another run of the account before its listing "
                 "began (it looked abandoned); nothing was written"
             )
-        params = {"account_id": self.account_id}
-        row = conn.execute(query("lock_listing"), params).one()
-        self.chunk_rows = CHUNK_ROWS if row.has_live_rules else FIRST_LISTING_ROWS
+        row = conn.execute(query("listing_state"), params).one()
         self._compare = bool(row.has_live_rules)
         self._has_rules = bool(row.has_rules)
         if not row.has_live_rules:
             conn.exec_driver_sql(LISTING_MEMORY)
-        self._chunk_plans = False
         self._expected: list[bytes] | None = None
         self._expected_seen = 0
-        if row.has_live_rules:
-            last = conn.execute(query("listing_digests"), params).first()
-            if last is not None and last.chunk_rows == digests.GROUP_ROWS:
-                self._expected = [bytes(digest) for digest in last.digests]
-                self._expected_seen = last.rules_seen
+        if row.has_live_rules and row.digests is not None:
+            if row.chunk_rows == digests.GROUP_ROWS:
+                self._expected = [bytes(digest) for digest in row.digests]
+                self._expected_seen = row.rules_seen
 
     def __exit__(self, *exc_info: object) -> None:
         conn, self._conn = self._conn, None
@@ -340,7 +326,7 @@ class ListingWriter:
         self._begin(self.conn)
 
     def stage(self, pages: Iterable[Page], *, listing: bool = True) -> None:
-        """COPY the pages' rules into staging and merge every :attr:`chunk_rows` of them.
+        """COPY the pages' rules to the database as they arrive, and merge them at the end.
 
         ``listing``: the pages are the account's listing (not rules asked for by prefix):
         their digests are kept, and while they equal those of the account's last complete
@@ -359,15 +345,11 @@ class ListingWriter:
         if self._compare:
             self._stage_compared(chunks, listing=listing)
             return
+        # A first listing: all new rules, inserted in one sorted statement (index pages are
+        # filled in order, about half what merging as the pages arrive cost).
         for chunk in chunks:
             self.rows_in += len(chunk)
             self._copy(chunk)
-            if self.next_seq - self.merged_seq >= self.chunk_rows:
-                if not self._chunk_plans:
-                    # A full chunk: more may come, and the plans must stay per-rule probes.
-                    self.conn.exec_driver_sql(CHUNK_PLANS)
-                    self._chunk_plans = True
-                self._merge(self.merged_seq, self.next_seq)
         if self.next_seq > self.merged_seq:
             self._merge(self.merged_seq, self.next_seq)
 
@@ -388,7 +370,6 @@ class ListingWriter:
         self._ensure_listed()  # (an empty listing lacks every live rule)
         # The whole listing against the whole account: hash joins, in memory.
         self.conn.exec_driver_sql(f"{LISTING_PLANS}; {LISTING_MEMORY}")
-        self._chunk_plans = False
         found = self.conn.execute(
             query("compare_listing"),
             {"run_id": self.run_id, "account_id": self.account_id, "lo": lo},
@@ -397,8 +378,7 @@ class ListingWriter:
         if listing:
             self._missing = list(found.missing)
         if found.staged:
-            self.conn.exec_driver_sql(CHUNK_PLANS)  # the few staged rules: index probes
-            self._chunk_plans = True
+            self.conn.exec_driver_sql(PROBE_PLANS)  # the few staged rules: index probes
             self._merge(lo, self.next_seq)
 
     def _ensure_listed(self) -> None:
@@ -468,8 +448,8 @@ class ListingWriter:
         ).one()
         self.merged_seq = hi
         self._has_rules = True  # (it may have written some; probing is always right)
-        if not self._compare:  # compared listings count their prefixes in listed_prefixes
-            self.seen += row.listed - row.repeated
+        if not self._compare:  # compared listings count their prefixes in compare_listing
+            self.seen += row.listed
         self.inserted += row.inserted
         self.updated += row.updated
         self.revived += row.revived

@@ -186,7 +186,6 @@ staged_rules = Table(
     Column("open_version", SmallInteger),
     Column("permit_sub_rule", SmallInteger),
     Column("debug_urls", ARRAY(Text)),
-    Index("staged_rules_run_prefix_idx", "sync_run_id", "prefix"),
     Index("staged_rules_run_seq_idx", "sync_run_id", "seq"),
     prefixes=["UNLOGGED"],
 )

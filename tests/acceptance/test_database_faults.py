@@ -48,7 +48,7 @@ def test_connection_dropped_during_the_merge_fails_the_run_and_writes_nothing(
     with locked(database_url, "rules"):
         proc = start_sync(qrsync.config_path)
         pid = wait_for(
-            lambda: blocked_backend(db, "Apply one chunk"), "the run to wait in its merge"
+            lambda: blocked_backend(db, "Apply the staged rules"), "the run to wait in its merge"
         )
         db.execute("SELECT pg_terminate_backend(%s)", (pid,))
         code, err = _finish(proc)

@@ -27,12 +27,12 @@ from helpers import (
 QUIRKY_RULES = DOCUMENT_EXAMPLE_RULES
 
 
-@pytest.fixture(params=["whole", "chunks of 40"])
+@pytest.fixture(params=["whole", "groups of 40"])
 def chunk_rows(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run a test with listings merged in one piece (as for a few hundred rules) and in chunks
-    of 40 rules (as for a large service account), so that page drift crosses chunks."""
+    """Run a test with a listing digested and COPYed in one group (as for a few hundred rules)
+    and in groups of 40 rules (as for a large service account), so that page drift crosses
+    groups."""
     if request.param != "whole":
-        monkeypatch.setattr("qrsync.store.runs.CHUNK_ROWS", 40)
         monkeypatch.setattr("qrsync.store.digests.GROUP_ROWS", 40)
 
 
