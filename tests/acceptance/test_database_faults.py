@@ -63,6 +63,42 @@ def test_connection_dropped_during_the_merge_fails_the_run_and_writes_nothing(
     assert live_rules(db, "oa") == truth(account, OA, OA_MP)
 
 
+def test_a_run_waiting_for_a_first_listing_compares_with_what_it_wrote(
+    fast_simulator: Any, qrsync: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs of one account at once (a `qrsync sync` beside a daemon): the second waits for
+    the first's listing lock, then sees the rules the first listing committed while it waited,
+    instead of taking every rule for new (duplicate keys)."""
+    sim = fast_simulator
+    sim.admin.add_account(oa_world())
+    sim.admin.generate_rules(OA, 120, miniprogram_appid=OA_MP)
+    monkeypatch.setenv("OA_SECRET", OA_SECRET)
+    qrsync.write_config(
+        toml_config(sim.url, oa_account(), api="requests_per_second = 100", sync="page_size = 50")
+    )
+    # Page 3 is held for 3 s: once page 2 is answered, the first run is in its listing.
+    sim.admin.add_fault(endpoint="qrcodejumpget", page_num=3, times=1, delay_s=3)
+    first = start_sync(qrsync.config_path)
+    wait_for(
+        lambda: any(c["page_num"] == 2 for c in sim.admin.calls(endpoint="qrcodejumpget")),
+        "the first run to be answered page 2",
+    )
+    second = qrsync("sync", "--json")  # waits for the first run's listing, then lists
+    code, err = _finish(first)
+    assert code == 0, err
+    assert second.exit_code == 0, second.output
+    assert '"inserted": 0' in second.stdout and '"status": "succeeded"' in second.stdout
+    assert scalar(db, "SELECT count(*) FROM rules") == 120
+    assert scalar(db, "SELECT count(*) FROM rule_versions") == 120
+    # The second run did overlap the first: it started before the first one finished.
+    overlap = scalar(
+        db,
+        "SELECT (SELECT started_at FROM sync_runs WHERE id = 2)"
+        " < (SELECT finished_at FROM sync_runs WHERE id = 1)",
+    )
+    assert overlap is True
+
+
 def test_statement_timeout_fails_the_run_and_writes_nothing(
     account: Any, qrsync: Any, db: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
