@@ -7,6 +7,7 @@ arguments), with one line naming the file, key or account at fault, and nothing 
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -623,6 +624,21 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+GC_THRESHOLD = (100_000, 50, 50)
+"""Allocations between collections of the youngest generation (CPython's default is 700)."""
+
+
+def _tune_gc() -> None:
+    """A listing makes hundreds of thousands of short-lived objects (parsed JSON, rules) that
+    reference counting frees at once; with CPython's defaults the cycle collector still walks
+    them, and every long-lived one, again and again: about 15 % of syncing 100,000 rules.
+    Objects made by the imports are frozen (never walked), and young ones are looked at every
+    100,000 allocations, which bounds what cycles can hold to a few megabytes."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _tune_gc()
     cli(prog_name="qrsync")
