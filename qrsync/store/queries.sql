@@ -123,15 +123,14 @@ CREATE TEMPORARY TABLE listed_rules (
 ) ON COMMIT DROP;
 
 -- name: compare_listing --
--- Compare the rules listed since :lo (the later wins for a prefix listed twice) with the
--- account's live rules in one pass (hash joins: each side read once), stage the ones that are
--- new, changed or back for merge_chunk, and say how many distinct prefixes they add to the run
--- and which live rules they lack (only meaningful for a whole listing, :lo = 0).
+-- Compare the run's listing (the later wins for a prefix listed twice) with the account's live
+-- rules in one pass (hash joins: each side read once), stage the rules that are new, changed or
+-- back for merge_chunk, and say how many distinct prefixes the listing holds and which live
+-- rules it lacks.
 WITH latest AS MATERIALIZED (
     SELECT l.*
     FROM listed_rules l
-    WHERE l.seq >= :lo
-      AND NOT EXISTS (SELECT FROM listed_rules d WHERE d.prefix = l.prefix AND d.seq > l.seq)
+    WHERE NOT EXISTS (SELECT FROM listed_rules d WHERE d.prefix = l.prefix AND d.seq > l.seq)
 ),
 live AS (
     SELECT prefix, path, state, open_version, permit_sub_rule, debug_urls
@@ -156,12 +155,7 @@ staged AS (
     WHERE prefix IS NOT NULL AND differs
     RETURNING 1
 )
-SELECT CASE WHEN CAST(:lo AS integer) = 0 THEN (SELECT count(*) FROM latest)
-            -- rules asked for by prefix after the listing: those it did not hold
-            ELSE (SELECT count(*) FROM latest x
-                  WHERE NOT EXISTS (SELECT FROM listed_rules e
-                                    WHERE e.prefix = x.prefix AND e.seq < :lo))
-       END AS newly_seen,
+SELECT (SELECT count(*) FROM latest) AS seen,
        (SELECT count(*) FROM staged) AS staged,
        ARRAY(SELECT live_prefix FROM compared WHERE prefix IS NULL ORDER BY live_prefix)
          AS missing;

@@ -213,7 +213,6 @@ _TOTALS = (
     "state_changes",
     "history_rows",
     "rows_in",
-    "_listed_ready",
     "_confirmed",
 )
 """The writer's running totals, restored when an :meth:`ListingWriter.attempt` fails."""
@@ -342,44 +341,46 @@ class ListingWriter:
             chunks = map(self._listed, groups)
         else:
             chunks = chunked(rules)  # rules asked for by prefix: no digests
-        if self._compare:
-            self._stage_compared(chunks, listing=listing)
+        if self._compare and listing:
+            self._stage_compared(chunks)
             return
-        # A first listing: all new rules, inserted in one sorted statement (index pages are
-        # filled in order, about half what merging as the pages arrive cost).
+        # A first listing (all new rules: inserted in one sorted statement, index pages filled
+        # in order), or the few rules asked for by prefix (compared rule by rule as merged).
         for chunk in chunks:
             self.rows_in += len(chunk)
+            if not listing:
+                self._confirmed = self._confirmed.union(rule.prefix for rule in chunk)
             self._copy(chunk)
         if self.next_seq > self.merged_seq:
-            self._merge(self.merged_seq, self.next_seq)
+            if self._compare:
+                self.conn.exec_driver_sql(PROBE_PLANS)
+            # (A prefix found by get_type 1 is one the listing lacked: newly seen.)
+            self.seen += self._merge(self.merged_seq, self.next_seq)
 
-    def _stage_compared(self, chunks: Iterator[list[Rule]], *, listing: bool) -> None:
-        """An account with live rules: COPY the rules into listed_rules as they arrive (no
-        index to maintain), then compare them with the stored rules in one pass, and stage and
-        merge only the ones that differ. The live rules the listing lacks are kept for
-        :meth:`deletion_candidates`."""
+    def _stage_compared(self, chunks: Iterator[list[Rule]]) -> None:
+        """The listing of an account with live rules: COPY its rules into listed_rules as they
+        arrive (no index to maintain), then compare them with the stored rules in one pass, and
+        stage and merge only the ones that differ. The live rules the listing lacks are kept
+        for :meth:`deletion_candidates`."""
         lo = self.next_seq
         for chunk in chunks:
             self._ensure_listed()
             self.rows_in += len(chunk)
-            if not listing:
-                self._confirmed = self._confirmed.union(rule.prefix for rule in chunk)
             self._copy(chunk, COPY_LISTED)
-        if self.unchanged or (not listing and self.next_seq == lo):
-            return  # equal to the last listing, or nothing found by prefix
+        if self.unchanged:
+            return  # equal to the last listing
         self._ensure_listed()  # (an empty listing lacks every live rule)
         # The whole listing against the whole account: hash joins, in memory.
         self.conn.exec_driver_sql(f"{LISTING_PLANS}; {LISTING_MEMORY}")
         found = self.conn.execute(
-            query("compare_listing"),
-            {"run_id": self.run_id, "account_id": self.account_id, "lo": lo},
+            query("compare_listing"), {"run_id": self.run_id, "account_id": self.account_id}
         ).one()
-        self.seen += found.newly_seen
-        if listing:
-            self._missing = list(found.missing)
+        self.seen += found.seen
+        self._missing = list(found.missing)
         if found.staged:
             self.conn.exec_driver_sql(PROBE_PLANS)  # the few staged rules: index probes
             self._merge(lo, self.next_seq)
+        self.merged_seq = self.next_seq
 
     def _ensure_listed(self) -> None:
         if not self._listed_ready:
@@ -434,7 +435,9 @@ class ListingWriter:
                 copy.write_row(_staged_row(self.run_id, self.next_seq, rule))
                 self.next_seq += 1
 
-    def _merge(self, lo: int, hi: int) -> None:
+    def _merge(self, lo: int, hi: int) -> int:
+        """Merge the staged rules with seq in [lo, hi); return how many distinct prefixes
+        they hold."""
         row = self.conn.execute(
             query("merge_chunk"),
             {
@@ -448,13 +451,12 @@ class ListingWriter:
         ).one()
         self.merged_seq = hi
         self._has_rules = True  # (it may have written some; probing is always right)
-        if not self._compare:  # compared listings count their prefixes in compare_listing
-            self.seen += row.listed
         self.inserted += row.inserted
         self.updated += row.updated
         self.revived += row.revived
         self.state_changes += row.state_changes
         self.history_rows += row.history_rows
+        return int(row.listed)
 
     def attempt(self, step: Callable[[], None]) -> None:
         """Run ``step``; if it raises, undo what it staged and merged, then re-raise."""

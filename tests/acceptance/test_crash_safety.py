@@ -42,7 +42,7 @@ def _backends_gone(db: Any, pids: list[int]) -> bool:
 
 # The statement each step waits in, as pg_stat_activity shows it (queries.sql's comments).
 STEPS = {
-    "staging": ("staged_rules", "Compare the rules listed since"),
+    "staging": ("staged_rules", "Compare the run's listing"),
     "merge": ("rules", "Apply the staged rules"),
     "commit": ("account_snapshots", "Record the listing's snapshot"),
 }
