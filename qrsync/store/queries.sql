@@ -123,16 +123,12 @@ CREATE TEMPORARY TABLE listed_rules (
 ) ON COMMIT DROP;
 
 -- name: compare_listing --
--- Compare the run's listing (the later wins for a prefix listed twice) with the account's live
--- rules in one pass (hash joins: each side read once), stage the rules that are new, changed or
--- back for merge_chunk, and say how many distinct prefixes the listing holds and which live
--- rules it lacks.
-WITH latest AS MATERIALIZED (
-    SELECT l.*
-    FROM listed_rules l
-    WHERE NOT EXISTS (SELECT FROM listed_rules d WHERE d.prefix = l.prefix AND d.seq > l.seq)
-),
-live AS (
+-- Compare the run's listing with the account's live rules in one pass (a hash join: each side
+-- read once), stage the rules that are new, changed or back for merge_chunk, and say how many
+-- distinct prefixes the listing holds and which live rules it lacks. A live rule listed twice
+-- (page drift) has all its listed rows staged, and merge_chunk keeps the later one; whether
+-- any was is known from the counts, so that a listing without (the usual case) is not grouped.
+WITH live AS MATERIALIZED (
     SELECT prefix, path, state, open_version, permit_sub_rule, debug_urls
     FROM rules
     WHERE account_id = :account_id AND deleted_at IS NULL
@@ -144,18 +140,35 @@ compared AS MATERIALIZED (
              OR (r.path, r.state, r.open_version, r.permit_sub_rule, r.debug_urls)
                 IS DISTINCT FROM (l.path, l.state, l.open_version, l.permit_sub_rule,
                                   l.debug_urls) AS differs
-    FROM latest l
+    FROM listed_rules l
     FULL JOIN live r ON r.prefix = l.prefix
+),
+tally AS MATERIALIZED (
+    SELECT count(*) FILTER (WHERE prefix IS NOT NULL AND live_prefix IS NOT NULL)
+             AS matched_rows,
+           count(*) FILTER (WHERE prefix IS NULL) AS missing,
+           (SELECT count(*) FROM live) AS live_rules
+    FROM compared
+),
+listed_twice AS (
+    SELECT live_prefix AS prefix
+    FROM compared
+    WHERE (SELECT matched_rows > live_rules - missing FROM tally)
+      AND prefix IS NOT NULL AND live_prefix IS NOT NULL
+    GROUP BY live_prefix
+    HAVING count(*) > 1
 ),
 staged AS (
     INSERT INTO staged_rules (sync_run_id, seq, prefix, path, state, open_version,
                               permit_sub_rule, debug_urls)
     SELECT :run_id, seq, prefix, path, state, open_version, permit_sub_rule, debug_urls
     FROM compared
-    WHERE prefix IS NOT NULL AND differs
+    WHERE prefix IS NOT NULL
+      AND (differs OR prefix IN (SELECT t.prefix FROM listed_twice t))
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM latest) AS seen,
+SELECT (SELECT live_rules - missing FROM tally)
+         + (SELECT count(DISTINCT prefix) FROM compared WHERE live_prefix IS NULL) AS seen,
        (SELECT count(*) FROM staged) AS staged,
        ARRAY(SELECT live_prefix FROM compared WHERE prefix IS NULL ORDER BY live_prefix)
          AS missing;

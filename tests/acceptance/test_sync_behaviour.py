@@ -144,6 +144,46 @@ def test_miniprogram_total_count_disagreement_is_recorded_and_applied(
     ]
 
 
+@pytest.mark.parametrize(
+    ("paths", "final"),
+    [
+        (["pages/other", "pages/index/index"], "pages/index/index"),
+        (["pages/index/index", "pages/other"], "pages/other"),
+    ],
+    ids=["later-one-unchanged", "later-one-changed"],
+)
+def test_a_rule_listed_twice_takes_its_later_content(
+    simulator: Any,
+    qrsync: Any,
+    db: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    paths: list[str],
+    final: str,
+) -> None:
+    """One answer holding a live rule twice: the later occurrence stands, compared with what is
+    stored (an earlier one that differs must not be written when the later one is unchanged)."""
+    simulator.admin.add_account(mp_world())
+    prefix = "https://a.example.com/twice"
+    simulator.admin.put_rules(MP, [rule(prefix), rule("https://a.example.com/other")])
+    monkeypatch.setenv("MP_SECRET", MP_SECRET)
+    qrsync.write_config(toml_config(simulator.url, mp_account()))
+    assert qrsync("sync").exit_code == 0
+    served = {r["prefix"]: r for r in simulator.admin.rules(MP)}  # as WeChat lists them
+    listed = [{**served[prefix], "path": path} for path in paths]
+    listed.append(served["https://a.example.com/other"])
+    body = {"errcode": 0, "rule_list": listed, "total_count": 2, "list_size": 3}
+    simulator.admin.add_fault(endpoint="qrcodejumpget", times=-1, body=json.dumps(body))
+    result = qrsync("sync", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)["accounts"][0]
+    assert (summary["status"], summary["rules_seen"]) == ("succeeded", 2)
+    assert summary["updated"] == (final != "pages/index/index")
+    assert scalar(db, "SELECT path FROM rules WHERE prefix = %s", prefix) == final
+    versions = scalar(db, "SELECT count(*) FROM rule_versions WHERE prefix = %s", prefix)
+    assert versions == (1 if final == "pages/index/index" else 2)
+    assert_history_consistent(db)
+
+
 def test_miniprogram_is_listed_with_one_call_and_an_empty_body(mp_setup: Any, qrsync: Any) -> None:
     qrsync("sync")
     calls = mp_setup.admin.calls(endpoint="qrcodejumpget")
