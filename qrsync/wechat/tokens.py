@@ -15,6 +15,7 @@ refreshes under a PostgreSQL lock, so N processes refreshing at once call WeChat
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -81,6 +82,29 @@ def _read(ref: SecretRef, what: str, account: str) -> str:
         return ref.read()
     except LookupError as exc:
         raise TokenError(f"cannot read the {what} ({exc})", account=account) from None
+
+
+TICKET_LIFETIME_S = 12 * 3600
+"""WeChat pushes a component_verify_ticket every 10 minutes, and each is good for 12 hours."""
+
+
+def _read_ticket(ref: SecretRef, account: str) -> str:
+    """The verify ticket; one in a file older than it can be valid means the callback that
+    writes it has stopped, which is said at once instead of WeChat's bare 61006."""
+    ticket = _read(ref, "component_verify_ticket", account)
+    if ref.kind == "file":
+        try:
+            age = time.time() - os.stat(ref.name).st_mtime
+        except OSError:
+            age = 0.0
+        if age > TICKET_LIFETIME_S:
+            raise TokenError(
+                f"the component_verify_ticket in {ref.name} was written {age / 3600:.0f} h ago "
+                "and a ticket lasts 12 h: the callback that stores WeChat's pushes (every 10 "
+                "minutes) has stopped; fix it, then sync again",
+                account=account,
+            )
+    return ticket
 
 
 def _expires_in(payload: dict[str, Any], endpoint: str, account: str, default: int) -> int:
@@ -295,9 +319,7 @@ class TokenProviders:
             {
                 "component_appid": component.appid,
                 "component_appsecret": _read(component.appsecret, "component appsecret", account),
-                "component_verify_ticket": _read(
-                    component.verify_ticket, "component_verify_ticket", account
-                ),
+                "component_verify_ticket": _read_ticket(component.verify_ticket, account),
             },
         )
         return FetchedToken(

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -444,6 +445,51 @@ def test_verify_ticket_is_read_from_a_file(
     assert [c["errcode"] for c in platform.admin.calls(endpoint="component_token")] == [0]
     assert live_rules(db, "oa") == truth(platform, OA, OA_MP)
     assert_no_secret_shown(platform, db, [result.output])
+
+
+def test_a_verify_ticket_file_older_than_a_ticket_lasts_fails_saying_the_callback_stopped(
+    platform: Any, qrsync: Any, db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform.admin.add_component(component_world(OA))
+    ticket_file = tmp_path / "verify_ticket.txt"
+    ticket_file.write_text(platform.admin.rotate_ticket(COMPONENT) + "\n", encoding="utf-8")
+    written = time.time() - 13 * 3600
+    os.utime(ticket_file, (written, written))
+    monkeypatch.delenv("VERIFY_TICKET")
+    _component_config(qrsync, platform, f'verify_ticket_file = "{ticket_file}"')
+    result = qrsync("sync")
+    assert result.exit_code == 1, result.output
+    run = last_run(db, "oa")
+    assert run["status"] == "failed"
+    assert f"the component_verify_ticket in {ticket_file} was written 13 h ago" in run["error"]
+    assert "callback" in run["error"] and "Traceback" not in result.output
+    assert platform.admin.calls(endpoint="component_token") == []  # WeChat not asked
+    assert rows(db, "SELECT count(*) FROM rules") == [(0,)]
+    assert_no_secret_shown(platform, db, [result.output])
+
+
+@pytest.mark.parametrize("where", ["env", "file"])
+def test_a_missing_verify_ticket_fails_naming_where_it_was_looked_for(
+    platform: Any,
+    qrsync: Any,
+    db: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    platform.admin.add_component(component_world(OA))
+    monkeypatch.delenv("VERIFY_TICKET")
+    missing = tmp_path / "not-written-yet.txt"
+    setting = f'verify_ticket_file = "{missing}"' if where == "file" else None
+    _component_config(qrsync, platform, setting)
+    result = qrsync("sync")
+    # A configuration that cannot work: exit 2, one line naming the key and where it looked.
+    assert result.exit_code == 2, result.output
+    assert f"component.verify_ticket_{where}" in result.output
+    assert (str(missing) if where == "file" else "VERIFY_TICKET") in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert rows(db, "SELECT count(*) FROM sync_runs") == [(0,)]
+    assert platform.admin.calls(endpoint="component_token") == []
 
 
 def test_verify_ticket_file_rewritten_by_the_callback_is_read_again(
