@@ -110,17 +110,9 @@ LEFT JOIN listing_digests d ON d.account_id = :account_id;
 -- name: create_listed_rules --
 -- The rules of a run's listing as they arrive, for an account that has live rules: COPYed
 -- without an index while the next pages are fetched, compared with the stored rules in one
--- pass at the end (compare_listing). A temporary table of the listing's transaction: never
--- logged, gone at commit or rollback.
-CREATE TEMPORARY TABLE listed_rules (
-    seq integer NOT NULL,
-    prefix text NOT NULL,
-    path text,
-    state smallint,
-    open_version smallint,
-    permit_sub_rule smallint,
-    debug_urls text[]
-) ON COMMIT DROP;
+-- pass at the end (compare_listing). A temporary table of the listing's transaction, shaped
+-- like staged_rules but with none of its indexes: never logged, gone at commit or rollback.
+CREATE TEMPORARY TABLE listed_rules (LIKE staged_rules) ON COMMIT DROP;
 
 -- name: compare_listing --
 -- Compare the run's listing with the account's live rules in one pass (a hash join: each side

@@ -42,11 +42,7 @@ COPY_STAGED = (
     " debug_urls) FROM STDIN"
 )
 STAGED_TYPES = ["int8", "int4", "text", "text", "int2", "int2", "int2", "text[]"]
-COPY_LISTED = (
-    "COPY listed_rules (seq, prefix, path, state, open_version, permit_sub_rule, debug_urls)"
-    " FROM STDIN"
-)
-LISTED_TYPES = STAGED_TYPES[1:]
+COPY_LISTED = COPY_STAGED.replace("staged_rules", "listed_rules")
 
 
 DEAD_RUN_GRACE_S = 5.0
@@ -424,12 +420,6 @@ class ListingWriter:
         dbapi = self.conn.connection.driver_connection
         assert dbapi is not None
         with dbapi.cursor() as cursor, cursor.copy(statement) as copy:
-            if statement is COPY_LISTED:
-                copy.set_types(LISTED_TYPES)
-                for rule in rules:
-                    copy.write_row((self.next_seq, *rule))
-                    self.next_seq += 1
-                return
             copy.set_types(STAGED_TYPES)
             for rule in rules:
                 copy.write_row(_staged_row(self.run_id, self.next_seq, rule))
