@@ -26,6 +26,8 @@ MALFORMATIONS: tuple[str, ...] = (
     "missing_total_count",
     "rule_dropped",
 )
+"""How a successful listing can be malformed: a key missing or of the wrong type, or its last
+rule dropped while ``list_size`` still counts it (rule_dropped)."""
 WIRE_FAULTS: tuple[str, ...] = (
     "drip",
     "oversize",
