@@ -300,10 +300,10 @@ SELECT (SELECT count(*) FROM listing) AS listed,
          AS history_rows;
 
 -- name: apply_deletions --
--- After the last chunk of a complete listing: mark deleted the :candidates (from
--- deletion_candidates, less those WeChat still returned by prefix), unless that is more than
--- :max_delete_fraction of the rules live before the run (or all of them) and the user did not
--- confirm. :added is the rules the run brought (back) to life.
+-- Once a complete listing is merged: mark deleted the :candidates (the live rules
+-- compare_listing found missing, less those WeChat still returned by prefix), unless that is
+-- more than :max_delete_fraction of the rules live before the run (or all of them) and the user
+-- did not confirm. :added is the rules the run brought (back) to life.
 WITH live AS (
     SELECT count(*) AS n FROM rules WHERE account_id = :account_id AND deleted_at IS NULL
 ),

@@ -148,7 +148,7 @@ class RunStore:
         clock: Callable[[], datetime],
         fence: Callable[[Connection], None] | None = None,
     ) -> ListingWriter:
-        """The run's one transaction: stage and merge its listing chunk by chunk, then close
+        """The run's one transaction: stage and merge its listing as it arrives, then close
         it (see :class:`ListingWriter`)."""
         return ListingWriter(self.engine, run_id, account_id, clock=clock, fence=fence)
 
@@ -298,10 +298,9 @@ class ListingWriter:
             conn.exec_driver_sql(LISTING_MEMORY)
         self._expected: list[bytes] | None = None
         self._expected_seen = 0
-        if row.has_live_rules and row.digests is not None:
-            if row.chunk_rows == digests.GROUP_ROWS:
-                self._expected = [bytes(digest) for digest in row.digests]
-                self._expected_seen = row.rules_seen
+        if row.has_live_rules and row.digests is not None and row.chunk_rows == digests.GROUP_ROWS:
+            self._expected = [bytes(digest) for digest in row.digests]
+            self._expected_seen = row.rules_seen
 
     def __exit__(self, *exc_info: object) -> None:
         conn, self._conn = self._conn, None
