@@ -23,7 +23,7 @@ from qrsync.store.accounts import (
 from qrsync.store.embedded import EmbeddedPostgres, data_home
 from qrsync.store.engine import first_line, make_engine, masked_url
 from qrsync.store.queries import query
-from qrsync.store.schema import HEAD_REVISION
+from qrsync.store.revision import HEAD_REVISION
 
 
 def _quiet(_message: str) -> None:

@@ -3,6 +3,10 @@
 Exit codes (SPEC "Command line"): 0 every account synced; 1 at least one account failed (the
 others still synced); 2 the command could not run (bad configuration, no database, bad
 arguments), with one line naming the file, key or account at fault, and nothing written.
+
+Start-up time: `qrsync sync` runs from cron and systemd timers, so at the top of this module
+come only the imports that `sync` (and `--help`) use; the other commands import the rest of
+qrsync (reports, rendering, imports, grants, key rotation, the daemon...) inside their function.
 """
 
 from __future__ import annotations
@@ -15,26 +19,22 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-from sqlalchemy import Engine
 
 from qrsync import __version__
 from qrsync.app import App
 from qrsync.errors import QrsyncError, UsageError
-from qrsync.imports import read_import
 from qrsync.logs import setup_logging
 from qrsync.masking import mask, one_line
 from qrsync.render.jsonout import to_json
-from qrsync.render.text import fmt_time, format_table, render_report, render_status
-from qrsync.report import Report, build_report, sync_health
-from qrsync.store.accounts import account_ids, import_accounts, list_accounts
-from qrsync.store.encryption import new_key, sealer_for
-from qrsync.store.engine import make_engine, masked_url
-from qrsync.store.grants import grant_readonly
-from qrsync.store.tokens import reseal_tokens
 from qrsync.sync import RunResult, Syncer, SyncRequest
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from qrsync.report import Report
 
 
 def _fail(exc: QrsyncError) -> NoReturn:
@@ -180,6 +180,8 @@ def db_url(obj: Context) -> None:
     With the embedded PostgreSQL, the server is started if need be and left running for psql
     until `qrsync db stop`.
     """
+    from qrsync.store.engine import masked_url
+
     app = obj.app(keep_embedded_running=True)
     url = masked_url(app.database_url)
     click.echo(url.replace("postgresql+psycopg://", "postgresql://", 1))
@@ -193,6 +195,8 @@ def db_url(obj: Context) -> None:
 @_guarded
 def db_grant_readonly(obj: Context, role: str) -> None:
     """Let an existing ROLE (e.g. Metabase's) read the views and rule tables, not the tokens."""
+    from qrsync.store.grants import grant_readonly
+
     app = obj.app()
     granted = grant_readonly(app.ready_engine(), app.config.database.schema, role)
     click.echo(
@@ -205,6 +209,8 @@ def db_grant_readonly(obj: Context, role: str) -> None:
 @db.command("new-token-key")
 def db_new_token_key() -> None:
     """Print a fresh key for [security] token_key_env / token_key_file (docs/security.md)."""
+    from qrsync.store.encryption import new_key
+
     click.echo(new_key())
 
 
@@ -214,6 +220,9 @@ def db_new_token_key() -> None:
 def db_rotate_token_key(obj: Context) -> None:
     """Encrypt every stored token with the first key of [security] token_key (after putting a
     new key first); stored tokens in clear are encrypted too."""
+    from qrsync.store.encryption import sealer_for
+    from qrsync.store.tokens import reseal_tokens
+
     app = obj.app()
     sealer = sealer_for(app.config)
     if not sealer.enabled:
@@ -397,6 +406,9 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
     """The accounts, with their last run (`qrsync accounts import FILE.csv` to add more)."""
     if ctx.invoked_subcommand is not None:
         return
+    from qrsync.render.text import fmt_time, format_table
+    from qrsync.store.accounts import list_accounts
+
     obj: Context = ctx.obj
     app = obj.app()
     app.mirror_accounts()
@@ -431,6 +443,10 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
 def accounts_import(obj: Context, csv_file: str) -> None:
     """Add or update accounts from a CSV file; imported accounts it no longer lists are
     disabled (columns: see docs/accounts-import.md)."""
+    from qrsync.imports import read_import
+    from qrsync.store.accounts import import_accounts
+    from qrsync.store.encryption import sealer_for
+
     app = obj.app()
     rows = read_import(Path(csv_file), app.config.daemon.timezone)
     component = app.config.component.appid if app.config.component else None
@@ -455,6 +471,9 @@ def accounts_import(obj: Context, csv_file: str) -> None:
 @_guarded
 def status(obj: Context, account: str | None, as_json: bool) -> None:
     """Sync health: per account the last success, its age, the failure streak."""
+    from qrsync.render.text import render_status
+    from qrsync.report import sync_health
+
     app = obj.app()
     engine = app.ready_engine()
     _known_account(engine, account)
@@ -467,6 +486,8 @@ def status(obj: Context, account: str | None, as_json: bool) -> None:
 
 def _known_account(engine: Engine, account: str | None) -> None:
     """Reports read the database as it is (no mirroring): the account must be there."""
+    from qrsync.store.accounts import account_ids
+
     if account is not None and account not in account_ids(engine):
         raise UsageError(f"--account: no account named '{account}' in the database")
 
@@ -513,6 +534,8 @@ def report(
     output: str | None,
 ) -> None:
     """Rules by state, the publish queue, publications, deletions, quota, sync health."""
+    from qrsync.report import build_report
+
     start = _parse_since(since)
     app = obj.app()
     engine = app.ready_engine()
@@ -540,6 +563,8 @@ def _render(built: Report, output_format: str) -> str:
         from qrsync.render.html import render_html
 
         return render_html(built)
+    from qrsync.render.text import render_report
+
     return render_report(built)
 
 
@@ -582,6 +607,9 @@ def daemon(ctx: click.Context, name: str | None, http_port: int | None, log_form
 def demo(rounds: int, html_path: str) -> None:
     """The demo of `make demo`: embedded PostgreSQL, simulator, rounds of changes, report."""
     from qrsync.demo import SCHEMA, run_demo
+    from qrsync.render.text import render_report
+    from qrsync.report import build_report
+    from qrsync.store.engine import make_engine
 
     outcome = run_demo(click.echo, rounds=rounds)
     engine = make_engine(outcome.psql_url, SCHEMA)

@@ -18,7 +18,7 @@ READABLE_TABLES = (
     "rules",
     "rule_debug_urls",
     "rule_state_changes",
-    "rule_versions",
+    "rule_past_versions",
     "account_snapshots",
     "sync_runs",
 )

@@ -189,9 +189,14 @@ diff AS MATERIALIZED (
              AND (r.path, r.state, r.open_version, r.permit_sub_rule, r.debug_urls)
                  IS DISTINCT FROM (l.path, l.state, l.open_version, l.permit_sub_rule,
                                    l.debug_urls) AS is_changed,
+           r.path AS old_path,
            r.state AS old_state,
+           r.open_version AS old_open_version,
+           r.permit_sub_rule AS old_permit_sub_rule,
            r.debug_urls AS old_debug_urls,
-           r.changed_at AS old_changed_at
+           r.changed_at AS old_changed_at,
+           r.deleted_at AS old_deleted_at,
+           r.version_run_id AS old_version_run_id
     FROM listing l
     -- An account with no rule at all (its first listing) has nothing to compare with: the
     -- join is skipped as a whole rather than probed per rule.
@@ -203,10 +208,10 @@ changed AS MATERIALIZED (
 ),
 inserted AS (
     INSERT INTO rules (account_id, prefix, path, state, open_version, permit_sub_rule, debug_urls,
-                       first_seen_at, changed_at, published_at)
+                       first_seen_at, changed_at, published_at, version_run_id)
     SELECT :account_id, prefix, path, state, open_version, permit_sub_rule, debug_urls,
            :observed_at, :observed_at,
-           CASE WHEN state = 2 THEN CAST(:observed_at AS timestamptz) END
+           CASE WHEN state = 2 THEN CAST(:observed_at AS timestamptz) END, :run_id
     FROM diff
     WHERE is_new
     RETURNING 1
@@ -215,7 +220,7 @@ updated AS (
     UPDATE rules r
     SET path = d.path, state = d.state, open_version = d.open_version,
         permit_sub_rule = d.permit_sub_rule, debug_urls = d.debug_urls,
-        changed_at = :observed_at, deleted_at = NULL,
+        changed_at = :observed_at, deleted_at = NULL, version_run_id = :run_id,
         published_at = COALESCE(r.published_at,
                                 CASE WHEN d.state = 2 THEN CAST(:observed_at AS timestamptz) END)
     FROM changed d
@@ -239,29 +244,15 @@ state_changes AS (
     RETURNING 1
 ),
 closed_versions AS (
-    UPDATE rule_versions v
-    SET valid_to = :observed_at
-    FROM (
-        -- One index probe per changed prefix, whatever the statistics say (LIMIT keeps the
-        -- planner from turning this into a scan of every current version of the account).
-        SELECT cv.id
-        FROM changed c
-        CROSS JOIN LATERAL (
-            SELECT x.id FROM rule_versions x
-            WHERE x.account_id = :account_id AND x.prefix = c.prefix AND x.valid_to IS NULL
-            LIMIT 1
-        ) cv
-    ) t
-    WHERE v.id = t.id AND EXISTS (SELECT FROM changed)
-    RETURNING 1
-),
-opened_versions AS (
-    INSERT INTO rule_versions (account_id, prefix, valid_from, path, state, open_version,
-                               permit_sub_rule, debug_urls, deleted, sync_run_id)
-    SELECT :account_id, prefix, :observed_at, path, state, open_version, permit_sub_rule,
-           debug_urls, false, :run_id
-    FROM diff
-    WHERE is_new OR is_changed OR is_back
+    -- The content a change or a return replaces becomes a past version (the current one is
+    -- the rules row itself).
+    INSERT INTO rule_past_versions (account_id, prefix, valid_from, valid_to, path, state,
+                                    open_version, permit_sub_rule, debug_urls, deleted,
+                                    sync_run_id)
+    SELECT :account_id, prefix, COALESCE(old_deleted_at, old_changed_at), :observed_at,
+           old_path, old_state, old_open_version, old_permit_sub_rule, old_debug_urls,
+           old_deleted_at IS NOT NULL, old_version_run_id
+    FROM changed
     RETURNING 1
 ),
 urls_changed AS (
@@ -295,9 +286,115 @@ SELECT (SELECT count(*) FROM listing) AS listed,
        (SELECT count(*) FROM updated) AS updated,
        (SELECT count(*) FROM updated WHERE is_back) AS revived,
        (SELECT count(*) FROM state_changes) AS state_changes,
-       (SELECT count(*) FROM closed_versions) + (SELECT count(*) FROM opened_versions)
-         + (SELECT count(*) FROM removed_urls) + (SELECT count(*) FROM added_urls)
-         AS history_rows;
+       (SELECT count(*) FROM closed_versions) + (SELECT count(*) FROM removed_urls)
+         + (SELECT count(*) FROM added_urls) AS history_rows;
+
+-- name: insert_first_chunk --
+-- A group of an account's first listing (the account has no rule at all), COPYed into
+-- listed_rules while the next pages are fetched: insert its rules (each its own first version),
+-- their first-seen state changes and their debug URLs, with no comparison to make (a plain insert:
+-- ON CONFLICT would cost two thirds more). Of a prefix listed twice in the group the later
+-- stands. A prefix an earlier group of the listing already inserted (page drift) fails the
+-- insert: the run sets such rules aside (set_aside_repeats) and inserts the group again.
+WITH chunk AS MATERIALIZED (
+    SELECT DISTINCT ON (prefix) seq, prefix, path, state, open_version, permit_sub_rule,
+           debug_urls
+    FROM listed_rules
+    ORDER BY prefix, seq DESC
+),
+previous AS (
+    SELECT max(taken_at) AS listed_at
+    FROM account_snapshots
+    WHERE account_id = :account_id AND complete
+),
+inserted AS (
+    INSERT INTO rules (account_id, prefix, path, state, open_version, permit_sub_rule, debug_urls,
+                       first_seen_at, changed_at, published_at, version_run_id)
+    SELECT :account_id, prefix, path, state, open_version, permit_sub_rule, debug_urls,
+           :observed_at, :observed_at,
+           CASE WHEN state = 2 THEN CAST(:observed_at AS timestamptz) END, :run_id
+    FROM chunk
+    ORDER BY prefix
+    RETURNING prefix, path, state, open_version, permit_sub_rule, debug_urls
+),
+state_changes AS (
+    INSERT INTO rule_state_changes (account_id, prefix, from_state, to_state, observed_at,
+                                    previous_seen_at, sync_run_id)
+    SELECT :account_id, i.prefix, NULL, i.state, :observed_at, p.listed_at, :run_id
+    FROM inserted i, previous p
+    RETURNING 1
+),
+urls AS (
+    INSERT INTO rule_debug_urls (account_id, prefix, url, position)
+    SELECT :account_id, i.prefix, u.url, min(u.pos)
+    FROM inserted i
+    CROSS JOIN LATERAL unnest(i.debug_urls) WITH ORDINALITY AS u(url, pos)
+    WHERE i.debug_urls IS NOT NULL
+    GROUP BY i.prefix, u.url
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM inserted) AS inserted,
+       (SELECT count(*) FROM state_changes) AS state_changes,
+       (SELECT count(*) FROM urls) AS history_rows;
+
+-- name: set_aside_repeats --
+-- The rules of a first listing's group that an earlier group already inserted (page drift):
+-- out of listed_rules, into staged_rules for repeat_first_rules.
+WITH repeated AS (
+    DELETE FROM listed_rules l
+    USING rules r
+    WHERE r.account_id = :account_id AND r.prefix = l.prefix
+    RETURNING l.seq, l.prefix, l.path, l.state, l.open_version, l.permit_sub_rule, l.debug_urls
+)
+INSERT INTO staged_rules (sync_run_id, seq, prefix, path, state, open_version, permit_sub_rule,
+                          debug_urls)
+SELECT :run_id, seq, prefix, path, state, open_version, permit_sub_rule, debug_urls
+FROM repeated;
+
+-- name: repeat_first_rules --
+-- The prefixes a first listing held in more than one group (set_aside_repeats):
+-- the later listing of each stands. Every row it rewrites was inserted by this run, in this
+-- transaction, so the rule keeps one version and one first-seen state change.
+WITH later AS MATERIALIZED (
+    SELECT DISTINCT ON (prefix) prefix, path, state, open_version, permit_sub_rule, debug_urls
+    FROM staged_rules
+    WHERE sync_run_id = :run_id
+    ORDER BY prefix, seq DESC
+),
+updated_rules AS (
+    UPDATE rules r
+    SET path = l.path, state = l.state, open_version = l.open_version,
+        permit_sub_rule = l.permit_sub_rule, debug_urls = l.debug_urls,
+        published_at = CASE WHEN l.state = 2 THEN r.first_seen_at END
+    FROM later l
+    WHERE r.account_id = :account_id AND r.prefix = l.prefix
+      AND (r.path, r.state, r.open_version, r.permit_sub_rule, r.debug_urls)
+          IS DISTINCT FROM (l.path, l.state, l.open_version, l.permit_sub_rule, l.debug_urls)
+    RETURNING r.prefix
+),
+updated_states AS (
+    UPDATE rule_state_changes c
+    SET to_state = l.state
+    FROM later l
+    WHERE c.account_id = :account_id AND c.prefix = l.prefix AND c.sync_run_id = :run_id
+      AND c.to_state IS DISTINCT FROM l.state
+),
+removed_urls AS (
+    DELETE FROM rule_debug_urls u
+    USING later l
+    WHERE u.account_id = :account_id AND u.prefix = l.prefix
+      AND l.prefix IN (SELECT prefix FROM updated_rules)
+      AND u.url <> ALL (COALESCE(l.debug_urls, CAST('{}' AS text[])))
+)
+INSERT INTO rule_debug_urls AS t (account_id, prefix, url, position)
+SELECT :account_id, l.prefix, u.url, min(u.pos)
+FROM later l
+CROSS JOIN LATERAL unnest(l.debug_urls) WITH ORDINALITY AS u(url, pos)
+WHERE l.prefix IN (SELECT prefix FROM updated_rules)
+GROUP BY l.prefix, u.url
+ON CONFLICT (account_id, prefix, url) DO UPDATE
+SET position = EXCLUDED.position
+WHERE t.position IS DISTINCT FROM EXCLUDED.position;
 
 -- name: apply_deletions --
 -- Once a complete listing is merged: mark deleted the :candidates (the live rules
@@ -313,7 +410,8 @@ previous AS (
     WHERE account_id = :account_id AND complete
 ),
 candidates AS MATERIALIZED (
-    SELECT r.prefix, r.path, r.state, r.open_version, r.permit_sub_rule, r.debug_urls, r.changed_at
+    SELECT r.prefix, r.path, r.state, r.open_version, r.permit_sub_rule, r.debug_urls,
+           r.changed_at, r.version_run_id
     FROM rules r
     WHERE r.account_id = :account_id AND r.prefix = ANY (CAST(:candidates AS text[]))
       AND r.deleted_at IS NULL
@@ -336,7 +434,7 @@ gone AS MATERIALIZED (
 ),
 marked_deleted AS (
     UPDATE rules r
-    SET deleted_at = :observed_at
+    SET deleted_at = :observed_at, version_run_id = :run_id
     FROM gone g
     WHERE r.account_id = :account_id AND r.prefix = g.prefix
     RETURNING 1
@@ -350,24 +448,19 @@ state_changes AS (
     RETURNING 1
 ),
 closed_versions AS (
-    UPDATE rule_versions v
-    SET valid_to = :observed_at
-    FROM gone g
-    WHERE v.account_id = :account_id AND v.valid_to IS NULL AND v.prefix = g.prefix
-    RETURNING 1
-),
-opened_versions AS (
-    INSERT INTO rule_versions (account_id, prefix, valid_from, path, state, open_version,
-                               permit_sub_rule, debug_urls, deleted, sync_run_id)
-    SELECT :account_id, prefix, :observed_at, path, state, open_version, permit_sub_rule,
-           debug_urls, true, :run_id
+    -- The live version a deletion ends becomes a past version; the deleted one is the rules
+    -- row itself (deleted_at set).
+    INSERT INTO rule_past_versions (account_id, prefix, valid_from, valid_to, path, state,
+                                    open_version, permit_sub_rule, debug_urls, deleted,
+                                    sync_run_id)
+    SELECT :account_id, prefix, changed_at, :observed_at, path, state, open_version,
+           permit_sub_rule, debug_urls, false, version_run_id
     FROM gone
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM marked_deleted) AS deleted,
        (SELECT count(*) FROM state_changes) AS state_changes,
-       (SELECT count(*) FROM closed_versions) + (SELECT count(*) FROM opened_versions)
-         AS history_rows,
+       (SELECT count(*) FROM closed_versions) AS history_rows,
        v.would_delete, v.live_rules, v.allowed AS deletions_allowed
 FROM verdict v;
 

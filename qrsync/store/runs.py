@@ -4,12 +4,15 @@ A run's listing is applied in one transaction (behaviours 1-4) that is open whil
 arrive, so that the database works while the next pages are being fetched, and memory does not
 grow with the listing (behaviour 9):
 
-- an account's first listing (no live rule) is COPYed into the UNLOGGED ``staged_rules`` table
-  and merged in one piece by one set-based statement (``merge_chunk`` in ``queries.sql``);
-- any later listing is COPYed into ``listed_rules``, a temporary table of the transaction with
-  no index to maintain, and compared with the stored rules in one pass of hash joins at its end
-  (``compare_listing``), which also finds the live rules it lacks; only the rules that differ
-  are staged and merged. A resync that changes 1 % of the rules stages 1 % of them.
+- an account's first listing (no rule at all) is COPYed into ``listed_rules``, a temporary
+  table of the transaction with no index to maintain, group by group, and each group inserted
+  with its history (``insert_first_chunk`` in ``queries.sql``) while the next pages are
+  fetched: there is nothing to compare with, and the database works beside the network;
+- any later listing is COPYed into ``listed_rules`` as it arrives, and compared with the
+  stored rules in one pass of hash joins at its end (``compare_listing``), which also finds
+  the live rules it lacks; only the rules that differ are staged and merged (``merge_chunk``).
+  A resync that changes 1 % of the rules stages 1 % of them. (The listing of an account whose
+  rules are all deleted is staged in the UNLOGGED ``staged_rules`` and merged in one piece.)
 
 A listing equal to the account's last complete one is recognised by its digests
 (:mod:`qrsync.store.digests`) and not compared at all. Deletions, the snapshot and the run's
@@ -27,7 +30,7 @@ from typing import NamedTuple
 
 import psycopg
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from qrsync.errors import DatabaseError, RunInterrupted
 from qrsync.masking import mask, one_line
@@ -339,6 +342,9 @@ class ListingWriter:
         if self._compare and listing:
             self._stage_compared(chunks)
             return
+        if listing and not self._has_rules:
+            self._stage_first(chunks)
+            return
         # A first listing (all new rules: inserted in one sorted statement, index pages filled
         # in order), or the few rules asked for by prefix (compared rule by rule as merged).
         for chunk in chunks:
@@ -375,6 +381,37 @@ class ListingWriter:
         if found.staged:
             self.conn.exec_driver_sql(PROBE_PLANS)  # the few staged rules: index probes
             self._merge(lo, self.next_seq)
+        self.merged_seq = self.next_seq
+
+    def _stage_first(self, chunks: Iterator[list[Rule]]) -> None:
+        """The first listing of an account without any rule: each group is COPYed into
+        listed_rules and inserted, with its history, as soon as it is whole, while the next
+        pages are fetched (nothing to compare with: every rule is new). A prefix that an
+        earlier group already inserted (page drift) is set aside, and the later listing of it
+        applied at the end."""
+        observed_at = self.clock()
+        params = {"run_id": self.run_id, "account_id": self.account_id, "observed_at": observed_at}
+        repeats = False
+        for chunk in chunks:
+            self._ensure_listed()
+            self.rows_in += len(chunk)
+            self._copy(chunk, COPY_LISTED)
+            self.conn.exec_driver_sql("SAVEPOINT first_chunk")
+            try:
+                row = self.conn.execute(query("insert_first_chunk"), params).one()
+            except IntegrityError:
+                self.conn.exec_driver_sql("ROLLBACK TO SAVEPOINT first_chunk")
+                self.conn.execute(query("set_aside_repeats"), params)
+                row = self.conn.execute(query("insert_first_chunk"), params).one()
+                repeats = True
+            self.conn.exec_driver_sql("RELEASE SAVEPOINT first_chunk; TRUNCATE listed_rules")
+            self.seen += row.inserted
+            self.inserted += row.inserted
+            self.state_changes += row.state_changes
+            self.history_rows += row.history_rows
+            self._has_rules = self._has_rules or row.inserted > 0
+        if repeats:
+            self.conn.execute(query("repeat_first_rules"), params)
         self.merged_seq = self.next_seq
 
     def _ensure_listed(self) -> None:

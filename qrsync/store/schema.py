@@ -28,9 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
-HEAD_REVISION = "0010"
-"""The newest migration, known without importing Alembic (a test keeps it equal to the real
-head), so that a sync's readiness check costs no start-up time."""
+from qrsync.store.revision import HEAD_REVISION as HEAD_REVISION  # re-export; bump it there
 
 metadata = MetaData()
 
@@ -114,6 +112,7 @@ rules = Table(
     Column("changed_at", TS, nullable=False),
     Column("published_at", TS),
     Column("deleted_at", TS),
+    Column("version_run_id", BigInteger, nullable=False),
     PrimaryKeyConstraint("account_id", "prefix", name="rules_pkey"),
 )
 
@@ -142,14 +141,14 @@ rule_state_changes = Table(
     Index("rule_state_changes_account_prefix_idx", "account_id", "prefix"),
 )
 
-rule_versions = Table(
-    "rule_versions",
+rule_past_versions = Table(
+    "rule_past_versions",
     metadata,
     Column("id", BigInteger, Identity(always=False), primary_key=True),
     Column("account_id", BigInteger, nullable=False),
     Column("prefix", Text, nullable=False),
     Column("valid_from", TS, nullable=False),
-    Column("valid_to", TS),
+    Column("valid_to", TS, nullable=False),
     Column("path", Text),
     Column("state", SmallInteger),
     Column("open_version", SmallInteger),
@@ -157,7 +156,7 @@ rule_versions = Table(
     Column("debug_urls", ARRAY(Text)),
     Column("deleted", Boolean, nullable=False, server_default=text("false")),
     Column("sync_run_id", BigInteger, nullable=False),
-    Index("rule_versions_account_prefix_from_idx", "account_id", "prefix", "valid_from"),
+    Index("rule_past_versions_account_prefix_from_idx", "account_id", "prefix", "valid_from"),
 )
 
 account_snapshots = Table(

@@ -59,10 +59,17 @@ def assert_history_consistent(db: Any) -> None:
     assert (
         rows(
             db,
+            "SELECT prefix FROM rule_versions"
+            " GROUP BY account_id, prefix, valid_from HAVING count(*) <> 1",
+        )
+        == []
+    )
+    assert (
+        rows(
+            db,
             "SELECT a.prefix FROM rule_versions a JOIN rule_versions b"
-            " ON a.account_id = b.account_id AND a.prefix = b.prefix AND a.id < b.id"
-            " AND a.valid_from < COALESCE(b.valid_to, 'infinity')"
-            " AND b.valid_from < COALESCE(a.valid_to, 'infinity')",
+            " ON a.account_id = b.account_id AND a.prefix = b.prefix"
+            " AND a.valid_from < b.valid_from AND b.valid_from < COALESCE(a.valid_to, 'infinity')",
         )
         == []
     )
@@ -181,6 +188,49 @@ def test_a_rule_listed_twice_takes_its_later_content(
     assert scalar(db, "SELECT path FROM rules WHERE prefix = %s", prefix) == final
     versions = scalar(db, "SELECT count(*) FROM rule_versions WHERE prefix = %s", prefix)
     assert versions == (1 if final == "pages/index/index" else 2)
+    assert_history_consistent(db)
+
+
+@pytest.mark.parametrize("group_rows", [2, 5000], ids=["across-groups", "in-one-group"])
+def test_a_first_listing_holding_a_rule_twice_keeps_the_later(
+    simulator: Any, qrsync: Any, db: Any, monkeypatch: pytest.MonkeyPatch, group_rows: int
+) -> None:
+    """An account's first listing is inserted group by group; a prefix a later group lists
+    again (page drift) takes its later content, with one version, one first-seen state change
+    and the later debug URLs, and counts once."""
+    monkeypatch.setattr("qrsync.store.digests.GROUP_ROWS", group_rows)
+    simulator.admin.add_account(mp_world())
+    twice = "https://a.example.com/twice"
+    listed = [
+        rule(twice, path="pages/first", debug_url=["https://a.example.com/twice?debug=1"]),
+        rule("https://a.example.com/b"),
+        rule("https://a.example.com/c"),
+        rule(twice, state=2, path="pages/later", debug_url=["https://a.example.com/twice?v=2"]),
+    ]
+    body = {"errcode": 0, "rule_list": listed, "total_count": 3, "list_size": 4}
+    simulator.admin.add_fault(endpoint="qrcodejumpget", times=-1, body=json.dumps(body))
+    monkeypatch.setenv("MP_SECRET", MP_SECRET)
+    qrsync.write_config(toml_config(simulator.url, mp_account()))
+    result = qrsync("sync", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)["accounts"][0]
+    assert (summary["status"], summary["rules_seen"], summary["inserted"]) == ("succeeded", 3, 3)
+    assert rows(
+        db,
+        "SELECT path, state, published_at = first_seen_at, version_run_id IS NOT NULL"
+        " FROM rules WHERE prefix = %s",
+        twice,
+    ) == [("pages/later", 2, True, True)]
+    assert rows(db, "SELECT path, state FROM rule_versions WHERE prefix = %s", twice) == [
+        ("pages/later", 2)
+    ]
+    assert rows(
+        db, "SELECT from_state, to_state FROM rule_state_changes WHERE prefix = %s", twice
+    ) == [(None, 2)]
+    assert rows(db, "SELECT url FROM rule_debug_urls WHERE prefix = %s", twice) == [
+        ("https://a.example.com/twice?v=2",)
+    ]
+    assert scalar(db, "SELECT count(*) FROM rule_state_changes") == 3
     assert_history_consistent(db)
 
 

@@ -54,7 +54,7 @@ SMALLINT = (-32768, 32767)
 INTEGER = (-(2**31), 2**31 - 1)
 HISTORY_TABLES = (
     "rules",
-    "rule_versions",
+    "rule_past_versions",
     "rule_state_changes",
     "rule_debug_urls",
     "account_snapshots",
@@ -611,7 +611,7 @@ def _tables(db: Any) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table a failed run must not touch (rules with their xmin)."""
     return {
         "rules": rows(db, "SELECT *, xmin::text FROM rules ORDER BY account_id, prefix"),
-        "rule_versions": rows(db, "SELECT * FROM rule_versions ORDER BY id"),
+        "rule_past_versions": rows(db, "SELECT * FROM rule_past_versions ORDER BY id"),
         "rule_state_changes": rows(db, "SELECT * FROM rule_state_changes ORDER BY id"),
         "rule_debug_urls": rows(db, "SELECT * FROM rule_debug_urls ORDER BY 1, 2, 3"),
         "account_snapshots": rows(db, "SELECT * FROM account_snapshots ORDER BY id"),
