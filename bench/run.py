@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 import requests
-from sqlalchemy import event, make_url
+from sqlalchemy import make_url
 
 from qrsync.simulator import RunningSimulator, start_simulator
 from qrsync.store.scratch import describe, scratch_database, scratch_server
@@ -344,6 +344,7 @@ def memory_case(server: str, n: int, small: int, work: Path) -> Row:
 def fleet_overhead_case(server: str, accounts: int, work: Path) -> Row:
     """No-op resync of many small accounts, in-process to count SQL statements."""
     from qrsync.app import App
+    from qrsync.store.engine import Connection
     from qrsync.store.runs import ListingWriter
     from qrsync.sync import Syncer, SyncRequest
 
@@ -376,27 +377,32 @@ def fleet_overhead_case(server: str, accounts: int, work: Path) -> Row:
                 ids = app.mirror_accounts().ids
                 engine = app.ready_engine()
                 statements = [0]
+                # Every statement goes through Connection.execute or exec_driver_sql, except
+                # COPY (straight to psycopg): counted apart.
+                counted = {
+                    (Connection, "execute"): Connection.execute,
+                    (Connection, "exec_driver_sql"): Connection.exec_driver_sql,
+                    (ListingWriter, "_copy"): ListingWriter._copy,
+                }
 
-                def count_statement(*_args: Any) -> None:
-                    statements[0] += 1
+                def counting(method: Any) -> Any:
+                    def run(*args: Any, **kwargs: Any) -> Any:
+                        statements[0] += 1
+                        return method(*args, **kwargs)
 
-                event.listen(engine, "before_cursor_execute", count_statement)
-                # COPY goes around SQLAlchemy's events (straight to psycopg): counted apart.
-                copy = ListingWriter._copy
-
-                def counted_copy(self: ListingWriter, *args: Any, **kwargs: Any) -> None:
-                    statements[0] += 1
-                    copy(self, *args, **kwargs)
+                    return run
 
                 syncer = Syncer(app.config, engine)
                 requests_ = [SyncRequest(a, ids[a.name]) for a in app.config.accounts]
-                ListingWriter._copy = counted_copy  # type: ignore[method-assign]
+                for (owner, name), method in counted.items():
+                    setattr(owner, name, counting(method))
                 try:
                     started = time.perf_counter()
                     syncer.sync_many(requests_)
                     wall = time.perf_counter() - started
                 finally:
-                    ListingWriter._copy = copy  # type: ignore[method-assign]
+                    for (owner, name), method in counted.items():
+                        setattr(owner, name, method)
                 syncer.close()
                 app.close()
                 return statements[0] / count, wall / count

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
+import psycopg
 
 from qrsync.config import AccountConfig, Config, load_config, missing_secret, resolve_path
 from qrsync.errors import ConfigError, DatabaseError
@@ -21,7 +20,7 @@ from qrsync.store.accounts import (
     mirror_accounts,
 )
 from qrsync.store.embedded import EmbeddedPostgres, data_home
-from qrsync.store.engine import first_line, make_engine, masked_url
+from qrsync.store.engine import Engine, first_line, make_engine, masked_url
 from qrsync.store.queries import query
 from qrsync.store.revision import HEAD_REVISION
 
@@ -90,7 +89,7 @@ class App:
             try:
                 with engine.connect() as conn:
                     conn.exec_driver_sql("SELECT 1")
-            except SQLAlchemyError as exc:
+            except psycopg.Error as exc:
                 engine.dispose()
                 raise DatabaseError(
                     f"cannot connect to {masked_url(self.database_url)}: {first_line(exc)}"
@@ -105,7 +104,7 @@ class App:
         try:
             with engine.connect() as conn:
                 revision = conn.execute(query("schema_revision")).scalar_one_or_none()
-        except (ProgrammingError, OperationalError):
+        except (psycopg.ProgrammingError, psycopg.OperationalError):
             revision = None
         if revision is None:
             raise DatabaseError(
@@ -126,7 +125,7 @@ class App:
             if not self.config.from_file:
                 return MirrorResult(ids=account_ids(self.ready_engine()), disabled=())
             return mirror_accounts(self.ready_engine(), self.config.accounts)
-        except SQLAlchemyError as exc:
+        except psycopg.Error as exc:
             raise DatabaseError(f"cannot record the accounts: {first_line(exc)}") from None
 
     def accounts(self) -> tuple[AccountConfig, ...]:

@@ -32,9 +32,8 @@ from qrsync.render.jsonout import to_json
 from qrsync.sync import RunResult, Syncer, SyncRequest
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
     from qrsync.report import Report
+    from qrsync.store.engine import Engine
 
 
 def _fail(exc: QrsyncError) -> NoReturn:

@@ -28,10 +28,9 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 
+import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import SQLAlchemyError
 
 from qrsync.app import App
 from qrsync.config import AccountConfig
@@ -39,6 +38,7 @@ from qrsync.errors import QrsyncError, RunInterrupted
 from qrsync.metrics import Metrics
 from qrsync.schedules import Schedule, spread_offset
 from qrsync.store.accounts import account_ids
+from qrsync.store.engine import Connection, Engine
 from qrsync.store.leases import Lease, LeaseStore
 from qrsync.sync import RunResult, Syncer, SyncRequest
 
@@ -307,7 +307,7 @@ class Daemon:
         try:
             accounts = self.app.accounts()
             ids = account_ids(self.engine)
-        except (QrsyncError, SQLAlchemyError) as exc:
+        except (QrsyncError, psycopg.Error) as exc:
             logger.error("cannot read the accounts: %s", exc, extra={"action": "refresh_failed"})
             return
         if accounts == self.accounts:
@@ -429,7 +429,7 @@ class Daemon:
         context = {"account": job.account, "slot": job.slot.isoformat(), "replica": self.name}
         try:
             claim = self.leases.store.claim(account_id, job.slot)
-        except SQLAlchemyError as exc:
+        except psycopg.Error as exc:
             logger.error("cannot claim: %s", exc, extra={"action": "claim_failed", **context})
             return
         if not claim.granted:
@@ -464,7 +464,7 @@ class Daemon:
             self.leases.remove(lease)
             try:
                 self.leases.store.release(lease)
-            except SQLAlchemyError:
+            except psycopg.Error:
                 pass  # the lease expires by itself within daemon.lease_s
 
     def _record(self, result: RunResult, context: dict[str, str]) -> None:
@@ -489,7 +489,7 @@ class Daemon:
         while not self._stop.wait(timeout=interval):
             try:
                 self.leases.renew()
-            except SQLAlchemyError as exc:
+            except psycopg.Error as exc:
                 logger.error("cannot renew leases: %s", exc, extra={"action": "renew_failed"})
 
     # --- HTTP -----------------------------------------------------------------------------------
@@ -520,9 +520,9 @@ class Daemon:
         def ping(engine: Engine) -> None:
             try:
                 with engine.connect() as conn:
-                    conn.execute(text("SELECT 1"))
+                    conn.exec_driver_sql("SELECT 1")
                 answer.append("ok")
-            except SQLAlchemyError as exc:
+            except psycopg.Error as exc:
                 answer.append(type(exc).__name__)
 
         probe = threading.Thread(target=ping, args=(self.engine,), daemon=True)

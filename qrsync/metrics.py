@@ -11,12 +11,12 @@ import threading
 import time
 from collections.abc import Iterator
 
+import psycopg
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
+from qrsync.store.engine import Engine
 from qrsync.store.queries import query
 
 STATE_NAMES = {1: "unpublished", 2: "published"}
@@ -78,7 +78,7 @@ class DatabaseGauges(Collector):
             if time.monotonic() - self._read_at > DATABASE_GAUGES_TTL_S:
                 try:
                     self._cached = self._read()
-                except SQLAlchemyError:
+                except psycopg.Error:
                     self._cached = []  # /healthz reports the database; metrics stay served
                 self._read_at = time.monotonic()
             yield from self._cached

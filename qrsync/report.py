@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine
-
+from qrsync.store.engine import Engine
 from qrsync.store.queries import query
 
 RECENT_LIMIT = 20

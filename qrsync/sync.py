@@ -19,8 +19,6 @@ from queue import Full, Queue
 from typing import Protocol
 
 import psycopg
-from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from qrsync.config import MAX_PAGE_SIZE, AccountConfig, Config
 from qrsync.errors import (
@@ -35,6 +33,7 @@ from qrsync.errors import (
 from qrsync.masking import mask, one_line
 from qrsync.store.digests import GROUP_ROWS
 from qrsync.store.encryption import sealer_for
+from qrsync.store.engine import Connection, Engine
 from qrsync.store.runs import (
     ListingWriter,
     QuotaHold,
@@ -214,7 +213,7 @@ class Syncer:
                 scheduled_for=request.scheduled_for,
                 replica=request.replica,
             )
-        except SQLAlchemyError as exc:
+        except psycopg.Error as exc:
             error = database_error(exc)
             return RunResult(
                 account.name, None, "failed", error=f"account '{account.name}': {error}"
@@ -232,9 +231,9 @@ class Syncer:
         tally = ListingTally()
         try:
             result = self._run(request, run_id, counter, tally)
-        except (AccountError, DatabaseError, SQLAlchemyError, psycopg.Error) as exc:
+        except (AccountError, DatabaseError, psycopg.Error) as exc:
             # psycopg's own errors come straight from COPY, which runs on the driver's cursor.
-            if isinstance(exc, SQLAlchemyError | psycopg.Error):
+            if isinstance(exc, psycopg.Error):
                 exc = database_error(exc)
             errcode = exc.errcode if isinstance(exc, AccountError) else None
             message = str(exc)
@@ -255,7 +254,7 @@ class Syncer:
                     finished_at=self.clock(),
                     abandoned=isinstance(exc, RunInterrupted),
                 )
-            except SQLAlchemyError as db_exc:
+            except psycopg.Error as db_exc:
                 message += f" (and the run could not be recorded: {database_error(db_exc)})"
             logger.warning("%s", message, extra={"action": "run_failed", **log_extra})
             return RunResult(
@@ -289,7 +288,7 @@ class Syncer:
         hold = QuotaHold(errcode, now, quota_resets_at(errcode, now))
         try:
             self.runs.hold_quota(account.appid, hold, run_id)
-        except SQLAlchemyError as exc:
+        except psycopg.Error as exc:
             return f"; the hold could not be recorded: {database_error(exc)}"
         return f"; {account.appid} is not called again until {_when(hold.until)}"
 

@@ -17,12 +17,11 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import Engine
 
 from qrsync.cli import cli
 from qrsync.simulator import RunningSimulator, start_simulator
 from qrsync.store import migrate
-from qrsync.store.engine import make_engine
+from qrsync.store.engine import Engine, make_engine
 from qrsync.store.scratch import scratch_server, with_database
 
 SCHEMA = "qrsync"

@@ -6,11 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine
-
 from qrsync.config import AccountConfig, SecretRef, TokenConfig, seed_fingerprint
 from qrsync.errors import UsageError
 from qrsync.store.encryption import TokenSealer
+from qrsync.store.engine import Engine
 from qrsync.store.queries import query
 
 

@@ -7,10 +7,8 @@ Run it again after `qrsync db upgrade` so that new views are granted too.
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, text
-
 from qrsync.errors import UsageError
-from qrsync.store.engine import quote_ident
+from qrsync.store.engine import Engine, quote_ident
 from qrsync.store.queries import query
 
 READABLE_TABLES = (
@@ -29,7 +27,7 @@ def readable_objects(engine: Engine, schema: str) -> list[str]:
     """The user tables and every view of the schema."""
     with engine.connect() as conn:
         views = conn.execute(
-            text(
+            (
                 "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                 " WHERE n.nspname = :schema AND c.relkind = 'v' ORDER BY 1"
             ),
@@ -48,9 +46,9 @@ def grant_readonly(engine: Engine, schema: str, role: str) -> list[str]:
                 f"role '{role}' does not exist: create it first, e.g. "
                 f"CREATE ROLE {quoted_role} LOGIN PASSWORD '...'; (see docs/analysts.md)"
             )
-        conn.execute(text(f"GRANT USAGE ON SCHEMA {quoted_schema} TO {quoted_role}"))
+        conn.execute(f"GRANT USAGE ON SCHEMA {quoted_schema} TO {quoted_role}")
         names = ", ".join(f"{quoted_schema}.{quote_ident(name)}" for name in objects)
-        conn.execute(text(f"GRANT SELECT ON {names} TO {quoted_role}"))
+        conn.execute(f"GRANT SELECT ON {names} TO {quoted_role}")
         secrets = ", ".join(f"{quoted_schema}.{quote_ident(name)}" for name in SECRET_TABLES)
-        conn.execute(text(f"REVOKE ALL ON {secrets} FROM {quoted_role}"))
+        conn.execute(f"REVOKE ALL ON {secrets} FROM {quoted_role}")
     return objects

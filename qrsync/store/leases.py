@@ -14,9 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine
-
 from qrsync.errors import RunInterrupted
+from qrsync.store.engine import Connection, Engine
 from qrsync.store.queries import query
 
 

@@ -1,18 +1,25 @@
-"""`qrsync db upgrade / current / downgrade`: Alembic, run on qrsync's own engine and schema."""
+"""`qrsync db upgrade / current / downgrade`: Alembic, run on qrsync's database and schema.
+
+Alembic works on SQLAlchemy connections: each command opens one (without a pool) on the URL of
+qrsync's :class:`~qrsync.store.engine.Engine`, which the other commands use without SQLAlchemy.
+"""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.pool import NullPool
 
 from qrsync.errors import DatabaseError
-from qrsync.store.engine import quote_ident
+from qrsync.store.engine import Engine, normalize_url, quote_ident
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +55,7 @@ def downgrade(engine: Engine, schema: str, revision: str) -> None:
 
 def current(engine: Engine, schema: str) -> str | None:
     """The revision the database is at, or None when it was never migrated."""
-    with engine.connect() as conn:
+    with alchemy_connection(engine) as conn:
         conn.execute(text(f"SET search_path TO {quote_ident(schema)}"))
         context = MigrationContext.configure(conn, opts={"version_table_schema": schema})
         return context.get_current_revision()
@@ -56,8 +63,21 @@ def current(engine: Engine, schema: str) -> str | None:
 
 def _run(engine: Engine, schema: str, action: object) -> None:
     cfg = _alembic_config()
-    with engine.connect() as conn:
+    with alchemy_connection(engine) as conn:
         cfg.attributes["connection"] = conn
         cfg.attributes["schema"] = schema
         action(cfg)  # type: ignore[operator]
         conn.commit()
+
+
+@contextmanager
+def alchemy_connection(engine: Engine) -> Iterator[Connection]:
+    """A SQLAlchemy connection to ``engine``'s database, working in its schema, for Alembic."""
+    alchemy = create_engine(normalize_url(engine.url), poolclass=NullPool)
+    try:
+        with alchemy.connect() as conn:
+            conn.execute(text(f"SET search_path TO {quote_ident(engine.schema)}"))
+            conn.commit()
+            yield conn
+    finally:
+        alchemy.dispose()

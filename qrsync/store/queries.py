@@ -9,8 +9,6 @@ import re
 from functools import cache
 from importlib.resources import files
 
-from sqlalchemy import TextClause, text
-
 _HEADER = re.compile(r"^-- name: (?P<name>\w+) --$", re.MULTILINE)
 
 
@@ -26,11 +24,12 @@ def parse_queries(source: str) -> dict[str, str]:
 
 
 @cache
-def _all() -> dict[str, TextClause]:
+def _all() -> dict[str, str]:
     source = files("qrsync.store").joinpath("queries.sql").read_text(encoding="utf-8")
-    return {name: text(sql) for name, sql in parse_queries(source).items()}
+    return parse_queries(source)
 
 
-def query(name: str) -> TextClause:
-    """The named statement as a SQLAlchemy text clause."""
+def query(name: str) -> str:
+    """The named statement, its parameters written ``:name``
+    (:meth:`qrsync.store.engine.Connection.execute` binds them)."""
     return _all()[name]

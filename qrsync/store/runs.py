@@ -29,14 +29,12 @@ from itertools import chain
 from typing import NamedTuple
 
 import psycopg
-from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from qrsync.errors import DatabaseError, RunInterrupted
 from qrsync.masking import mask, one_line
 from qrsync.store import digests
 from qrsync.store.digests import Group, Spool, chunked, digested
-from qrsync.store.engine import first_line
+from qrsync.store.engine import Connection, Engine, first_line
 from qrsync.store.queries import query
 from qrsync.wechat.listing import Page, Rule
 
@@ -399,7 +397,7 @@ class ListingWriter:
             self.conn.exec_driver_sql("SAVEPOINT first_chunk")
             try:
                 row = self.conn.execute(query("insert_first_chunk"), params).one()
-            except IntegrityError:
+            except psycopg.errors.UniqueViolation:
                 self.conn.exec_driver_sql("ROLLBACK TO SAVEPOINT first_chunk")
                 self.conn.execute(query("set_aside_repeats"), params)
                 row = self.conn.execute(query("insert_first_chunk"), params).one()
@@ -453,8 +451,7 @@ class ListingWriter:
     def _copy(self, rules: list[Rule], statement: str = COPY_STAGED) -> None:
         """COPY ``rules`` into staged_rules (or, with COPY_LISTED, listed_rules), numbered
         from :attr:`next_seq` in listing order."""
-        dbapi = self.conn.connection.driver_connection
-        assert dbapi is not None
+        dbapi = self.conn.driver_connection
         with dbapi.cursor() as cursor, cursor.copy(statement) as copy:
             copy.set_types(STAGED_TYPES)
             for rule in rules:
@@ -538,7 +535,7 @@ class ListingWriter:
                     "max_delete_fraction": max_delete_fraction,
                 },
             ).one()
-            deletions = Deletions(**found._mapping)
+            deletions = Deletions(**found._asdict())
         counts = MergeCounts(
             rules_seen=self.seen,
             inserted=self.inserted,
@@ -611,6 +608,6 @@ def _join(*parts: str | None) -> str | None:
     return text or None
 
 
-def database_error(exc: SQLAlchemyError | psycopg.Error) -> DatabaseError:
-    """One line for people out of a SQLAlchemy/psycopg error."""
+def database_error(exc: psycopg.Error) -> DatabaseError:
+    """One line for people out of a psycopg error."""
     return DatabaseError(f"database error: {first_line(exc)}")

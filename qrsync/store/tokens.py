@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Engine
-
 from qrsync.store.encryption import TokenSealer
+from qrsync.store.engine import Engine
 from qrsync.store.queries import query
 from qrsync.wechat.tokens import FetchedToken, reuse_seconds
 

@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 
 from qrsync.errors import RunInterrupted
+from qrsync.store.engine import Engine
 from qrsync.store.leases import Lease, LeaseStore
 
 SLOT = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)

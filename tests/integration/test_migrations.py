@@ -38,7 +38,7 @@ def test_upgrade_from_empty_matches_the_metadata(empty_database_url: str) -> Non
     engine = make_engine(empty_database_url, "qrsync")
     try:
         migrate.upgrade(engine, "qrsync")
-        with engine.connect() as conn:
+        with migrate.alchemy_connection(engine) as conn:
             context = MigrationContext.configure(conn)
             diff = compare_metadata(context, metadata)
         # Comments live in the migrations (with the views'); everything else must match.
