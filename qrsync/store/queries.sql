@@ -313,8 +313,7 @@ inserted AS (
     SELECT :account_id, prefix, path, state, open_version, permit_sub_rule, debug_urls,
            :observed_at, :observed_at,
            CASE WHEN state = 2 THEN CAST(:observed_at AS timestamptz) END, :run_id
-    FROM chunk
-    ORDER BY prefix
+    FROM chunk  -- (in prefix order already: the index pages fill in order)
     RETURNING prefix, path, state, open_version, permit_sub_rule, debug_urls
 ),
 state_changes AS (
