@@ -120,12 +120,7 @@ CREATE TEMPORARY TABLE listed_rules (LIKE staged_rules) ON COMMIT DROP;
 -- distinct prefixes the listing holds and which live rules it lacks. A live rule listed twice
 -- (page drift) has all its listed rows staged, and merge_chunk keeps the later one; whether
 -- any was is known from the counts, so that a listing without (the usual case) is not grouped.
-WITH live AS MATERIALIZED (
-    SELECT prefix, path, state, open_version, permit_sub_rule, debug_urls
-    FROM rules
-    WHERE account_id = :account_id AND deleted_at IS NULL
-),
-compared AS MATERIALIZED (
+WITH compared AS MATERIALIZED (
     SELECT l.seq, l.prefix, l.path, l.state, l.open_version, l.permit_sub_rule, l.debug_urls,
            r.prefix AS live_prefix,
            r.prefix IS NULL
@@ -133,13 +128,20 @@ compared AS MATERIALIZED (
                 IS DISTINCT FROM (l.path, l.state, l.open_version, l.permit_sub_rule,
                                   l.debug_urls) AS differs
     FROM listed_rules l
-    FULL JOIN live r ON r.prefix = l.prefix
+    FULL JOIN (
+        SELECT prefix, path, state, open_version, permit_sub_rule, debug_urls
+        FROM rules
+        WHERE account_id = :account_id AND deleted_at IS NULL
+    ) r ON r.prefix = l.prefix
 ),
 tally AS MATERIALIZED (
+    -- (The live rules are counted apart, not from the join: a rule listed twice is in it
+    -- twice. Counting them again costs less than keeping them all for the join.)
     SELECT count(*) FILTER (WHERE prefix IS NOT NULL AND live_prefix IS NOT NULL)
              AS matched_rows,
            count(*) FILTER (WHERE prefix IS NULL) AS missing,
-           (SELECT count(*) FROM live) AS live_rules
+           (SELECT count(*) FROM rules WHERE account_id = :account_id AND deleted_at IS NULL)
+             AS live_rules
     FROM compared
 ),
 listed_twice AS (
@@ -161,6 +163,7 @@ staged AS (
 )
 SELECT (SELECT live_rules - missing FROM tally)
          + (SELECT count(DISTINCT prefix) FROM compared WHERE live_prefix IS NULL) AS seen,
+       (SELECT live_rules FROM tally) AS live_rules,
        (SELECT count(*) FROM staged) AS staged,
        ARRAY(SELECT live_prefix FROM compared WHERE prefix IS NULL ORDER BY live_prefix)
          AS missing;
@@ -398,26 +401,27 @@ WHERE t.position IS DISTINCT FROM EXCLUDED.position;
 -- name: apply_deletions --
 -- Once a complete listing is merged: mark deleted the :candidates (the live rules
 -- compare_listing found missing, less those WeChat still returned by prefix), unless that is
--- more than :max_delete_fraction of the rules live before the run (or all of them) and the user
--- did not confirm. :added is the rules the run brought (back) to life.
-WITH live AS (
-    SELECT count(*) AS n FROM rules WHERE account_id = :account_id AND deleted_at IS NULL
-),
-previous AS (
+-- more than :max_delete_fraction of the :live_rules before the run (or all of them) and the
+-- user did not confirm.
+WITH previous AS (
     SELECT max(taken_at) AS listed_at
     FROM account_snapshots
     WHERE account_id = :account_id AND complete
 ),
 candidates AS MATERIALIZED (
-    SELECT r.prefix, r.path, r.state, r.open_version, r.permit_sub_rule, r.debug_urls,
-           r.changed_at, r.version_run_id
-    FROM rules r
-    WHERE r.account_id = :account_id AND r.prefix = ANY (CAST(:candidates AS text[]))
-      AND r.deleted_at IS NULL
+    SELECT r.*
+    FROM unnest(CAST(:candidates AS text[])) AS c(prefix)
+    -- One index probe per candidate, whatever the statistics say.
+    CROSS JOIN LATERAL (
+        SELECT x.prefix, x.path, x.state, x.open_version, x.permit_sub_rule, x.debug_urls,
+               x.changed_at, x.version_run_id
+        FROM rules x
+        WHERE x.account_id = :account_id AND x.prefix = c.prefix AND x.deleted_at IS NULL
+        LIMIT 1
+    ) r
 ),
 guard AS (
-    SELECT count(*) AS would_delete,
-           (SELECT n FROM live) - CAST(:added AS bigint) AS live_rules
+    SELECT count(*) AS would_delete, CAST(:live_rules AS bigint) AS live_rules
     FROM candidates
 ),
 verdict AS (

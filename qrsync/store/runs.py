@@ -250,6 +250,7 @@ class ListingWriter:
         self._confirmed: frozenset[str] = frozenset()  # rules asked for by prefix and found
         self._listed_ready = False  # listed_rules exists in this transaction
         self._missing: list[str] = []  # live rules the listing lacks (compared listings)
+        self._live_rules = 0  # live rules before the run (compared listings)
         self.rows_in = 0  # rules handed to stage(), duplicates included
         self._listing: list[bytes] | None = None  # digests of the listing's groups, once staged
         self._listing_rows = 0
@@ -375,6 +376,7 @@ class ListingWriter:
             query("compare_listing"), {"run_id": self.run_id, "account_id": self.account_id}
         ).one()
         self.seen += found.seen
+        self._live_rules = found.live_rules
         self._missing = list(found.missing)
         if found.staged:
             self.conn.exec_driver_sql(PROBE_PLANS)  # the few staged rules: index probes
@@ -530,7 +532,7 @@ class ListingWriter:
                     "account_id": self.account_id,
                     "observed_at": observed_at,
                     "candidates": candidates,
-                    "added": self.inserted + self.revived,
+                    "live_rules": self._live_rules,
                     "allow_mass_delete": allow_mass_delete,
                     "max_delete_fraction": max_delete_fraction,
                 },
