@@ -344,8 +344,8 @@ class ListingWriter:
         if listing and not self._has_rules:
             self._stage_first(chunks)
             return
-        # A first listing (all new rules: inserted in one sorted statement, index pages filled
-        # in order), or the few rules asked for by prefix (compared rule by rule as merged).
+        # The listing of an account whose rules are all deleted (merged in one sorted piece),
+        # or the few rules asked for by prefix (compared rule by rule as merged).
         for chunk in chunks:
             self.rows_in += len(chunk)
             if not listing:
