@@ -127,37 +127,31 @@ def named_row(cursor: psycopg.Cursor[Any]) -> RowMaker[Any]:
 
 
 class Result:
-    """The rows of one statement, read the ways qrsync reads them."""
+    """The rows of one statement (read at once: its cursor is closed before this is returned,
+    so that no result of the server's outlives the statement), read the ways qrsync reads
+    them."""
 
-    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
-        self._cursor = cursor
-
-    @property
-    def rowcount(self) -> int:
-        return self._cursor.rowcount
-
-    def _rows(self) -> list[Any]:
-        return self._cursor.fetchall() if self._cursor.description is not None else []
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
 
     def all(self) -> list[Any]:
-        return self._rows()
+        return self._rows
 
     fetchall = all
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self._rows())
+        return iter(self._rows)
 
     def first(self) -> Any | None:
-        rows = self._rows()
-        return rows[0] if rows else None
+        return self._rows[0] if self._rows else None
 
     fetchone = first
 
     def one_or_none(self) -> Any | None:
-        rows = self._rows()
-        if len(rows) > 1:
-            raise psycopg.ProgrammingError(f"expected at most one row, got {len(rows)}")
-        return rows[0] if rows else None
+        if len(self._rows) > 1:
+            raise psycopg.ProgrammingError(f"expected at most one row, got {len(self._rows)}")
+        return self.first()
 
     def one(self) -> Any:
         row = self.one_or_none()
@@ -177,10 +171,10 @@ class Result:
         return None if row is None else row[0]
 
     def scalars(self) -> Rows:
-        return Rows([row[0] for row in self._rows()])
+        return Rows([row[0] for row in self._rows])
 
     def mappings(self) -> Rows:
-        return Rows([row._asdict() for row in self._rows()])
+        return Rows([row._asdict() for row in self._rows])
 
 
 class Rows(list[Any]):
@@ -217,24 +211,26 @@ class Connection:
     def __init__(self, engine: Engine, raw: psycopg.Connection[Any]) -> None:
         self.engine = engine
         self.driver_connection = raw
+        self._closed = False
 
     def execute(
         self, statement: str | TextLike, parameters: Mapping[str, Any] | None = None
     ) -> Result:
         """Run a statement with ``:name`` parameters."""
-        cursor = self.driver_connection.cursor(row_factory=named_row)
         sql = _sql(statement)
         if parameters:
-            cursor.execute(bind_style(sql), parameters)
-        else:
-            cursor.execute(sql)
-        return Result(cursor)
+            return self._run(bind_style(sql), parameters)
+        return self._run(sql, None)
 
     def exec_driver_sql(self, sql: str) -> Result:
         """Run SQL as it is (no parameters; several statements allowed)."""
-        cursor = self.driver_connection.cursor(row_factory=named_row)
-        cursor.execute(sql)
-        return Result(cursor)
+        return self._run(sql, None)
+
+    def _run(self, sql: str, parameters: Mapping[str, Any] | None) -> Result:
+        with self.driver_connection.cursor(row_factory=named_row) as cursor:
+            cursor.execute(sql, parameters)
+            rows = cursor.fetchall() if cursor.description is not None else []
+            return Result(rows, cursor.rowcount)
 
     def begin(self) -> Transaction:
         return Transaction(self)
@@ -246,7 +242,9 @@ class Connection:
         self.driver_connection.rollback()
 
     def close(self) -> None:
-        self.engine.pool.give_back(self.driver_connection)
+        if not self._closed:  # (closing twice must not hand the connection back twice)
+            self._closed = True
+            self.engine.pool.give_back(self.driver_connection)
 
     def __enter__(self) -> Connection:
         return self
