@@ -13,6 +13,7 @@ import psycopg
 
 from qrsync.config import AccountConfig, Config, load_config, missing_secret, resolve_path
 from qrsync.errors import ConfigError, DatabaseError
+from qrsync.masking import mask
 from qrsync.store.accounts import (
     MirrorResult,
     account_ids,
@@ -20,7 +21,7 @@ from qrsync.store.accounts import (
     mirror_accounts,
 )
 from qrsync.store.embedded import EmbeddedPostgres, data_home
-from qrsync.store.engine import Engine, first_line, make_engine, masked_url
+from qrsync.store.engine import Engine, first_line, make_engine
 from qrsync.store.queries import query
 from qrsync.store.revision import HEAD_REVISION
 
@@ -92,7 +93,7 @@ class App:
             except psycopg.Error as exc:
                 engine.dispose()
                 raise DatabaseError(
-                    f"cannot connect to {masked_url(self.database_url)}: {first_line(exc)}"
+                    f"cannot connect to {mask(self.database_url)}: {first_line(exc)}"
                 ) from None
             self._engine = engine
         return self._engine

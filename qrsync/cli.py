@@ -179,10 +179,8 @@ def db_url(obj: Context) -> None:
     With the embedded PostgreSQL, the server is started if need be and left running for psql
     until `qrsync db stop`.
     """
-    from qrsync.store.engine import masked_url
-
     app = obj.app(keep_embedded_running=True)
-    url = masked_url(app.database_url)
+    url = mask(app.database_url)
     click.echo(url.replace("postgresql+psycopg://", "postgresql://", 1))
     if app.uses_embedded:
         _notice("the embedded PostgreSQL stays up for psql; `qrsync db stop` stops it")

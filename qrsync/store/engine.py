@@ -22,12 +22,12 @@ from contextlib import contextmanager
 from functools import lru_cache
 from types import TracebackType
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.rows import RowMaker
 
 from qrsync.errors import DatabaseError
+from qrsync.masking import mask
 
 CHECKOUT_TIMEOUT_S = 30.0
 """How long a thread waits for a pooled connection before giving up (as SQLAlchemy's pool)."""
@@ -43,7 +43,7 @@ def normalize_url(url: str) -> str:
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     if not url.startswith("postgresql+psycopg://"):
         raise DatabaseError(
-            f"database URL must be a PostgreSQL URL (postgresql://...), not '{masked_url(url)}'"
+            f"database URL must be a PostgreSQL URL (postgresql://...), not '{mask(url)}'"
         )
     return url
 
@@ -51,22 +51,6 @@ def normalize_url(url: str) -> str:
 def libpq_url(url: str) -> str:
     """``url`` as libpq (psycopg) reads it: ``postgresql://...``."""
     return "postgresql://" + normalize_url(url).split("://", 1)[1]
-
-
-def masked_url(url: str) -> str:
-    """The URL with its password replaced, fit for printing."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url.split("@")[-1] if "@" in url else url
-    netloc = parts.netloc
-    if "@" in netloc:
-        user, host = netloc.rsplit("@", 1)
-        if ":" in user:
-            user = user.split(":", 1)[0] + ":***"
-        netloc = f"{user}@{host}"
-    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def first_line(exc: BaseException) -> str:
