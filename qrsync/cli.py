@@ -567,7 +567,7 @@ def _render(built: Report, output_format: str) -> str:
 
 @cli.command()
 @click.option("--name", metavar="REPLICA", help="This replica's name (default: host name and pid).")
-@click.option("--http-port", type=int, metavar="N", help="Port of /metrics and /healthz (0: off).")
+@click.option("--http-port", type=int, metavar="N", help="Port of /metrics and probes (0: off).")
 @click.option(
     "--log-format",
     type=click.Choice(["auto", "text", "json"]),

@@ -6,8 +6,10 @@ slot); each account starts at a fixed offset into the slot so that a fleet does 
 at once, claims (account, slot) in PostgreSQL, and only the winner syncs, holding a lease that a
 background thread renews. SIGTERM stops claiming, lets runs finish within
 ``daemon.shutdown_grace_s``, then abandons the rest cleanly; SIGHUP reloads the configuration.
-GET /metrics serves Prometheus metrics and GET /healthz says whether the scheduler and the
-database answer.
+GET /metrics serves Prometheus metrics; GET /livez says whether the process still schedules
+(no database access: a liveness probe must not restart pods during a database outage), GET
+/readyz (and its older name /healthz) whether it can also sync: the database answers and takes
+writes.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 
@@ -34,11 +36,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from qrsync.app import App
 from qrsync.config import AccountConfig
-from qrsync.errors import QrsyncError, RunInterrupted
+from qrsync.errors import (
+    READ_ONLY_HINT,
+    UNREACHABLE_HINT,
+    DatabaseError,
+    QrsyncError,
+    RunInterrupted,
+)
+from qrsync.masking import mask, one_line
 from qrsync.metrics import Metrics
 from qrsync.schedules import Schedule, spread_offset
 from qrsync.store.accounts import account_ids
-from qrsync.store.engine import Connection, Engine
+from qrsync.store.engine import Connection, Engine, first_line
 from qrsync.store.leases import Lease, LeaseStore
 from qrsync.sync import RunResult, Syncer, SyncRequest
 
@@ -136,6 +145,9 @@ class Dispatcher:
     def start(self) -> None:
         self._thread.start()
 
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def add(self, job: SlotJob, delay_s: float) -> None:
         with self._cond:
             if not self._stopped:
@@ -165,21 +177,31 @@ class Dispatcher:
             self._submit(job)
 
 
-# --- HTTP: /metrics and /healthz ----------------------------------------------------------------
+# --- HTTP: /metrics, /livez, /readyz (alias /healthz) --------------------------------------------
+
+READINESS_PATHS = ("/readyz", "/healthz")  # /healthz: the older name, kept for existing probes
 
 
 class _Handler(BaseHTTPRequestHandler):
     daemon_ref: Daemon
 
     def do_GET(self) -> None:
-        if self.path.split("?")[0] == "/metrics":
+        path = self.path.split("?")[0]
+        if path == "/metrics":
             body = generate_latest(self.daemon_ref.metrics.registry)
             self._reply(200, CONTENT_TYPE_LATEST, body)
-        elif self.path.split("?")[0] == "/healthz":
+        elif path == "/livez":
+            live, detail = self.daemon_ref.liveness()
+            self._reply(200 if live else 503, "text/plain; charset=utf-8", detail.encode())
+        elif path in READINESS_PATHS:
             healthy, detail = self.daemon_ref.health()
             self._reply(200 if healthy else 503, "text/plain; charset=utf-8", detail.encode())
         else:
-            self._reply(404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n")
+            self._reply(
+                404,
+                "text/plain; charset=utf-8",
+                b"not found: try /metrics, /livez or /readyz\n",
+            )
 
     def _reply(self, status: int, content_type: str, body: bytes) -> None:
         self.send_response(status)
@@ -208,6 +230,7 @@ class Daemon:
         self._runs_lock = threading.Lock()
         self._runs: set[Future[None]] = set()
         self._scheduler: BackgroundScheduler | None = None
+        self._clock_offset = timedelta(0)  # the database's clock minus ours, as last seen
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -383,16 +406,36 @@ class Daemon:
                 max_instances=1,
             )
 
+    def _now(self) -> datetime:
+        """The database's time, by which slots are named (a replica whose clock is ahead or
+        behind names the same slot as the others); the local clock corrected by the last
+        offset seen if the database cannot be asked."""
+        local = datetime.now(UTC)
+        try:
+            database = self.leases.store.database_now()
+        except (psycopg.Error, QrsyncError) as exc:
+            logger.warning(
+                "replica %s: could not read the database's clock (%s); slots named from the "
+                "local clock corrected by %.1f s",
+                self.name,
+                one_line(first_line(exc)),
+                self._clock_offset.total_seconds(),
+                extra={"action": "database_clock_unread", "replica": self.name},
+            )
+            return local + self._clock_offset
+        self._clock_offset = database - local
+        return database.astimezone(UTC)
+
     def _fire(self, schedule: Schedule) -> None:
         """A schedule fired: queue its accounts for the slot (the latest fire time)."""
-        now = datetime.now(UTC)
+        now = self._now()
         slot = schedule.latest_slot(now)
         if slot is not None:
             self._queue(schedule, slot, now)
 
     def _catch_up(self) -> None:
         """At start: the latest slot of every schedule, run once if no replica ran it."""
-        now = datetime.now(UTC)
+        now = self._now()
         for schedule in self._schedules():
             slot = schedule.latest_slot(now)
             if slot is not None:
@@ -430,7 +473,12 @@ class Daemon:
         try:
             claim = self.leases.store.claim(account_id, job.slot)
         except psycopg.Error as exc:
-            logger.error("cannot claim: %s", exc, extra={"action": "claim_failed", **context})
+            logger.error(
+                "account '%s': cannot claim the slot: %s",
+                job.account,
+                DatabaseError(f"database error: {first_line(exc)}"),
+                extra={"action": "claim_failed", **context},
+            )
             return
         if not claim.granted:
             reason = "done" if claim.done else "busy"
@@ -504,30 +552,55 @@ class Daemon:
         thread = threading.Thread(target=server.serve_forever, name="qrsync-http", daemon=True)
         thread.start()
         logger.info(
-            "serving /metrics and /healthz on port %d",
+            "serving /metrics, /livez and /readyz (alias /healthz) on port %d",
             server.server_address[1],
             extra={"action": "http_started", "replica": self.name},
         )
         self.http_address = server.server_address
         return server
 
+    def liveness(self) -> tuple[bool, str]:
+        """200 while the scheduler's and the dispatcher's threads are alive; never touches the
+        database, so that a database outage does not get the process restarted."""
+        if self._stop.is_set():
+            return True, f"live: replica {self.name} is stopping\n"
+        scheduler = getattr(self._scheduler, "_thread", None)
+        if scheduler is None or not scheduler.is_alive():
+            return False, "not live: the scheduler thread is not running\n"
+        if not self._dispatcher.alive():
+            return False, "not live: the dispatcher thread is not running\n"
+        return True, f"live: replica {self.name}\n"
+
     def health(self) -> tuple[bool, str]:
-        """200 when the scheduler runs and the database answers (within a few seconds)."""
+        """Readiness: 200 when the scheduler runs and the database answers and takes writes
+        (within a few seconds); 503 with a one-line reason otherwise."""
         if self._scheduler is None or not self._scheduler.running or self._stop.is_set():
-            return False, "scheduler not running\n"
+            return False, "not ready: scheduler not running\n"
         answer: list[str] = []
 
         def ping(engine: Engine) -> None:
             try:
                 with engine.connect() as conn:
-                    conn.exec_driver_sql("SELECT 1")
-                answer.append("ok")
+                    read_only, in_recovery = conn.exec_driver_sql(
+                        "SELECT current_setting('transaction_read_only') = 'on',"
+                        " pg_is_in_recovery()"
+                    ).one()
+                if not read_only:
+                    answer.append("ok")
+                else:
+                    where = "a standby in recovery" if in_recovery else "transaction_read_only on"
+                    answer.append(f"read-only ({where})")
             except psycopg.Error as exc:
-                answer.append(type(exc).__name__)
+                answer.append(f"{type(exc).__name__}: {first_line(exc)}")
 
         probe = threading.Thread(target=ping, args=(self.engine,), daemon=True)
         probe.start()
         probe.join(timeout=HEALTH_TIMEOUT_S)
         if answer == ["ok"]:
             return True, f"ok: replica {self.name}, {len(self._enabled())} accounts\n"
-        return False, f"database not answering ({answer[0] if answer else 'timeout'})\n"
+        if answer and answer[0].startswith("read-only"):
+            reason = f"database is {answer[0]}; {READ_ONLY_HINT}"
+        else:
+            what = answer[0] if answer else f"no answer within {HEALTH_TIMEOUT_S:g} s"
+            reason = f"database not answering ({what}); {UNREACHABLE_HINT}"
+        return False, one_line(mask(f"not ready: {reason}")) + "\n"

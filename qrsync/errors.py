@@ -48,8 +48,49 @@ class ConfigError(UsageError):
         super().__init__(f"{where}: {problem}")
 
 
+READ_ONLY_HINT = (
+    "hint: the database failed over or is in recovery; point database.url at the primary"
+)
+UNREACHABLE_HINT = "hint: the database is down, failing over or refusing connections"
+
+# PostgreSQL's words for a database that takes no writes, and for one that went away or turns
+# connections down (libpq's and the server's messages; SQLSTATE 25006, 57P01..57P03, 08xxx).
+_READ_ONLY_SIGNS = ("read-only transaction", "recovery is in progress")
+_UNREACHABLE_SIGNS = (
+    "connection failed",
+    "terminating connection",
+    "server closed the connection",
+    "not currently accepting connections",
+    "the database system is",  # ... starting up / shutting down / in recovery mode
+    "connection refused",
+    "consuming input failed",
+    "the connection is closed",
+    "connection timeout expired",
+)
+
+
+def database_hint(message: str) -> str | None:
+    """The hint for a database error met mid-run or at start: read-only (a failover, a
+    standby) or unreachable; None when the message is neither."""
+    text = message.lower()
+    if any(sign in text for sign in _READ_ONLY_SIGNS):
+        return READ_ONLY_HINT
+    if any(sign in text for sign in _UNREACHABLE_SIGNS):
+        return UNREACHABLE_HINT
+    return None
+
+
 class DatabaseError(UsageError):
     """The database cannot be reached or is not ready (e.g. not migrated)."""
+
+    def __init__(self, message: str | None = None) -> None:
+        text = message or (self.__doc__ or "").strip()
+        hint = database_hint(text)
+        if hint is not None and "hint:" not in text:
+            if hint is READ_ONLY_HINT and "database is read-only" not in text:
+                text = text.replace("database error: ", "database is read-only: ", 1)
+            text = f"{text}; {hint}"
+        super().__init__(text)
 
 
 # --- one account's sync failed (exit 1, the others go on) ---------------------------------

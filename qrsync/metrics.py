@@ -79,7 +79,7 @@ class DatabaseGauges(Collector):
                 try:
                     self._cached = self._read()
                 except psycopg.Error:
-                    self._cached = []  # /healthz reports the database; metrics stay served
+                    self._cached = []  # /readyz reports the database; metrics stay served
                 self._read_at = time.monotonic()
             yield from self._cached
 

@@ -296,6 +296,14 @@ def _alive(raw: psycopg.Connection[Any]) -> bool:
     """Whether an idle connection still answers (the server may have restarted meanwhile)."""
     if raw.closed:
         return False
+    # A session opened while the database was read-only (a failover, a standby, or
+    # default_transaction_read_only set) stays so: a fresh one sees whether writes work again.
+    # PostgreSQL 14+ reports both settings to the client on every change, no round trip.
+    if "on" in (
+        raw.info.parameter_status("default_transaction_read_only"),
+        raw.info.parameter_status("in_hot_standby"),
+    ):
+        return False
     try:  # an empty query: one round trip, no transaction begun
         return raw.pgconn.exec_(b"").status == psycopg.pq.ExecStatus.EMPTY_QUERY
     except psycopg.Error:

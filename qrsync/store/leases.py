@@ -48,6 +48,12 @@ class LeaseStore:
         self.replica = replica
         self.lease_s = lease_s
 
+    def database_now(self) -> datetime:
+        """The database's clock, the one every replica names slots and leases by."""
+        with self.engine.begin() as conn:
+            now: datetime = conn.execute(query("database_now")).one().now
+        return now
+
     def ensure_rows(self) -> None:
         with self.engine.begin() as conn:
             conn.execute(query("ensure_leases"))

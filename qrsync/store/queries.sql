@@ -47,25 +47,30 @@ LEFT JOIN LATERAL (
 ) r ON true
 ORDER BY a.name;
 
+-- name: reserve_run --
+-- A new run's id, its run lock taken at once by the transaction that stays open for the whole
+-- run (transaction-level: PgBouncer-safe): the lock is held before the run's row exists, so a
+-- 'running' row whose lock is free is always a dead run (close_dead_runs).
+SELECT id, pg_advisory_xact_lock(1903260013, CAST(id % 2147483647 AS integer))
+FROM (SELECT nextval(pg_get_serial_sequence('sync_runs', 'id')) AS id) AS reserved;
+
 -- name: start_run --
--- Open a sync_runs row for one account; the run is 'running' until finished or failed.
-INSERT INTO sync_runs (account_id, trigger, scheduled_for, replica, started_at)
-VALUES (:account_id, :trigger, :scheduled_for, :replica, :started_at)
+-- Open the sync_runs row of a reserved run; the run is 'running' until finished or failed.
+INSERT INTO sync_runs (id, account_id, trigger, scheduled_for, replica, started_at)
+VALUES (:run_id, :account_id, :trigger, :scheduled_for, :replica, :started_at)
 RETURNING id, started_at;
 
 -- name: close_dead_runs --
 -- Close the account's runs left 'running' by a process that died (SIGKILL, OOM, power loss).
--- A live run holds its run lock (lock_run) for as long as its listing is open; one whose lock
--- is free and that started more than :grace_s ago is dead, and PostgreSQL rolled back all it had
--- not committed (nothing it listed was written). A run slower than that to take its lock finds
--- itself closed when it does (lock_run) and stops. Its staged rows, if any, go with it.
+-- A live run holds its run lock (reserve_run) from before its row exists until after it is
+-- closed; one whose lock is free is dead however young, and PostgreSQL rolled back all it had
+-- not committed (nothing it listed was written). Its staged rows, if any, go with it.
 WITH closed AS (
     UPDATE sync_runs r
     SET status = 'failed', finished_at = now(), abandoned = true,
         error = 'abandoned: the process running it ended before the run did (closed by run '
                 || CAST(:run_id AS text) || ')'
     WHERE r.account_id = :account_id AND r.status = 'running' AND r.id <> :run_id
-      AND r.started_at < now() - make_interval(secs => :grace_s)
       AND pg_try_advisory_xact_lock(1903260013, CAST(r.id % 2147483647 AS integer))
     RETURNING r.id
 ),
@@ -75,11 +80,10 @@ forgotten AS (
 SELECT count(*) AS closed FROM closed;
 
 -- name: lock_run --
--- Held by a run while its listing is open (see close_dead_runs), then the lock that serialises
--- the listings of its account (both transaction-level advisory locks: PgBouncer-safe); says
--- whether the run is still open, i.e. was not closed as dead or taken over before it got here.
-SELECT pg_advisory_xact_lock(1903260013, CAST(:run_id % 2147483647 AS integer)),
-       pg_advisory_xact_lock(1903260011, CAST(:account_id AS integer)),
+-- The lock that serialises the listings of an account (a transaction-level advisory lock:
+-- PgBouncer-safe); says whether the run is still open, i.e. was not taken over (claim_slot) or
+-- closed as dead (its run lock lost with its connection) before it got here.
+SELECT pg_advisory_xact_lock(1903260011, CAST(:account_id AS integer)),
        (SELECT status = 'running' FROM sync_runs WHERE id = :run_id) AS open;
 
 -- name: quota_hold --
@@ -716,6 +720,11 @@ SELECT (SELECT epoch FROM granted) AS epoch,
        (SELECT holder FROM decision) AS holder,
        (SELECT done FROM decision) AS done,
        (SELECT count(*) FROM closed) AS abandoned_runs;
+
+-- name: database_now --
+-- The database's clock: slots are named from it, so that replicas whose clocks disagree still
+-- name the same slot (leases already expire on it: now() in claim_slot and renew_leases).
+SELECT clock_timestamp() AS now;
 
 -- name: attach_run --
 -- Record which run a lease covers (so a takeover can close it).

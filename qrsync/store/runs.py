@@ -22,6 +22,7 @@ back whole, its staged rows with it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -46,9 +47,9 @@ STAGED_TYPES = ["int8", "int4", "text", "text", "int2", "int2", "int2", "text[]"
 COPY_LISTED = COPY_STAGED.replace("staged_rules", "listed_rules")
 
 
-DEAD_RUN_GRACE_S = 5.0
-"""A run left 'running' without its run lock is closed as dead once it is this old: a live
-run takes the lock within milliseconds of starting (see ``close_dead_runs``)."""
+DEAD_RUN_GRACE_S = 0.0
+"""How old a run left 'running' without its run lock must be to be closed as dead: no age at
+all, since a live run holds its lock from before its row exists (``reserve_run``)."""
 
 LISTING_MEMORY = "SET LOCAL work_mem = '64MB'"
 """A first listing is sorted by prefix in one piece, and a later one compared with the stored
@@ -114,10 +115,13 @@ class QuotaHold(NamedTuple):
 
 
 class RunStore:
-    """The database operations of sync runs; every method is one short transaction."""
+    """The database operations of sync runs; every method is one short transaction, beside
+    the one that holds each open run's run lock (see :meth:`start_run`)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._run_locks: dict[int, Connection] = {}
+        self._guard = threading.Lock()
 
     def start_run(
         self,
@@ -128,18 +132,37 @@ class RunStore:
         scheduled_for: datetime | None = None,
         replica: str | None = None,
     ) -> int:
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                query("start_run"),
-                {
-                    "account_id": account_id,
-                    "trigger": trigger,
-                    "scheduled_for": scheduled_for,
-                    "replica": replica,
-                    "started_at": started_at,
-                },
-            ).one()
-        return int(row.id)
+        """Open a run: its run lock is taken, by a transaction that stays open until the run
+        is closed (:meth:`end_run`), before its 'running' row is committed, so that a run whose
+        lock is free is dead (``close_dead_runs``) however young it is."""
+        holder = self.engine.connect()
+        try:
+            run_id = int(holder.execute(query("reserve_run")).one().id)
+            with self.engine.begin() as conn:
+                conn.execute(
+                    query("start_run"),
+                    {
+                        "run_id": run_id,
+                        "account_id": account_id,
+                        "trigger": trigger,
+                        "scheduled_for": scheduled_for,
+                        "replica": replica,
+                        "started_at": started_at,
+                    },
+                )
+        except BaseException:
+            holder.close()
+            raise
+        with self._guard:
+            self._run_locks[run_id] = holder
+        return run_id
+
+    def end_run(self, run_id: int) -> None:
+        """Let the run lock of a closed run go (closing its row must come first)."""
+        with self._guard:
+            holder = self._run_locks.pop(run_id, None)
+        if holder is not None:
+            holder.close()  # rolls back the transaction that held the lock
 
     def listing(
         self,
@@ -151,7 +174,9 @@ class RunStore:
     ) -> ListingWriter:
         """The run's one transaction: stage and merge its listing as it arrives, then close
         it (see :class:`ListingWriter`)."""
-        return ListingWriter(self.engine, run_id, account_id, clock=clock, fence=fence)
+        return ListingWriter(
+            self.engine, run_id, account_id, clock=clock, fence=fence, on_close=self.end_run
+        )
 
     def quota_hold(self, appid: str, now: datetime) -> QuotaHold | None:
         """The hold on ``appid`` if its quota is still used up at ``now``."""
@@ -185,19 +210,22 @@ class RunStore:
     ) -> None:
         """Close a run as failed (``abandoned``: interrupted, its slot may be run again); a run
         already closed by another replica's takeover is left as that replica wrote it."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                query("fail_run"),
-                {
-                    "run_id": run_id,
-                    "errcode": errcode,
-                    "error": one_line(mask(error)),
-                    "api_calls": api_calls,
-                    "pages": pages,
-                    "finished_at": finished_at,
-                    "abandoned": abandoned,
-                },
-            )
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    query("fail_run"),
+                    {
+                        "run_id": run_id,
+                        "errcode": errcode,
+                        "error": one_line(mask(error)),
+                        "api_calls": api_calls,
+                        "pages": pages,
+                        "finished_at": finished_at,
+                        "abandoned": abandoned,
+                    },
+                )
+        finally:
+            self.end_run(run_id)  # (unrecorded, the run is then closed as dead by the next)
 
 
 _TOTALS = (
@@ -234,8 +262,10 @@ class ListingWriter:
         *,
         clock: Callable[[], datetime],
         fence: Callable[[Connection], None] | None,
+        on_close: Callable[[int], None] | None = None,
     ) -> None:
         self.engine = engine
+        self.on_close = on_close  # lets the run lock go once the run is closed (finish)
         self.run_id = run_id
         self.account_id = account_id
         self.clock = clock
@@ -273,7 +303,6 @@ class ListingWriter:
                     {
                         "run_id": self.run_id,
                         "account_id": self.account_id,
-                        "grace_s": DEAD_RUN_GRACE_S,
                     },
                 ).one()
             self.closed_dead_runs = int(found.closed)
@@ -596,6 +625,8 @@ class ListingWriter:
             },
         )
         conn.commit()
+        if self.on_close is not None:
+            self.on_close(self.run_id)
         return counts, outcome
 
 

@@ -21,8 +21,6 @@ from crash_helpers import account, blocked_backend, locked, start_sync, wait_for
 from helpers import OA, OA_MP, scalar
 from tokenfaults_helpers import last_run, live_rules, rule_tables, truth
 
-from qrsync.store.runs import DEAD_RUN_GRACE_S
-
 __all__ = ["account"]  # the fixture
 
 
@@ -110,14 +108,7 @@ def test_sigkill_at_each_step_leaves_the_tables_whole_and_the_next_run_closes_it
     assert rule_tables(db) == before, f"killed in {step}: the rule tables changed"
     assert scalar(db, "SELECT count(*) FROM staged_rules") == 0
 
-    # A run is only taken for dead once it is older than the grace a live one gets to take
-    # its lock; waiting it out is not a timed assertion.
-    age = scalar(
-        db,
-        "SELECT extract(epoch FROM now() - started_at) FROM sync_runs WHERE id = %s",
-        killed["id"],
-    )
-    time.sleep(max(0.0, DEAD_RUN_GRACE_S + 0.2 - float(age)))
+    # A run whose run lock is free is dead however young: the next run closes it at once.
     result = qrsync("sync")
     assert result.exit_code == 0, result.output
     assert "closed 1 earlier run(s) left open by a process that ended" in result.output
@@ -134,17 +125,40 @@ def test_sigkill_at_each_step_leaves_the_tables_whole_and_the_next_run_closes_it
     assert scalar(db, "SELECT count(*) FROM sync_runs WHERE status = 'running'") == 0
 
 
+def test_run_started_right_after_a_sigkill_closes_the_killed_run(
+    account: Any, qrsync: Any, db: Any
+) -> None:
+    """A sync killed mid-listing and another of the same account started at once: the new one
+    succeeds and closes the killed one as failed (its process died), none left running."""
+    account.admin.clear_calls()
+    _kill_while_listing(account, qrsync.config_path, db)
+    killed = last_run(db, "oa")
+    assert killed["status"] == "running"
+    again = start_sync(qrsync.config_path)  # a new process, straight after the kill
+    _, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err.decode()
+    closed = db.execute(
+        "SELECT status, abandoned, error FROM sync_runs WHERE id = %s", (killed["id"],)
+    ).fetchone()
+    assert closed is not None
+    assert closed[0] == "failed" and closed[1] is True
+    assert "the process running it ended before the run did" in closed[2]
+    assert last_run(db, "oa")["status"] == "succeeded"
+    assert scalar(db, "SELECT count(*) FROM sync_runs WHERE status = 'running'") == 0
+    assert live_rules(db, "oa") == truth(account, OA, OA_MP)
+
+
 def test_a_live_run_is_not_taken_for_dead(account: Any, qrsync: Any, db: Any) -> None:
-    """A run held in its listing for longer than the grace keeps its run lock: another run of
-    the account waits for it instead of closing it."""
-    account.admin.add_fault(endpoint="qrcodejumpget", page_num=2, delay_s=DEAD_RUN_GRACE_S + 1)
+    """A run held in its listing keeps its run lock, however long: another run of the account
+    waits for it instead of closing it."""
+    account.admin.add_fault(endpoint="qrcodejumpget", page_num=2, delay_s=3)
     slow = start_sync(qrsync.config_path)
     try:
         wait_for(
             lambda: any(c["page_num"] == 2 for c in account.admin.calls(endpoint="qrcodejumpget")),
             "page 2",
         )
-        time.sleep(DEAD_RUN_GRACE_S + 0.2)  # older than the grace, still alive
+        time.sleep(1.0)  # well into its listing, still alive
         result = qrsync("sync")
         assert result.exit_code == 0, result.output
         assert slow.wait(timeout=60) == 0

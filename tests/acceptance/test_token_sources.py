@@ -543,6 +543,37 @@ def test_rotated_refresh_token_is_saved_and_used_by_the_next_run(
     assert_no_secret_shown(platform, db, [first.output, second.output])
 
 
+def test_rotated_refresh_token_lost_on_the_wire_is_recovered_by_the_retry(
+    platform: Any, qrsync: Any, db: Any
+) -> None:
+    """WeChat rotates the refresh token and the answer is cut by a reset: the retry presents
+    the stored (old) token, still inside its 5-minute grace (REFERENCE.md), gets a new one and
+    stores it; a refresh long after the grace still works (no 61023, no re-authorisation)."""
+    platform.admin.add_component(component_world(OA, rotate_refresh_token=True))
+    _component_config(qrsync, platform)
+    platform.admin.add_fault(endpoint="authorizer_token", wire="reset", times=1)
+    first = qrsync("sync")
+    assert first.exit_code == 0, first.output
+    calls = platform.admin.calls(endpoint="authorizer_token")
+    assert len(calls) == 2  # the answer lost after the rotation, then the retry
+    stored = scalar(db, "SELECT refresh_token FROM authorizer_refresh_tokens")
+    assert stored == current_refresh_token(platform, OA) != REFRESH_SEED
+    # Ten minutes on, past the grace: the seed and the token whose answer was lost are dead,
+    # the stored one is WeChat's current one.
+    platform.admin.advance_clock(600)
+    assert authorizer_token_answer(platform, OA, REFRESH_SEED)["errcode"] == 61023
+    platform.admin.expire_tokens(OA)
+    platform.admin.clear_calls()
+    second = qrsync("sync")
+    assert second.exit_code == 0, second.output
+    assert [c["errcode"] for c in platform.admin.calls(endpoint="authorizer_token")] == [0]
+    assert last_run(db, "oa")["status"] == "succeeded"
+    assert scalar(db, "SELECT refresh_token FROM authorizer_refresh_tokens") == (
+        current_refresh_token(platform, OA)
+    )
+    assert_no_secret_shown(platform, db, [first.output, second.output])
+
+
 def test_rotated_refresh_token_is_kept_when_the_run_then_fails(
     platform: Any, qrsync: Any, db: Any
 ) -> None:

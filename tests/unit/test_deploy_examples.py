@@ -95,7 +95,11 @@ def test_kubernetes_manifests(manifest: str) -> None:
     else:
         assert document["kind"] == "Deployment" and document["spec"]["replicas"] == 3
         daemon = spec["containers"][0]
+        # Liveness never depends on the database (an outage must not restart the pods);
+        # readiness does.
+        assert daemon["livenessProbe"]["httpGet"]["path"] == "/livez"
+        assert daemon["readinessProbe"]["httpGet"]["path"] == "/readyz"
         for probe in ("livenessProbe", "readinessProbe"):
-            assert daemon[probe]["httpGet"]["path"] == "/healthz"
+            assert daemon[probe]["httpGet"]["port"] in ("http", 9108)
         assert daemon["ports"][0]["containerPort"] == 9108
         assert spec["terminationGracePeriodSeconds"] >= 30
