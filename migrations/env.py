@@ -2,7 +2,10 @@
 
 `qrsync db upgrade` passes an open connection in ``config.attributes["connection"]`` and the
 schema name in ``config.attributes["schema"]``; run standalone, the URL comes from
-``QRSYNC_DATABASE_URL``. Objects are created unqualified under ``search_path = <schema>``.
+``QRSYNC_DATABASE_URL``. Objects are created unqualified under ``search_path = <schema>``, which
+the connection sets at the start of each transaction (:func:`qrsync.store.migrate.alchemy_engine`):
+each migration runs in its own (``transaction_per_migration``), and behind PgBouncer in
+transaction pooling mode a session's ``SET`` would not reach the next one.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, text
 
-from qrsync.store.engine import normalize_url, quote_ident
+from qrsync.store.engine import quote_ident
+from qrsync.store.migrate import alchemy_engine
 from qrsync.store.schema import metadata
 
 config = context.config
@@ -20,7 +24,6 @@ config = context.config
 
 def _migrate(connection: Connection, schema: str) -> None:
     connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}"))
-    connection.execute(text(f"SET search_path TO {quote_ident(schema)}"))
     connection.commit()
     context.configure(
         connection=connection,
@@ -42,7 +45,7 @@ def run_migrations_online() -> None:
     url = os.environ.get("QRSYNC_DATABASE_URL")
     if not url:
         raise SystemExit("set QRSYNC_DATABASE_URL, or run migrations with `qrsync db upgrade`")
-    engine = create_engine(normalize_url(url))
+    engine = alchemy_engine(url, schema)
     with engine.connect() as conn:
         _migrate(conn, schema)
     engine.dispose()

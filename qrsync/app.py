@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from qrsync.config import AccountConfig, Config, load_config, missing_secret, resolve_path
+from qrsync.config import AccountConfig, Config, load_config, resolve_path
 from qrsync.errors import ConfigError, DatabaseError
 from qrsync.masking import mask
 from qrsync.store.accounts import (
@@ -21,7 +21,7 @@ from qrsync.store.accounts import (
     mirror_accounts,
 )
 from qrsync.store.embedded import EmbeddedPostgres, data_home
-from qrsync.store.engine import Engine, first_line, make_engine
+from qrsync.store.engine import Engine, connection_budget, first_line, make_engine
 from qrsync.store.queries import query
 from qrsync.store.revision import HEAD_REVISION
 
@@ -58,26 +58,37 @@ class App:
 
     @property
     def uses_embedded(self) -> bool:
-        return not self.config.database.url
+        """Only when asked for (``[database] embedded = true``): a configuration that lost its
+        database must fail, not sync into a database nobody looks at."""
+        return self.config.database.embedded and not self.config.database.url
 
     def embedded(self) -> EmbeddedPostgres:
         if self._embedded is None:
-            self._embedded = EmbeddedPostgres(data_home(), keep_running=self.keep_embedded_running)
+            self._embedded = EmbeddedPostgres(
+                data_home(), keep_running=self.keep_embedded_running, notify=self.notify
+            )
         return self._embedded
 
     @property
     def database_url(self) -> str:
-        """database.url / QRSYNC_DATABASE_URL, else the embedded PostgreSQL (started now)."""
+        """database.url / QRSYNC_DATABASE_URL, else the embedded PostgreSQL (started now) if
+        the configuration asks for it; qrsync's own connections."""
         url = self.config.database.url
         if url:
             return url
-        embedded = self.embedded()
-        if not embedded.started:
-            self.notify(
-                "no database configured (database.url or QRSYNC_DATABASE_URL): using the "
-                f"embedded PostgreSQL in {embedded.root}"
+        if not self.uses_embedded:
+            raise ConfigError(
+                "no database configured: set database.url or QRSYNC_DATABASE_URL, or "
+                f"`embedded = true` under [database] for the embedded PostgreSQL in "
+                f"{data_home()}",
+                file=self.config.path,
             )
-        return embedded.url()
+        return self.embedded().qrsync_url()
+
+    @property
+    def psql_url(self) -> str:
+        """The URL of :attr:`database_url` as psql would use it (without qrsync's marks)."""
+        return self.database_url if not self.uses_embedded else self.embedded().url()
 
     def engine(self) -> Engine:
         """The engine, after checking that the database answers."""
@@ -85,7 +96,7 @@ class App:
             engine = make_engine(
                 self.database_url,
                 self.config.database.schema,
-                pool_size=self.config.sync.concurrency + 2,
+                pool_size=connection_budget(self.config.sync.concurrency),
             )
             try:
                 with engine.connect() as conn:
@@ -145,17 +156,6 @@ class App:
             file=self.config.path,
             key="accounts",
         )
-
-    def check_imported_secrets(self, accounts: Sequence[AccountConfig]) -> None:
-        """Imported accounts were not checked with the file: their variables must be set."""
-        in_file = {a.name for a in self.config.accounts}
-        for account in accounts:
-            if account.enabled and account.name not in in_file:
-                problem = missing_secret(account)
-                if problem is not None:
-                    raise ConfigError(
-                        f"{problem} (an imported account)", file="(database)", account=account.name
-                    )
 
     def close(self) -> None:
         if self._engine is not None:

@@ -130,8 +130,10 @@ def db_upgrade(obj: Context, revision: str) -> None:
     """Migrate the database up to REVISION (default: the newest)."""
     from qrsync.store import migrate  # Alembic only where it is needed
 
+    migrate.check_revision(revision)
     app = obj.app()
     engine = app.engine()
+    migrate.check_upgrade(engine, app.config.database.schema, revision)
     before = migrate.current(engine, app.config.database.schema)
     migrate.upgrade(engine, app.config.database.schema, revision)
     after = migrate.current(engine, app.config.database.schema)
@@ -164,7 +166,9 @@ def db_downgrade(obj: Context, revision: str) -> None:
     """Migrate the database down to REVISION ("base" removes every qrsync table)."""
     from qrsync.store import migrate  # Alembic only where it is needed
 
+    migrate.check_revision(revision, allow_base=True)
     app = obj.app()
+    migrate.check_downgrade(app.engine(), app.config.database.schema, revision)
     migrate.downgrade(app.engine(), app.config.database.schema, revision)
     current = migrate.current(app.engine(), app.config.database.schema)
     click.echo(f"schema '{app.config.database.schema}' now at {current or 'base (empty)'}")
@@ -180,7 +184,7 @@ def db_url(obj: Context) -> None:
     until `qrsync db stop`.
     """
     app = obj.app(keep_embedded_running=True)
-    url = mask(app.database_url)
+    url = mask(app.psql_url)
     click.echo(url.replace("postgresql+psycopg://", "postgresql://", 1))
     if app.uses_embedded:
         _notice("the embedded PostgreSQL stays up for psql; `qrsync db stop` stops it")
@@ -237,9 +241,10 @@ def db_rotate_token_key(obj: Context) -> None:
 @click.pass_obj
 @_guarded
 def db_stop(obj: Context) -> None:
-    """Stop the embedded PostgreSQL (when no database.url is configured)."""
+    """Stop the embedded PostgreSQL, even with psql connected (it stays up after `qrsync db
+    url`, after the demo, and while other clients are connected)."""
     app = obj.app()
-    if not app.uses_embedded:
+    if app.config.database.url:
         raise UsageError(
             "qrsync db stop stops the embedded PostgreSQL only; this configuration uses "
             "database.url (or QRSYNC_DATABASE_URL)"
@@ -299,7 +304,6 @@ def sync(
     if not chosen:
         missing = "" if Path(config.path).exists() else " (the file does not exist)"
         raise UsageError(f"{config.path}{missing}: no enabled account to sync")
-    app.check_imported_secrets(chosen)
     ids = app.mirror_accounts().ids
     requests = [
         SyncRequest(
@@ -434,28 +438,66 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
 
 
 @accounts_command.command("import")
-@click.argument("csv_file", metavar="FILE.csv", type=click.Path(dir_okay=False))
+@click.argument("csv_file", metavar="FILE.csv", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--dry-run", is_flag=True, help="Say what the import would change; write nothing.")
+@click.option(
+    "--allow-mass-disable",
+    is_flag=True,
+    help="Apply an import that disables more than sync.max_delete_fraction (or all) of the "
+    "enabled imported accounts.",
+)
 @click.pass_obj
 @_guarded
-def accounts_import(obj: Context, csv_file: str) -> None:
-    """Add or update accounts from a CSV file; imported accounts it no longer lists are
-    disabled (columns: see docs/accounts-import.md)."""
-    from qrsync.imports import read_import
-    from qrsync.store.accounts import import_accounts
+def accounts_import(obj: Context, csv_file: str, dry_run: bool, allow_mass_disable: bool) -> None:
+    """Add or update accounts from a CSV file (`-`: standard input); imported accounts it no
+    longer lists are disabled (columns: see docs/accounts-import.md)."""
+    from qrsync.imports import (
+        describe_plan,
+        mass_disable_refusal,
+        plan_import,
+        read_import,
+        read_import_text,
+    )
+    from qrsync.store.accounts import import_accounts, imported_accounts
     from qrsync.store.encryption import sealer_for
 
     app = obj.app()
-    rows = read_import(Path(csv_file), app.config.daemon.timezone)
-    component = app.config.component.appid if app.config.component else None
+    config = app.config
+    label = "<stdin>" if csv_file == "-" else csv_file
+    checked = read_import(
+        read_import_text(csv_file),
+        label,
+        timezone=config.daemon.timezone,
+        component_config=None if config.component else config.path,
+    )
+    for warning in checked.warnings:
+        _notice(f"warning: {warning}")
+    rows = checked.accounts
+    engine = app.ready_engine()
+    plan = plan_import(imported_accounts(engine), rows)
+    fraction = config.sync.max_delete_fraction
+    if dry_run:
+        click.echo(f"{label}: {len(rows)} accounts; dry run, nothing written:")
+        for line in describe_plan(plan):
+            click.echo(line)
+        if plan.mass_disable(fraction):
+            click.echo(
+                f"  applying it needs --allow-mass-disable: it disables {len(plan.disabled)} "
+                f"of the {plan.enabled_before} enabled imported accounts"
+            )
+        return
+    if plan.mass_disable(fraction) and not allow_mass_disable:
+        raise mass_disable_refusal(plan, label, fraction)
+    component = config.component.appid if config.component else None
     result = import_accounts(
-        app.ready_engine(),
+        engine,
         [r.account for r in rows],
         {r.account.name: r.refresh_token for r in rows if r.refresh_token},
         component,
-        sealer_for(app.config),
+        sealer_for(config),
     )
     click.echo(
-        f"{csv_file}: {len(rows)} accounts; {len(result.written)} added or changed, "
+        f"{label}: {len(rows)} accounts; {len(result.written)} added or changed, "
         f"{len(rows) - len(result.written)} unchanged, {len(result.disabled)} no longer listed "
         "(disabled)"
     )
@@ -623,7 +665,7 @@ def demo(rounds: int, html_path: str) -> None:
         f'  psql "{outcome.psql_url}"\n'
         "  SELECT account, state_name, count(*) FROM qrsync.current_rules GROUP BY 1, 2;\n"
         "  SELECT account, prefix, wait FROM qrsync.publications\n"
-        "    WHERE NOT first_seen_published ORDER BY published_observed_at DESC LIMIT 10;\n"
+        "    WHERE NOT in_baseline ORDER BY published_observed_at DESC LIMIT 10;\n"
         "  SELECT account, count(*), max(waiting) FROM qrsync.unpublished_rules GROUP BY 1;\n"
         "  SELECT * FROM qrsync.quota_daily ORDER BY account, day;\n"
         "  SELECT account, last_status, failure_streak, last_error FROM qrsync.sync_health;\n"

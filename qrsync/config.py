@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from qrsync.errors import ConfigError
 from qrsync.masking import register_secret
-from qrsync.schedules import ScheduleError
+from qrsync.schedules import ScheduleError, time_zone
 from qrsync.schedules import validate as validate_schedule
 
 AccountKind = Literal["miniprogram", "service_account"]
@@ -88,22 +88,18 @@ def seed_fingerprint(seed: str) -> str:
     return hashlib.sha256(seed.encode()).hexdigest()
 
 
-def missing_secret(account: AccountConfig) -> str | None:
-    """Why an account's environment secret cannot be read (None when it can), for accounts
-    whose configuration was not validated from the file (imported ones)."""
-    for ref in (account.token.secret, account.token.token, account.token.authorization):
-        if ref is not None:
-            try:
-                ref.read()
-            except LookupError as exc:
-                return str(exc)
-    return None
-
-
 @dataclass(frozen=True)
 class DatabaseConfig:
     url: str | None = None
     schema: str = "qrsync"
+    embedded: bool = False
+    """The embedded PostgreSQL (qrsync.store.embedded), used only when asked for: without a
+    url and without this, commands that need the database refuse to run."""
+
+
+SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
+MAX_IDENTIFIER_BYTES = 63
+"""PostgreSQL cuts longer names (NAMEDATALEN - 1) instead of refusing them."""
 
 
 @dataclass(frozen=True)
@@ -215,8 +211,10 @@ def load_config(
 ) -> Config:
     """Read, validate and return the configuration at ``path``.
 
-    ``check_secrets`` False skips checking that secret variables and files exist, for commands
-    that never call WeChat (reports, status, migrations): a dashboard host needs no secrets.
+    ``check_secrets`` False skips checking that the shared secrets ([component], [security],
+    api.ca_bundle) exist, for commands that never call WeChat (reports, status, migrations): a
+    dashboard host needs no secrets. An account's own secret is never checked here: it is read
+    when its token is needed, and a missing one fails that account's runs only.
     ``missing_ok`` turns a missing file into the defaults (no accounts), for the implicit
     ``./qrsync.toml`` of commands that need no accounts (e.g. ``qrsync db url``).
     """
@@ -289,14 +287,44 @@ class _Parser:
     # --- sections ---------------------------------------------------------------------------
 
     def database(self, t: dict[str, Any]) -> DatabaseConfig:
-        self.only(t, {"url", "schema"}, "database")
-        url = self.environ.get("QRSYNC_DATABASE_URL") or self.opt_str(t, "url", "database")
+        self.only(t, {"url", "schema", "embedded"}, "database")
+        in_file = self.opt_str(t, "url", "database")
+        url = self.environ.get("QRSYNC_DATABASE_URL") or in_file
+        embedded = t.get("embedded", False)
+        if not isinstance(embedded, bool):
+            raise self.fail(
+                f"must be true or false, not {_describe(embedded)}", "database.embedded"
+            )
+        if embedded and url:
+            given = "database.url" if in_file else "QRSYNC_DATABASE_URL"
+            raise self.fail(
+                f"embedded = true and {given} both name a database: keep one ({given} for "
+                "your PostgreSQL, embedded = true for the embedded one)",
+                "database.embedded",
+            )
         schema = self.opt_str(t, "schema", "database") or "qrsync"
+        self.check_schema(schema)
+        return DatabaseConfig(url=url, schema=schema, embedded=embedded)
+
+    def check_schema(self, schema: str) -> None:
+        """A schema qrsync may create and own: PostgreSQL's own are refused by the server only
+        after a traceback's worth of work, and a long name would be cut (and created cut)."""
         if not schema.replace("_", "").isalnum() or schema[0].isdigit():
             raise self.fail(
                 "must be a plain identifier (letters, digits, underscore)", "database.schema"
             )
-        return DatabaseConfig(url=url, schema=schema)
+        if schema.lower() in SYSTEM_SCHEMAS or schema.lower().startswith("pg_"):
+            raise self.fail(
+                f"'{schema}' is a PostgreSQL system schema (names starting pg_ are reserved): "
+                'choose a schema of qrsync\'s own, e.g. "qrsync"',
+                "database.schema",
+            )
+        size = len(schema.encode("utf-8"))
+        if size > MAX_IDENTIFIER_BYTES:
+            raise self.fail(
+                f"is {size} bytes long; PostgreSQL names are at most {MAX_IDENTIFIER_BYTES} bytes",
+                "database.schema",
+            )
 
     def api(self, t: dict[str, Any]) -> ApiConfig:
         keys = {
@@ -359,6 +387,10 @@ class _Parser:
         self.only(t, keys, "daemon")
         d = DaemonConfig()
         timezone = self.opt_str(t, "timezone", "daemon") or d.timezone
+        try:
+            time_zone(timezone)
+        except ScheduleError as exc:
+            raise self.fail(str(exc), "daemon.timezone") from None
         schedule = self.opt_str(t, "schedule", "daemon") or d.schedule
         self.check_schedule(schedule, timezone, "daemon.schedule")
         self.timezone = timezone
@@ -422,9 +454,7 @@ class _Parser:
         enabled = t.get("enabled", True)
         if not isinstance(enabled, bool):
             raise self.fail("must be true or false", "enabled", name)
-        token = self.token(
-            t.get("token"), name, component, check_secrets=enabled and self.check_secrets
-        )
+        token = self.token(t.get("token"), name, component)
         return AccountConfig(
             name=name,
             kind=kind,  # type: ignore[arg-type]
@@ -435,9 +465,7 @@ class _Parser:
             token=token,
         )
 
-    def token(
-        self, t: Any, account: str, component: ComponentConfig | None, *, check_secrets: bool
-    ) -> TokenConfig:
+    def token(self, t: Any, account: str, component: ComponentConfig | None) -> TokenConfig:
         if not isinstance(t, dict):
             raise self.fail(
                 'is required, e.g. token = { source = "stable_token", secret_env = "NAME" }',
@@ -458,7 +486,9 @@ class _Parser:
             "component": {"refresh_token_env", "refresh_token_file"},
         }[source]
         self.only(t, allowed | {"source"}, "token", account)
-        check = check_secrets
+        # An account's secret is read when its token is needed, not here: a variable or file
+        # missing for one account fails that account's runs only (the others still sync).
+        check = False
         if source == "stable_token":
             secret = self.secret(t, "secret", "token", account, check=check)
             if secret is None:

@@ -281,7 +281,6 @@ class Daemon:
         self.metrics = Metrics(engine)
         self.app, self.config, self.engine, self.ids = app, config, engine, ids
         self.accounts = app.accounts()
-        app.check_imported_secrets(self.accounts)
         self.leases = ActiveLeases(leases)
         self.syncer = Syncer(config, engine, observer=self.metrics.api_call)
 
@@ -306,7 +305,6 @@ class Daemon:
             )
             ids = app.mirror_accounts().ids
             accounts = app.accounts()
-            app.check_imported_secrets(accounts)
         except QrsyncError as exc:
             logger.error(
                 "reload refused, keeping the running configuration: %s",

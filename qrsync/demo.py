@@ -297,7 +297,7 @@ def run_demo(say: Callable[[str], None], *, rounds: int = 5, seed: int = 1) -> D
             "in database 'qrsync', is not touched)"
         )
     database_url = embedded.url(DEMO_DATABASE)
-    engine = make_engine(database_url, SCHEMA, pool_size=8)
+    engine = make_engine(database_url, SCHEMA, pool_size=16)
     sim = start_simulator(port=0, seed=seed, world=demo_world())
     sim.admin.settings(requests_per_second=DEMO_RATE)
     say(

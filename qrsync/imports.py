@@ -10,17 +10,25 @@ Only name, kind and appid are required; token_source defaults to ``component``. 
 account's ``refresh_token`` seeds its first token (stored in the database, never printed;
 re-importing the same value keeps a token WeChat rotated since). ``secret_env``/``token_env``
 name environment variables, as ``*_env`` does in the config file. Every row is checked before
-anything is written; an error names the file, the line and the column.
+anything is written; every bad row is reported with its line and column.
+
+An import is compared with the imported accounts the database holds (:func:`plan_import`): one
+that would disable more than ``sync.max_delete_fraction`` of the enabled ones, or all of them,
+is refused until confirmed, as a listing that would delete most rules is (SPEC behaviour 2): a
+truncated or empty export must not switch a platform's authorizers off.
 """
 
 from __future__ import annotations
 
 import csv
+import os
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from qrsync.config import ACCOUNT_KINDS, TOKEN_SOURCES, AccountConfig, SecretRef, TokenConfig
-from qrsync.errors import ConfigError
+from qrsync.errors import ConfigError, UsageError
 from qrsync.masking import register_secret
 from qrsync.schedules import ScheduleError
 from qrsync.schedules import validate as validate_schedule
@@ -47,6 +55,8 @@ TOKEN_COLUMNS = {
 """Each token column, and the token source it belongs to."""
 TRUE = {"", "1", "true", "yes", "y"}
 FALSE = {"0", "false", "no", "n"}
+MAX_LISTED = 20
+"""How many names (or bad rows) one line lists before saying how many more there are."""
 
 
 @dataclass(frozen=True)
@@ -57,16 +67,41 @@ class ImportedAccount:
     refresh_token: str | None = None
 
 
-def read_import(path: Path, timezone: str = "UTC") -> list[ImportedAccount]:
-    """Parse and validate the whole file; raise :class:`ConfigError` at the first bad cell."""
-    file = str(path)
+@dataclass(frozen=True)
+class ImportFile:
+    """A checked import: its accounts, and warnings that do not stop it (unset variables)."""
+
+    accounts: tuple[ImportedAccount, ...]
+    warnings: tuple[str, ...]
+
+
+class _BadRow(Exception):
+    """One bad cell; collected so that every bad row is reported at once."""
+
+
+def read_import_text(path: str) -> str:
+    """The file's text; ``-`` reads standard input (e.g. an export piped straight in)."""
+    if path == "-":
+        return sys.stdin.read()
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise ConfigError("file not found", file=file) from None
+        raise ConfigError("file not found", file=path) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read it as UTF-8 text: {exc}", file=file) from None
-    reader = csv.DictReader(text.splitlines())
+        raise ConfigError(f"cannot read it as UTF-8 text: {exc}", file=path) from None
+
+
+def read_import(
+    text: str,
+    file: str,
+    *,
+    timezone: str = "UTC",
+    component_config: str | None = None,
+) -> ImportFile:
+    """Parse and check the whole file. ``component_config``: the configuration file's path when
+    it has no [component] table (component rows are then refused). Raise :class:`ConfigError`
+    naming every bad row."""
+    reader = csv.DictReader(text.removeprefix("\ufeff").splitlines())
     header = [h.strip() for h in reader.fieldnames or []]
     unknown = [h for h in header if h not in COLUMNS]
     if unknown:
@@ -79,20 +114,51 @@ def read_import(path: Path, timezone: str = "UTC") -> list[ImportedAccount]:
         if required not in header:
             raise ConfigError(f"the header needs a '{required}' column", file=file, key="header")
     accounts: list[ImportedAccount] = []
+    warnings: list[str] = []
+    problems: list[str] = []
     seen: set[str] = set()
     for line, raw in enumerate(reader, start=2):
         row = {key.strip(): (value or "").strip() for key, value in raw.items() if key}
-        imported = _row(row, f"{file}:{line}", timezone)
-        if imported.account.name in seen:
-            raise ConfigError(
-                "duplicate account name", file=f"{file}:{line}", account=imported.account.name
-            )
-        seen.add(imported.account.name)
+        where = f"{file}:{line}"
+        try:
+            imported = _row(row, where, timezone, component_config)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        name = imported.account.name
+        if name in seen:
+            problems.append(str(ConfigError("duplicate account name", file=where, account=name)))
+            continue
+        seen.add(name)
         accounts.append(imported)
-    return accounts
+        warnings += _unset_variables(imported.account, where)
+    if problems:
+        listed = "; ".join(problems[:MAX_LISTED])
+        more = f"; and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        raise UsageError(
+            f"{file}: {len(problems)} bad row(s), nothing imported (fix them and import again): "
+            f"{listed}{more}"
+        )
+    return ImportFile(tuple(accounts), tuple(warnings))
 
 
-def _row(row: dict[str, str], where: str, timezone: str) -> ImportedAccount:
+def _unset_variables(account: AccountConfig, where: str) -> list[str]:
+    """A variable unset here may be set where qrsync sync runs: said, not refused; until it is
+    set, that account's runs fail (and only that account's)."""
+    found = []
+    for column, ref in (("secret_env", account.token.secret), ("token_env", account.token.token)):
+        if ref is not None and not os.environ.get(ref.name, "").strip():
+            found.append(
+                f"{where}: account '{account.name}': {column}: environment variable {ref.name} "
+                "is not set here; the account is imported, and its runs fail until it is set "
+                "where qrsync sync runs"
+            )
+    return found
+
+
+def _row(
+    row: dict[str, str], where: str, timezone: str, component_config: str | None
+) -> ImportedAccount:
     name = row.get("name", "")
 
     def fail(problem: str, column: str) -> ConfigError:
@@ -114,6 +180,11 @@ def _row(row: dict[str, str], where: str, timezone: str) -> ImportedAccount:
     source = row.get("token_source") or "component"
     if source not in TOKEN_SOURCES:
         raise fail(f"must be one of {', '.join(TOKEN_SOURCES)}, not '{source}'", "token_source")
+    if source == "component" and component_config is not None:
+        raise fail(
+            f"token source component needs a [component] table in {component_config}",
+            "token_source",
+        )
     schedule = row.get("schedule") or None
     if schedule is not None:
         try:
@@ -129,7 +200,14 @@ def _row(row: dict[str, str], where: str, timezone: str) -> ImportedAccount:
     for column, owner in TOKEN_COLUMNS.items():
         if row.get(column) and owner != source:
             raise fail(f"does not go with token_source {source}", column)
-        if owner == source and source != "component" and not row.get(column):
+    for column, owner in TOKEN_COLUMNS.items():
+        if owner == source and not row.get(column):
+            if source == "component":
+                raise fail(
+                    "token_source component needs the authorizer refresh token that seeds its "
+                    "first token (empty here)",
+                    column,
+                )
             raise fail(f"token_source {source} needs the {column} column", column)
     token = TokenConfig(
         source=source,  # type: ignore[arg-type]
@@ -147,3 +225,72 @@ def _row(row: dict[str, str], where: str, timezone: str) -> ImportedAccount:
         enabled=enabled_text in TRUE,
     )
     return ImportedAccount(account, refresh)
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    """What an import would change, compared with the imported accounts in the database."""
+
+    added: tuple[str, ...]
+    updated: tuple[str, ...]
+    disabled: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    enabled_before: int
+    """Imported accounts enabled now: the base of the mass-disable guard."""
+
+    def mass_disable(self, max_fraction: float) -> bool:
+        """Would disable all the enabled imported accounts, or more than ``max_fraction``."""
+        n = len(self.disabled)
+        return n > 0 and (n == self.enabled_before or n > max_fraction * self.enabled_before)
+
+
+def plan_import(current: Sequence[AccountConfig], rows: Sequence[ImportedAccount]) -> ImportPlan:
+    """Compare an import with ``current`` (the database's imported accounts, enabled or not).
+    A changed refresh token seed alone is not an update of the account's row."""
+    by_name = {a.name: a for a in current}
+    listed = {r.account.name for r in rows}
+    added, updated, unchanged = [], [], []
+    for row in rows:
+        before = by_name.get(row.account.name)
+        if before is None:
+            added.append(row.account.name)
+        elif before != row.account:
+            updated.append(row.account.name)
+        else:
+            unchanged.append(row.account.name)
+    disabled = [a.name for a in current if a.enabled and a.name not in listed]
+    return ImportPlan(
+        added=tuple(added),
+        updated=tuple(updated),
+        disabled=tuple(disabled),
+        unchanged=tuple(unchanged),
+        enabled_before=sum(a.enabled for a in current),
+    )
+
+
+def mass_disable_refusal(plan: ImportPlan, file: str, max_fraction: float) -> UsageError:
+    """The one line that refuses an import disabling too many accounts."""
+    return UsageError(
+        f"{file}: this import would disable {len(plan.disabled)} of the "
+        f"{plan.enabled_before} enabled imported accounts (more than sync.max_delete_fraction = "
+        f"{max_fraction:g}, or all of them); nothing written. Check the file (--dry-run lists "
+        "the changes), then rerun with --allow-mass-disable to apply it"
+    )
+
+
+def describe_plan(plan: ImportPlan) -> list[str]:
+    """Lines for --dry-run: each kind of change with its count and (up to a limit) names."""
+    lines = []
+    for label, names in (
+        ("add", plan.added),
+        ("update", plan.updated),
+        ("disable", plan.disabled),
+        ("unchanged", plan.unchanged),
+    ):
+        text = f"  {label}: {len(names)}"
+        if names:
+            text += ": " + ", ".join(names[:MAX_LISTED])
+            if len(names) > MAX_LISTED:
+                text += f", and {len(names) - MAX_LISTED} more"
+        lines.append(text)
+    return lines

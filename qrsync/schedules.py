@@ -49,10 +49,7 @@ class Schedule:
                 raise ScheduleError(f"'{self.expression}': the interval must be positive")
             return IntervalTrigger(seconds=seconds, start_date=EPOCH, timezone=UTC)
         fields = self.expression.split()
-        try:
-            zone = ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ScheduleError(f"unknown time zone '{self.timezone}'") from None
+        zone = time_zone(self.timezone)
         try:
             if len(fields) in (5, 6):
                 second = fields[0] if len(fields) == 6 else "0"
@@ -130,6 +127,17 @@ def _cron_day_of_week(field: str) -> str:
             raise ScheduleError(f"day of week '{field}' is not 0-7")
         parts.extend(_DAY_NAMES[day] for day in range(first, last + 1, step))
     return ",".join(dict.fromkeys(parts))
+
+
+def time_zone(name: str) -> ZoneInfo:
+    """The IANA time zone ``name`` (``daemon.timezone``), or :class:`ScheduleError` saying what
+    to write instead (a city such as "Beijing" is not a zone name)."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ScheduleError(
+            f"unknown time zone '{name}': use an IANA name such as Asia/Shanghai or UTC"
+        ) from None
 
 
 def validate(expression: str, timezone: str = "UTC") -> None:

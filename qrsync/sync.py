@@ -28,6 +28,7 @@ from qrsync.errors import (
     MalformedResponse,
     QuotaHeld,
     RunInterrupted,
+    TokenError,
     TransportError,
 )
 from qrsync.masking import mask, one_line
@@ -309,6 +310,12 @@ class Syncer:
         self, request: SyncRequest, run_id: int, counter: CallCounter, tally: ListingTally
     ) -> RunResult:
         account = request.account
+        if account.token.source == "component" and self.config.component is None:
+            # An imported component account outlives the [component] table it needs.
+            raise TokenError(
+                f"token source component needs a [component] table in {self.config.path}",
+                account=account.name,
+            )
         self._check_quota(account)
         api = ApiCaller(
             client=self.client,

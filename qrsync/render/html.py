@@ -322,7 +322,12 @@ def _publications_chart(report: Report) -> str:
     timeline = _timeline(report, [_as_date(r["day"]) for r in rows])
     values = _bucketed(timeline, rows, "publications")
     busiest = max(range(len(values)), key=values.__getitem__)
-    waits = [p["wait"] for p in report.publications if p.get("wait") is not None]
+    # A rule added already published waited an unknown time: not a wait of 0.
+    waits = [
+        p["wait"]
+        for p in report.publications
+        if p.get("wait") is not None and not p.get("added_published")
+    ]
     note = (
         f"{_plural(total, 'publication')} in the window, {_per_unit(timeline)}; busiest: "
         f"{timeline.tip(timeline.buckets[busiest])} ({values[busiest]:,})."
@@ -803,11 +808,14 @@ def _publications_section(report: Report) -> str:
             _td_long(p["prefix"]),
             _td_long(p["path"]),
             _td_time(p["published_observed_at"]),
-            _td_duration(p["wait"]),
+            "<td>added published</td>" if p.get("added_published") else _td_duration(p["wait"]),
         ]
         for p in report.publications
     ]
-    note = "Seen published by a sync, newest first; wait: from first seen to seen published."
+    note = (
+        "Seen published by a sync, newest first; wait: from first seen to seen published"
+        " (added published: a rule added and published between two syncs)."
+    )
     if len(rows) >= RECENT_LIMIT:
         note += f" The latest {len(rows)} only."
     table = _table(["account", "prefix", "path", "seen published", "wait"], rows, {"wait"})

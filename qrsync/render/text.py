@@ -111,7 +111,7 @@ def render_report(report: Report) -> str:
                         p["account"],
                         p["prefix"],
                         fmt_time(p["published_observed_at"]),
-                        fmt_age(p["wait"]),
+                        "added published" if p.get("added_published") else fmt_age(p["wait"]),
                     ]
                     for p in report.publications
                 ],

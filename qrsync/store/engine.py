@@ -1,9 +1,13 @@
-"""Connecting to PostgreSQL: URL handling, a pool of psycopg connections, the schema on every
-connection.
+"""Connecting to PostgreSQL: URL handling, a pool of psycopg connections, the schema in every
+transaction.
 
 qrsync accepts ``postgresql://`` and ``postgres://`` URLs as well as the SQLAlchemy form
-``postgresql+psycopg://`` and always drives psycopg 3. Every new connection gets
-``search_path = <database.schema>`` so that the named SQL in ``queries.sql`` stays unqualified.
+``postgresql+psycopg://`` and always drives psycopg 3. Every transaction begins with
+``set_config('search_path', <database.schema>, true)`` (``SET LOCAL``) so that the named SQL in
+``queries.sql`` stays unqualified. Nothing is kept in the session: behind PgBouncer in
+transaction pooling mode each transaction may run on another server connection, so a session's
+``SET`` would be lost or leak into other clients, and server-side prepared statements (psycopg
+prepares a statement run 5 times) would be missing; they are turned off (``prepare_threshold``).
 
 The commands talk to psycopg through :class:`Engine` and :class:`Connection`, a small subset of
 SQLAlchemy's API (``engine.begin()``, ``conn.execute(query, {"name": ...})``, ``.one()``,
@@ -31,6 +35,29 @@ from qrsync.masking import mask
 
 CHECKOUT_TIMEOUT_S = 30.0
 """How long a thread waits for a pooled connection before giving up (as SQLAlchemy's pool)."""
+
+CONNECTIONS_PER_RUN = 2
+"""Connections an account's run holds at once: its run lock's transaction, open for the whole
+run, and its listing's transaction (:class:`qrsync.store.runs.RunStore`)."""
+
+SHARED_CONNECTIONS = 4
+"""Connections beside the runs' for the short transactions: the token cache and its refreshes,
+quota holds, run bookkeeping, the accounts, the daemon's leases, /metrics and /healthz."""
+
+
+def connection_budget(concurrency: int) -> int:
+    """The most connections a process syncing ``concurrency`` accounts at once opens:
+    ``2 * concurrency + 4`` (:data:`CONNECTIONS_PER_RUN`, :data:`SHARED_CONNECTIONS`).
+    Connections are opened when needed, so fewer accounts than ``concurrency`` open fewer."""
+    return CONNECTIONS_PER_RUN * concurrency + SHARED_CONNECTIONS
+
+
+_REFUSED = (
+    "too many clients already",  # max_connections
+    "too many connections for",  # a role's or a database's CONNECTION LIMIT
+    "remaining connection slots are reserved",
+    "no more connections allowed",  # PgBouncer's max_client_conn
+)
 
 
 def normalize_url(url: str) -> str:
@@ -190,12 +217,24 @@ class Transaction:
 
 
 class Connection:
-    """One pooled psycopg connection; a transaction begins with the first statement."""
+    """One pooled psycopg connection; a transaction begins with the first statement, which
+    first sets the transaction's search_path to the engine's schema."""
 
     def __init__(self, engine: Engine, raw: psycopg.Connection[Any]) -> None:
         self.engine = engine
-        self.driver_connection = raw
+        self._raw = raw
         self._closed = False
+
+    @property
+    def driver_connection(self) -> psycopg.Connection[Any]:
+        """The psycopg connection, in a transaction already working in the schema (for COPY)."""
+        self._begin_in_schema()
+        return self._raw
+
+    def _begin_in_schema(self) -> None:
+        raw = self._raw
+        if raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            raw.execute(SET_SEARCH_PATH, (self.engine.search_path,))
 
     def execute(
         self, statement: str | TextLike, parameters: Mapping[str, Any] | None = None
@@ -220,15 +259,15 @@ class Connection:
         return Transaction(self)
 
     def commit(self) -> None:
-        self.driver_connection.commit()
+        self._raw.commit()
 
     def rollback(self) -> None:
-        self.driver_connection.rollback()
+        self._raw.rollback()
 
     def close(self) -> None:
         if not self._closed:  # (closing twice must not hand the connection back twice)
             self._closed = True
-            self.engine.pool.give_back(self.driver_connection)
+            self.engine.pool.give_back(self._raw)
 
     def __enter__(self) -> Connection:
         return self
@@ -242,7 +281,7 @@ class Pool:
 
     def __init__(self, connect: Any, size: int) -> None:
         self._connect = connect
-        self._size = size
+        self.size = size
         self._idle: list[psycopg.Connection[Any]] = []
         self._out = 0
         self._lock = threading.Condition()
@@ -253,10 +292,10 @@ class Pool:
     def take(self) -> psycopg.Connection[Any]:
         with self._lock:
             if not self._lock.wait_for(
-                lambda: self._idle or self._out < self._size, timeout=CHECKOUT_TIMEOUT_S
+                lambda: self._idle or self._out < self.size, timeout=CHECKOUT_TIMEOUT_S
             ):
                 raise psycopg.OperationalError(
-                    f"all {self._size} database connections stayed busy for "
+                    f"all {self.size} database connections stayed busy for "
                     f"{CHECKOUT_TIMEOUT_S:.0f} s"
                 )
             idle = self._idle.pop() if self._idle else None
@@ -310,20 +349,41 @@ def _alive(raw: psycopg.Connection[Any]) -> bool:
         return False
 
 
-class Engine:
-    """Connections to one database, every one working in ``schema``."""
+SET_SEARCH_PATH = "SELECT set_config('search_path', %s, true)"
+"""The first statement of every transaction: its search_path (``SET LOCAL``), which a pooler
+in transaction mode keeps with the transaction."""
 
-    def __init__(self, url: str, schema: str, *, pool_size: int = 5) -> None:
+
+class Engine:
+    """Connections to one database, every transaction working in ``schema``; at most
+    ``pool_size`` connections open at once."""
+
+    def __init__(self, url: str, schema: str, *, pool_size: int = 10) -> None:
         self.url = libpq_url(url)
         self.schema = schema
-        self._search_path = f"SET search_path TO {quote_ident(schema)}"
-        self.pool = Pool(self._new_connection, 2 * pool_size)
+        self.search_path = quote_ident(schema)
+        self.pool = Pool(self._new_connection, pool_size)
 
     def _new_connection(self) -> psycopg.Connection[Any]:
-        raw = psycopg.connect(self.url, autocommit=True)
-        raw.execute(self._search_path)
-        raw.autocommit = False
-        return raw
+        try:
+            # No server-side prepared statements: behind PgBouncer in transaction mode the next
+            # execution may reach a server connection that never prepared it.
+            return psycopg.connect(self.url, prepare_threshold=None)
+        except psycopg.OperationalError as exc:
+            reason = first_line_refusal(exc)
+            if reason is None:
+                raise
+            raise psycopg.OperationalError(
+                f"the server refused a connection to database '{self.database}' ({reason}; "
+                f"this process opens at most {self.pool.size}): lower sync.concurrency, or "
+                "raise max_connections or the role's CONNECTION LIMIT, or put PgBouncer in "
+                "front of the database"
+            ) from None
+
+    @property
+    def database(self) -> str:
+        """The database name of the URL, for messages."""
+        return str(psycopg.conninfo.conninfo_to_dict(self.url).get("dbname") or "?")
 
     def connect(self) -> Connection:
         return Connection(self, self.pool.take())
@@ -339,7 +399,18 @@ class Engine:
         self.pool.dispose()
 
 
-def make_engine(url: str, schema: str, *, pool_size: int = 5) -> Engine:
-    """An engine whose connections all work in ``schema``; the pool fits ``pool_size`` workers
-    (and as many again, as SQLAlchemy's overflow did)."""
+def make_engine(url: str, schema: str, *, pool_size: int = 10) -> Engine:
+    """An engine whose transactions all work in ``schema``, opening at most ``pool_size``
+    connections (exactly that: a command syncing accounts asks :func:`connection_budget`);
+    a thread wanting one more waits for one to be given back."""
     return Engine(url, schema, pool_size=pool_size)
+
+
+def first_line_refusal(exc: BaseException) -> str | None:
+    """What the server said when it refused a connection for want of slots, else None."""
+    text = str(exc)
+    for marker in _REFUSED:
+        at = text.find(marker)
+        if at >= 0:
+            return text[at:].splitlines()[0].strip()
+    return None

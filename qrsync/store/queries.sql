@@ -575,10 +575,13 @@ GROUP BY a.name, a.kind
 ORDER BY a.name;
 
 -- name: report_publications --
--- The most recent publications seen happening since :since (not rules first seen published).
-SELECT account, prefix, path, published_observed_at, wait, first_seen_published
+-- The most recent publications seen happening since :since: every change to published after
+-- the account's baseline, rules added already published between two listings included
+-- (added_published: the wait before publishing is unknown).
+SELECT account, prefix, path, published_observed_at, wait, previous_seen_at,
+       from_state IS NULL AS added_published
 FROM publications
-WHERE published_observed_at >= :since AND NOT first_seen_published
+WHERE published_observed_at >= :since AND NOT in_baseline
   AND (CAST(:account AS text) IS NULL OR account = :account)
 ORDER BY published_observed_at DESC, account, prefix
 LIMIT :limit;
@@ -638,7 +641,7 @@ ORDER BY max(waiting) DESC, account;
 -- Publications seen happening per day (session time zone) since :since.
 SELECT CAST(published_observed_at AS date) AS day, count(*) AS publications
 FROM publications
-WHERE published_observed_at >= :since AND NOT first_seen_published
+WHERE published_observed_at >= :since AND NOT in_baseline
   AND (CAST(:account AS text) IS NULL OR account = :account)
 GROUP BY 1
 ORDER BY 1;

@@ -77,11 +77,13 @@ def reuse_seconds(expires_in: int) -> int:
     return max(expires_in - min(REUSE_MARGIN_S, expires_in // 2), 0)
 
 
-def _read(ref: SecretRef, what: str, account: str) -> str:
+def _read(ref: SecretRef, key: str, account: str) -> str:
+    """The secret ``ref`` of the configuration key ``key`` (e.g. ``token.secret``, said with its
+    ``_env`` / ``_file`` ending); a missing one fails this account's run only."""
     try:
         return ref.read()
     except LookupError as exc:
-        raise TokenError(f"cannot read the {what} ({exc})", account=account) from None
+        raise TokenError(f"{key}_{ref.kind}: {exc}", account=account) from None
 
 
 TICKET_LIFETIME_S = 12 * 3600
@@ -91,7 +93,7 @@ TICKET_LIFETIME_S = 12 * 3600
 def _read_ticket(ref: SecretRef, account: str) -> str:
     """The verify ticket; one in a file older than it can be valid means the callback that
     writes it has stopped, which is said at once instead of WeChat's bare 61006."""
-    ticket = _read(ref, "component_verify_ticket", account)
+    ticket = _read(ref, "component.verify_ticket", account)
     if ref.kind == "file":
         try:
             age = time.time() - os.stat(ref.name).st_mtime
@@ -165,7 +167,7 @@ class StaticTokenProvider:
         self._account = account
 
     def get(self) -> str:
-        return _read(self._ref, "static token", self._account)
+        return _read(self._ref, "token.token", self._account)
 
     def refresh(self, failed: str) -> str:
         token = self.get()
@@ -205,7 +207,10 @@ class TokenProviders:
         if token.source == "central":
             return f"central:{token.url}"
         if token.source == "component":
-            assert self.component is not None
+            if self.component is None:
+                raise TokenError(
+                    "token source component needs a [component] table", account=account.name
+                )
             return f"authorizer:{self.component.appid}:{account.appid}"
         return f"{token.source}:{account.appid}"
 
@@ -233,7 +238,7 @@ class TokenProviders:
     ) -> FetchedToken:
         """Within its validity stable_token gives the same token back; if that is the one that
         just failed, ask once more with force_refresh (limited by WeChat to 20 a day)."""
-        secret = _read(secret_ref, "secret", account.name)
+        secret = _read(secret_ref, "token.secret", account.name)
         fetched = self._stable_token_call(account, secret, force=False)
         if failed is not None and fetched.access_token == failed:
             logger.warning(
@@ -272,7 +277,7 @@ class TokenProviders:
         assert token.url is not None
         headers = {}
         if token.authorization is not None:
-            headers["Authorization"] = _read(token.authorization, "authorization", account.name)
+            headers["Authorization"] = _read(token.authorization, "token.authorization", account.name)
         endpoint = "central token service"
         try:
             payload = self.client.request(
@@ -318,7 +323,7 @@ class TokenProviders:
             component.appid,
             {
                 "component_appid": component.appid,
-                "component_appsecret": _read(component.appsecret, "component appsecret", account),
+                "component_appsecret": _read(component.appsecret, "component.appsecret", account),
                 "component_verify_ticket": _read_ticket(component.verify_ticket, account),
             },
         )
@@ -341,7 +346,7 @@ class TokenProviders:
                 )
             refresh_token, fingerprint = stored
         else:
-            seed = _read(account.token.refresh_token, "refresh token", account.name)
+            seed = _read(account.token.refresh_token, "token.refresh_token", account.name)
             fingerprint = seed_fingerprint(seed)
             if stored is None or stored[1] != fingerprint:
                 # First run, or the configuration holds a new seed (authorised again).

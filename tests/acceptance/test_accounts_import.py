@@ -121,10 +121,21 @@ def test_reimporting_a_seed_keeps_a_rotated_refresh_token(
         ("name,kind,appid\nx,service_account,wx1\n", ["account 'x'", "miniprogram_appid"]),
         ("name,kind,appid,token_source\nx,miniprogram,wx1,central\n", ["central_url"]),
         ("name,kind,appid,central_url\nx,miniprogram,wx1,http://t\n", ["central_url", "component"]),
-        ("name,kind,appid\nx,miniprogram,wx1\nx,miniprogram,wx2\n", [":3", "duplicate"]),
+        (
+            "name,kind,appid,refresh_token\nx,miniprogram,wx1,r1\nx,miniprogram,wx2,r2\n",
+            [":3", "duplicate"],
+        ),
         ("name,kind,appid,enabled\nx,miniprogram,wx1,maybe\n", ["enabled"]),
         ("name,kind,appid,schedule\nx,miniprogram,wx1,soon\n", ["schedule"]),
-        ("name,kind,appid\nmp,miniprogram,wx1\n", ["account 'mp'", "configuration file"]),
+        (
+            "name,kind,appid,refresh_token\nmp,miniprogram,wx1,r1\n",
+            ["account 'mp'", "configuration file"],
+        ),
+        ("name,kind,appid\nx,miniprogram,wx1\n", [":2", "account 'x'", "refresh_token"]),
+        (
+            "name,kind,appid,refresh_token\nx,miniprogram,wx1,\n",
+            [":2", "account 'x'", "refresh_token", "empty"],
+        ),
     ],
 )
 def test_bad_imports_are_refused_and_write_nothing(
@@ -142,15 +153,170 @@ def test_bad_imports_are_refused_and_write_nothing(
     assert rows(db, "SELECT name, xmin::text FROM accounts ORDER BY name") == before
 
 
-def test_imported_account_needs_its_environment_variable_at_sync(
+ACCOUNT_TABLES = (
+    "SELECT name, kind, appid, miniprogram_appid, token_source, schedule, enabled, source,"
+    " xmin::text FROM accounts ORDER BY name"
+)
+TOKEN_TABLE = "SELECT authorizer_appid, xmin::text FROM authorizer_refresh_tokens ORDER BY 1"
+
+
+def _tables(db: Any) -> tuple[list[Any], list[Any]]:
+    return rows(db, ACCOUNT_TABLES), rows(db, TOKEN_TABLE)
+
+
+def _three_imported(qrsync: Any, tmp_path: Path) -> None:
+    path = _csv(tmp_path / "three.csv", [_line(0), _line(1), _line(2)])
+    assert qrsync("accounts", "import", str(path)).exit_code == 0
+
+
+def _assert_mass_disable_refused(result: Any, disabled: int, enabled: int) -> None:
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert "\n" not in message and "Traceback" not in result.output
+    assert f"would disable {disabled} of the {enabled} enabled imported accounts" in message
+    assert "--allow-mass-disable" in message and "sync.max_delete_fraction" in message
+
+
+def test_an_empty_import_disables_nothing_without_confirmation(
+    platform: Any, qrsync: Any, db: Any, tmp_path: Path
+) -> None:
+    _three_imported(qrsync, tmp_path)
+    before = _tables(db)
+    empty = _csv(tmp_path / "empty.csv", [])
+    _assert_mass_disable_refused(qrsync("accounts", "import", str(empty)), 3, 3)
+    assert _tables(db) == before
+
+
+def test_a_one_row_import_of_many_disables_nothing_without_confirmation(
+    platform: Any, qrsync: Any, db: Any, tmp_path: Path
+) -> None:
+    _three_imported(qrsync, tmp_path)
+    before = _tables(db)
+    one = _csv(tmp_path / "one.csv", [_line(0)])
+    _assert_mass_disable_refused(qrsync("accounts", "import", str(one)), 2, 3)
+    assert _tables(db) == before
+
+
+def test_allow_mass_disable_applies_the_import(
+    platform: Any, qrsync: Any, db: Any, tmp_path: Path
+) -> None:
+    _three_imported(qrsync, tmp_path)
+    one = _csv(tmp_path / "one.csv", [_line(0)])
+    result = qrsync("accounts", "import", "--allow-mass-disable", str(one))
+    assert result.exit_code == 0, result.output
+    assert "2 no longer listed (disabled)" in result.output
+    assert rows(db, "SELECT name, enabled FROM accounts WHERE source = 'import' ORDER BY 1") == [
+        ("shop-0", True),
+        ("shop-1", False),
+        ("shop-2", False),
+    ]
+    empty = _csv(tmp_path / "empty.csv", [])
+    assert qrsync("accounts", "import", "--allow-mass-disable", str(empty)).exit_code == 0
+    assert scalar(db, "SELECT count(*) FROM accounts WHERE source = 'import' AND enabled") == 0
+
+
+def test_dry_run_lists_the_changes_and_writes_nothing(
+    platform: Any, qrsync: Any, db: Any, tmp_path: Path
+) -> None:
+    _three_imported(qrsync, tmp_path)
+    before = _tables(db)
+    changed = _line(1).replace("wx1000000000000009", "wx1000000000000008")
+    path = _csv(tmp_path / "next.csv", [_line(0), changed, _line(3, "refresh-new")])
+    result = qrsync("accounts", "import", "--dry-run", str(path))
+    assert result.exit_code == 0, result.output
+    assert "dry run, nothing written" in result.output
+    assert "  add: 1: shop-3\n" in result.output
+    assert "  update: 1: shop-1\n" in result.output
+    assert "  disable: 1: shop-2\n" in result.output
+    assert "  unchanged: 1: shop-0\n" in result.output
+    assert "refresh-" not in result.output
+    assert _tables(db) == before
+    # A dry run of a mass disable says it would need confirmation, and still writes nothing.
+    empty = _csv(tmp_path / "empty.csv", [])
+    result = qrsync("accounts", "import", "--dry-run", str(empty))
+    assert result.exit_code == 0, result.output
+    assert "  disable: 3: shop-0, shop-1, shop-2\n" in result.output
+    assert "needs --allow-mass-disable" in result.output
+    assert _tables(db) == before
+
+
+def test_every_bad_row_is_reported_with_its_line_and_nothing_is_written(
+    platform: Any, qrsync: Any, db: Any, tmp_path: Path
+) -> None:
+    qrsync("accounts")
+    before = _tables(db)
+    path = _csv(
+        tmp_path / "bad.csv",
+        [
+            _line(0),
+            "bad-kind,blog,wx5000000000000001,,r",
+            _line(2),
+            "no-mp,service_account,wx5000000000000003,,r",
+            ",miniprogram,wx5000000000000004,,r",
+        ],
+    )
+    result = qrsync("accounts", "import", str(path))
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert "\n" not in message and "Traceback" not in result.output
+    assert "3 bad row(s), nothing imported" in message
+    for where in (f"{path}:3: account 'bad-kind'", f"{path}:5: account 'no-mp'", f"{path}:6"):
+        assert where in message, (where, message)
+    assert f"{path}:2" not in message and f"{path}:4" not in message
+    assert _tables(db) == before
+
+
+def test_a_dash_reads_the_import_from_standard_input(
+    platform: Any, qrsync: Any, db: Any, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from qrsync.cli import cli
+
+    text = "name,kind,appid,miniprogram_appid,refresh_token\n" + _line(0) + "\n"
+    result = CliRunner().invoke(
+        cli,
+        ["--config", str(qrsync.config_path), "accounts", "import", "-"],
+        input=text,
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert "<stdin>: 1 accounts; 1 added or changed" in result.output
+    assert rows(db, "SELECT name, source FROM accounts WHERE source = 'import'") == [
+        ("shop-0", "import")
+    ]
+
+
+def test_an_unset_secret_variable_is_a_warning_and_the_account_is_imported(
     platform: Any, qrsync: Any, db: Any, tmp_path: Path
 ) -> None:
     path = tmp_path / "a.csv"
     path.write_text(
-        "name,kind,appid,token_source,secret_env\nown,miniprogram,wx1,stable_token,NOT_SET_X\n"
+        "name,kind,appid,token_source,secret_env\n"
+        "ok,miniprogram,wx1,stable_token,MP_SECRET\n"
+        "own,miniprogram,wx2,stable_token,NOT_SET_X\n"
     )
-    assert qrsync("accounts", "import", str(path)).exit_code == 0
-    result = qrsync("sync", "--account", "own")
-    assert result.exit_code == 2
-    assert "account 'own'" in result.stderr and "NOT_SET_X" in result.stderr
-    assert scalar(db, "SELECT count(*) FROM sync_runs") == 0
+    result = qrsync("accounts", "import", str(path))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1, result.stderr
+    assert f"{path}:3: account 'own': secret_env" in warnings[0] and "NOT_SET_X" in warnings[0]
+    assert rows(db, "SELECT name, enabled FROM accounts WHERE source = 'import' ORDER BY 1") == [
+        ("ok", True),
+        ("own", True),
+    ]
+
+
+def test_component_rows_need_a_component_table(
+    qrsync: Any, db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MP_SECRET", "x" * 10)
+    config = qrsync.write_config(toml_config("http://127.0.0.1:9", mp_account()))
+    path = _csv(tmp_path / "a.csv", [_line(0), _line(1)])
+    result = qrsync("accounts", "import", str(path))
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert "\n" not in message and "refresh-wx" not in message
+    assert f"{path}:2: account 'shop-0'" in message and f"{path}:3: account 'shop-1'" in message
+    assert f"needs a [component] table in {config}" in message
+    assert scalar(db, "SELECT count(*) FROM accounts WHERE source = 'import'") == 0

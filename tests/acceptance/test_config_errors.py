@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import mp_account, oa_account, scalar, toml_config
+from helpers import mp_account, oa_account, rows, scalar, toml_config
 
 BASE = "http://127.0.0.1:9"
 
@@ -92,19 +92,60 @@ def test_invalid_configuration_is_refused(
     _nothing_written(db)
 
 
-def test_missing_environment_variable_names_account_and_key(qrsync: Any, db: Any) -> None:
-    config = qrsync.write_config(toml_config(BASE, mp_account(secret_env="NOT_SET_ANYWHERE")))
-    _assert_refused(
-        qrsync("sync"), str(config), "account 'mp'", "token.secret_env", "NOT_SET_ANYWHERE"
+def _one_account_missing_its_secret(
+    qrsync: Any, simulator: Any, broken_token: str, key: str, where: str
+) -> None:
+    """A secret missing for one account fails that account's run only (exit 1), naming the
+    account, the key and the variable or file; the other account syncs; nothing of the broken
+    one is written but its failed run."""
+    from helpers import MP_SECRET, mp_world, rule
+
+    good = "wx00000000000000a1"
+    qrsync.monkeypatch.setenv("MP_SECRET", MP_SECRET)
+    simulator.admin.add_account(mp_world(appid=good, secret=MP_SECRET))
+    simulator.admin.put_rules(good, [rule("https://ok.example.com/a", state=2)])
+    broken = mp_account().replace(
+        'token = { source = "stable_token", secret_env = "MP_SECRET" }', broken_token
     )
-    _nothing_written(db)
+    qrsync.write_config(toml_config(simulator.url, broken + mp_account("good", good)))
+    result = qrsync("sync")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    failed = [line for line in result.output.splitlines() if line.startswith("mp: failed")]
+    assert len(failed) == 1, result.output
+    assert "account 'mp'" in failed[0] and key in failed[0] and where in failed[0]
+    assert "good: succeeded" in result.output
 
 
-def test_missing_secret_file_names_the_file(qrsync: Any, db: Any, tmp_path: Path) -> None:
-    account = mp_account().replace('secret_env = "MP_SECRET"', 'secret_file = "nowhere.txt"')
-    config = qrsync.write_config(toml_config(BASE, account))
-    _assert_refused(qrsync("sync"), str(config), "token.secret_file", "nowhere.txt")
-    _nothing_written(db)
+def test_missing_environment_variable_fails_that_account_only(
+    qrsync: Any, db: Any, simulator: Any
+) -> None:
+    _one_account_missing_its_secret(
+        qrsync,
+        simulator,
+        'token = { source = "stable_token", secret_env = "NOT_SET_ANYWHERE" }',
+        "token.secret_env",
+        "NOT_SET_ANYWHERE",
+    )
+    assert rows(
+        db,
+        "SELECT a.name, r.status, count(*) FROM sync_runs r JOIN accounts a ON a.id = r.account_id"
+        " GROUP BY 1, 2 ORDER BY 1",
+    ) == [("good", "succeeded", 1), ("mp", "failed", 1)]
+    assert rows(
+        db, "SELECT DISTINCT a.name FROM rules r JOIN accounts a ON a.id = r.account_id"
+    ) == [("good",)]
+
+
+def test_missing_secret_file_fails_that_account_only(qrsync: Any, db: Any, simulator: Any) -> None:
+    _one_account_missing_its_secret(
+        qrsync,
+        simulator,
+        'token = { source = "stable_token", secret_file = "nowhere.txt" }',
+        "token.secret_file",
+        "nowhere.txt",
+    )
+    assert scalar(db, "SELECT count(*) FROM sync_runs WHERE status = 'failed'") == 1
 
 
 def test_secret_file_is_read_without_its_trailing_newline(
@@ -241,7 +282,8 @@ def test_reports_need_no_secrets(qrsync: Any, db: Any) -> None:
     for command in (["accounts"], ["status"], ["report"], ["db", "current"]):
         result = qrsync(*command)
         assert result.exit_code == 0, (command, result.output)
-    _assert_refused(qrsync("sync"), "NOT_SET_ANYWHERE")
+    synced = qrsync("sync")  # the account's run fails: its secret is needed now
+    assert synced.exit_code == 1 and "NOT_SET_ANYWHERE" in synced.output, synced.output
 
 
 @pytest.mark.parametrize(
@@ -261,4 +303,88 @@ def test_bad_schedules_are_refused(qrsync: Any, db: Any, section: str, fragment:
 def test_bad_account_schedule_names_the_account(qrsync: Any, db: Any) -> None:
     qrsync.write_config(toml_config(BASE, mp_account() + 'schedule = "@every 0s"\n'))
     _assert_refused(qrsync("accounts"), "account 'mp'", "schedule")
+    _nothing_written(db)
+
+
+def _schemas(url: str) -> set[str]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace").fetchall()}
+
+
+LONG_SCHEMA = "s" * 64
+LONG_SCHEMA_IN_CHINESE = "规则" * 11  # 22 characters, 66 bytes
+
+
+@pytest.mark.parametrize(
+    ("database", "fragments"),
+    [
+        ('schema = "pg_catalog"', ["database.schema", "system schema"]),
+        ('schema = "information_schema"', ["database.schema", "system schema"]),
+        ('schema = "pg_toast"', ["database.schema", "system schema"]),
+        ('schema = "pg_qrsync"', ["database.schema", "pg_ are reserved"]),
+        (f'schema = "{LONG_SCHEMA}"', ["database.schema", "64 bytes", "at most 63"]),
+        (f'schema = "{LONG_SCHEMA_IN_CHINESE}"', ["database.schema", "66 bytes"]),
+        ('embedded = "yes"', ["database.embedded", "true or false"]),
+        ("embedded = true", ["database.embedded", "database.url", "keep one"]),
+    ],
+    ids=[
+        "pg-catalog",
+        "information-schema",
+        "pg-toast",
+        "pg-prefix",
+        "schema-too-long",
+        "schema-too-long-in-bytes",
+        "embedded-not-boolean",
+        "embedded-and-url",
+    ],
+)
+def test_bad_database_settings_are_refused_before_anything_is_created(
+    qrsync: Any, empty_database_url: str, database: str, fragments: list[str]
+) -> None:
+    config = qrsync.write_config(
+        f'[database]\nurl = "{empty_database_url}"\n{database}\n', with_database=False
+    )
+    before = _schemas(empty_database_url)
+    for command in (["db", "upgrade"], ["status"]):
+        _assert_refused(qrsync(*command), str(config), *fragments)
+    assert _schemas(empty_database_url) == before, "no schema may be created, not even cut"
+
+
+def test_embedded_and_the_url_variable_together_are_refused(
+    qrsync: Any, empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    qrsync.write_config("[database]\nembedded = true\n", with_database=False)
+    monkeypatch.setenv("QRSYNC_DATABASE_URL", empty_database_url)
+    _assert_refused(qrsync("db", "upgrade"), "database.embedded", "QRSYNC_DATABASE_URL")
+    assert "qrsync" not in _schemas(empty_database_url)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["sync"], ["status"], ["report"], ["accounts"], ["db", "upgrade"], ["db", "current"]],
+    ids=lambda c: "-".join(c),
+)
+def test_lost_database_setting_is_refused_not_embedded(
+    qrsync: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    monkeypatch.setenv("MP_SECRET", "x" * 10)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    config = qrsync.write_config(toml_config(BASE, mp_account()), with_database=False)
+    _assert_refused(
+        qrsync(*command),
+        f"{config}: no database configured: set database.url or QRSYNC_DATABASE_URL, or "
+        f"`embedded = true` under [database] for the embedded PostgreSQL in {tmp_path / 'data'}",
+    )
+    assert not (tmp_path / "data").exists(), "no embedded server may be started"
+
+
+def test_city_as_time_zone_names_the_key_and_an_iana_name(qrsync: Any, db: Any) -> None:
+    for schedule in ("*/15 * * * *", "@every 30s"):  # intervals need no zone, but it is wrong
+        extra = f'[daemon]\ntimezone = "Beijing"\nschedule = "{schedule}"\n'
+        qrsync.write_config(toml_config(BASE, "", extra=extra))
+        result = qrsync("accounts")
+        _assert_refused(result, "daemon.timezone", "'Beijing'", "Asia/Shanghai")
+        assert "daemon.schedule" not in result.stderr
     _nothing_written(db)

@@ -360,7 +360,10 @@ def test_healthz_says_503_when_the_database_stops(
     env = {k: v for k, v in os.environ.items() if not k.startswith("QRSYNC_")}
     env["XDG_DATA_HOME"] = str(tmp_path / "data")
     config = tmp_path / "embedded.toml"
-    config.write_text(f'[api]\nbase_url = "{simulator.url}"\n[daemon]\nschedule = "@every 5s"\n')
+    config.write_text(
+        f'[database]\nembedded = true\n[api]\nbase_url = "{simulator.url}"\n'
+        '[daemon]\nschedule = "@every 5s"\n'
+    )
     migrate = subprocess.run(
         [sys.executable, "-m", "qrsync", "--config", str(config), "db", "upgrade"],
         env=env,

@@ -1,4 +1,5 @@
-"""The embedded PostgreSQL default (SPEC behaviour 10): started, reused, kept, stopped."""
+"""The embedded PostgreSQL (``[database] embedded = true``): started, reused, kept, stopped;
+never stopped under psql."""
 
 from __future__ import annotations
 
@@ -16,10 +17,16 @@ import pytest
 QRSYNC = [sys.executable, "-m", "qrsync"]
 
 
+EMBEDDED = "[database]\nembedded = true\n"
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
+    """The data home; the tests run in ``tmp_path``, whose qrsync.toml asks for the embedded
+    PostgreSQL."""
     data = tmp_path / "data"
     data.mkdir()
+    (tmp_path / "qrsync.toml").write_text(EMBEDDED, encoding="utf-8")
     return data
 
 
@@ -48,8 +55,7 @@ def _servers(home: Path) -> list[psutil.Process]:
 def test_embedded_database_is_started_kept_and_stopped(home: Path, tmp_path: Path) -> None:
     first = _run(home, "db", "upgrade", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "embedded PostgreSQL in" in first.stderr and str(home / "qrsync") in first.stderr
-    assert first.stderr.count("\n") == 1, "the notice is one line"
+    assert first.stderr == "", "asked for in the configuration: nothing to warn about"
     assert "upgraded from empty to" in first.stdout
     assert _servers(home) == [], "the server must stop when qrsync exits"
     second = _run(home, "db", "current", cwd=tmp_path)
@@ -96,10 +102,11 @@ def test_two_processes_at_once_share_one_server(home: Path, tmp_path: Path) -> N
 WAIT_HOLDING_THE_SERVER = """
 import signal, time
 from qrsync.app import App
-from qrsync.cli import _exit_on_sigterm
+from qrsync.cli import _exit_on_sigterm, _notice
 signal.signal(signal.SIGTERM, _exit_on_sigterm)  # as qrsync's main() does
-App.load(None).engine()
-print("ready", flush=True)
+app = App.load(None, notify=_notice)  # as the CLI loads it
+app.engine()
+print(app.psql_url, flush=True)
 for _ in range(600):
     time.sleep(0.1)
 """
@@ -116,7 +123,7 @@ def test_sigterm_stops_the_embedded_server(home: Path, tmp_path: Path) -> None:
         text=True,
     )
     assert waiter.stdout is not None
-    assert waiter.stdout.readline().strip() == "ready"
+    assert waiter.stdout.readline().startswith("postgresql")
     assert _servers(home), "the server runs while a qrsync process holds it"
     waiter.send_signal(signal.SIGTERM)
     waiter.wait(timeout=60)
@@ -125,3 +132,51 @@ def test_sigterm_stops_the_embedded_server(home: Path, tmp_path: Path) -> None:
     while _servers(home) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _servers(home) == []
+
+
+def test_the_last_qrsync_process_leaves_the_server_up_while_psql_is_connected(
+    home: Path, tmp_path: Path
+) -> None:
+    assert _run(home, "db", "upgrade", cwd=tmp_path).returncode == 0
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", WAIT_HOLDING_THE_SERVER],
+        env=_env(home),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert waiter.stdout is not None
+    url = waiter.stdout.readline().strip()
+    try:
+        with psycopg.connect(url, autocommit=True) as psql:  # as psql would connect
+            waiter.send_signal(signal.SIGTERM)
+            _, stderr = waiter.communicate(timeout=60)
+            assert "stays up: 1 other client(s) connected" in stderr, stderr
+            assert _servers(home), "the server must stay up under psql"
+            # psql keeps working, and so do later qrsync commands, which leave it up too
+            assert psql.execute("SELECT count(*) FROM qrsync.accounts").fetchone() == (0,)
+            current = _run(home, "db", "current", cwd=tmp_path)
+            assert current.returncode == 0, current.stderr
+            assert psql.execute("SELECT 1").fetchone() == (1,)
+        # psql gone: the next qrsync command to exit stops it
+        assert _run(home, "db", "current", cwd=tmp_path).returncode == 0
+        assert _servers(home) == []
+    finally:
+        _run(home, "db", "stop", cwd=tmp_path)
+
+
+def test_db_url_keeps_the_server_up_across_later_commands(home: Path, tmp_path: Path) -> None:
+    url = _run(home, "db", "url", cwd=tmp_path).stdout.strip()
+    try:
+        with psycopg.connect(url, autocommit=True) as psql:
+            for command in (("db", "upgrade"), ("status",), ("db", "current")):
+                done = _run(home, *command, cwd=tmp_path)
+                assert done.returncode == 0, (command, done.stderr)
+                assert psql.execute("SELECT 1").fetchone() == (1,)
+        assert _run(home, "db", "current", cwd=tmp_path).returncode == 0
+        assert _servers(home), "kept up by db url until db stop, psql or not"
+    finally:
+        _run(home, "db", "stop", cwd=tmp_path)
+    assert _servers(home) == []
+

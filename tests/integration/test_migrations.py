@@ -150,3 +150,58 @@ def test_every_column_of_the_user_tables_has_a_comment(engine: Any) -> None:
 def test_the_head_revision_constant_is_alembics_head() -> None:
 
     assert migrate.head_revision() == HEAD_REVISION
+
+
+def _refused(result: Any, message: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == f"qrsync: {message}"
+    assert "Traceback" not in result.output
+
+
+def _schema_exists(url: str, schema: str) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+    return row is not None
+
+
+KNOWN = f"known: 0001 ... {HEAD_REVISION} (head)"
+
+
+def test_unknown_revisions_are_refused_and_nothing_is_created(
+    qrsync: Any, empty_database_url: str
+) -> None:
+    qrsync.write_config(f'[database]\nurl = "{empty_database_url}"\n', with_database=False)
+    _refused(qrsync("db", "upgrade", "9999"), f"unknown revision '9999'; {KNOWN}")
+    _refused(qrsync("db", "downgrade", "zzz"), f"unknown revision 'zzz'; {KNOWN} or base")
+    assert not _schema_exists(empty_database_url, "qrsync")
+
+
+def test_downgrade_of_an_empty_database_creates_nothing(
+    qrsync: Any, empty_database_url: str
+) -> None:
+    qrsync.write_config(f'[database]\nurl = "{empty_database_url}"\n', with_database=False)
+    _refused(
+        qrsync("db", "downgrade", "0005"),
+        "schema 'qrsync': database is not at any revision yet; nothing to downgrade",
+    )
+    assert not _schema_exists(empty_database_url, "qrsync")
+
+
+def test_migrating_the_wrong_way_is_refused_and_changes_nothing(
+    qrsync: Any, empty_database_url: str
+) -> None:
+    qrsync.write_config(f'[database]\nurl = "{empty_database_url}"\n', with_database=False)
+    assert qrsync("db", "upgrade", "0005").exit_code == 0
+    _refused(
+        qrsync("db", "upgrade", "0003"),
+        "schema 'qrsync' is at revision 0005, newer than 0003: to go back, run "
+        "`qrsync db downgrade 0003`",
+    )
+    _refused(
+        qrsync("db", "downgrade", "0007"),
+        "schema 'qrsync' is at revision 0005, older than 0007: run `qrsync db upgrade 0007` "
+        "instead",
+    )
+    assert qrsync("db", "current").output.startswith("0005")
+    assert qrsync("db", "downgrade", "0003").exit_code == 0
+    assert qrsync("db", "current").output.startswith("0003")
