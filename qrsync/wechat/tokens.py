@@ -277,7 +277,9 @@ class TokenProviders:
         assert token.url is not None
         headers = {}
         if token.authorization is not None:
-            headers["Authorization"] = _read(token.authorization, "token.authorization", account.name)
+            headers["Authorization"] = _read(
+                token.authorization, "token.authorization", account.name
+            )
         endpoint = "central token service"
         try:
             payload = self.client.request(

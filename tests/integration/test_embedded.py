@@ -179,4 +179,3 @@ def test_db_url_keeps_the_server_up_across_later_commands(home: Path, tmp_path: 
     finally:
         _run(home, "db", "stop", cwd=tmp_path)
     assert _servers(home) == []
-
