@@ -23,7 +23,13 @@ config = context.config
 
 
 def _migrate(connection: Connection, schema: str) -> None:
-    connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}"))
+    # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists: a
+    # writer role given a schema of its own (docs/security.md) has no such right.
+    exists = connection.execute(
+        text("SELECT 1 FROM pg_namespace WHERE nspname = :schema"), {"schema": schema}
+    ).first()
+    if exists is None:
+        connection.execute(text(f"CREATE SCHEMA {quote_ident(schema)}"))
     connection.commit()
     context.configure(
         connection=connection,

@@ -506,21 +506,50 @@ def accounts_import(obj: Context, csv_file: str, dry_run: bool, allow_mass_disab
 @cli.command()
 @click.option("--account", metavar="NAME", help="Only this account.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 1 when an enabled account is failing, partial, never synced or stale (for "
+    "cron, Nagios, a deployment gate); one line on stderr says which and why.",
+)
+@click.option(
+    "--stale-after",
+    metavar="DURATION",
+    help="With --check: a last success older than this (30m, 12h, 2d) is stale. Default: twice "
+    "each account's schedule period.",
+)
 @click.pass_obj
 @_guarded
-def status(obj: Context, account: str | None, as_json: bool) -> None:
+def status(
+    obj: Context, account: str | None, as_json: bool, check: bool, stale_after: str | None
+) -> None:
     """Sync health: per account the last success, its age, the failure streak."""
+    from qrsync.health import needing_attention, stale_limits, summary
     from qrsync.render.text import render_status
     from qrsync.report import sync_health
 
+    if stale_after is not None and not check:
+        raise UsageError("--stale-after goes with --check")
+    limit = _parse_duration(stale_after, "--stale-after") if stale_after is not None else None
     app = obj.app()
     engine = app.ready_engine()
     _known_account(engine, account)
     rows = sync_health(engine, account)
+    attention = []
+    if check:
+        limits = stale_limits(app.accounts(), app.config.daemon, datetime.now(UTC))
+        attention = needing_attention(rows, limits, limit)
+        reasons = {a.account: a.reason for a in attention}
+        for row in rows:
+            row["attention"] = reasons.get(row["account"])
     if as_json:
         _echo_json(rows)
     else:
         click.echo(render_status(rows))
+    if check:
+        _notice(summary(attention, sum(1 for r in rows if r["enabled"])))
+        if attention:
+            sys.exit(1)
 
 
 def _known_account(engine: Engine, account: str | None) -> None:
@@ -531,10 +560,27 @@ def _known_account(engine: Engine, account: str | None) -> None:
         raise UsageError(f"--account: no account named '{account}' in the database")
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration(value: str) -> timedelta | None:
+    """``30m``, ``12h``, ``7d``, ``2w`` (``s`` too) as a timedelta; None if not one."""
+    if len(value) > 1 and value[-1] in _DURATION_UNITS and value[:-1].isdigit():
+        return timedelta(seconds=int(value[:-1]) * _DURATION_UNITS[value[-1]])
+    return None
+
+
+def _parse_duration(value: str, option: str) -> timedelta:
+    parsed = _duration(value)
+    if parsed is None or parsed <= timedelta(0):
+        raise UsageError(f"{option}: '{value}' is not a duration (30m, 12h, 7d, 2w)")
+    return parsed
+
+
 def _parse_since(value: str) -> datetime:
-    units = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
-    if value and value[-1] in units and value[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    window = _duration(value)
+    if window is not None:
+        return datetime.now(UTC) - window
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:

@@ -35,7 +35,12 @@ class TextFormatter(logging.Formatter):
 
 
 class MaskedJsonFormatter(JsonFormatter):
-    """One JSON object per line; exception text masked like the message."""
+    """One JSON object per line, each field once: ``timestamp`` (ISO 8601, UTC), ``level``,
+    ``logger``, ``message``, then the context fields (``run_id`` a number); exception text
+    masked like the message."""
+
+    def __init__(self) -> None:
+        super().__init__("%(message)s", timestamp=True)
 
     def format(self, record: logging.LogRecord) -> str:
         return mask(super().format(record))
@@ -55,9 +60,7 @@ def setup_logging(verbose: int = 0, log_format: str = "auto") -> None:
         log_format = "text" if sys.stderr.isatty() else "json"
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
-        handler.setFormatter(
-            MaskedJsonFormatter("%(asctime)s %(levelname)s %(message)s", timestamp=True)
-        )
+        handler.setFormatter(MaskedJsonFormatter())
     else:
         handler.setFormatter(TextFormatter())
     handler.addFilter(MaskingFilter())

@@ -201,7 +201,7 @@ class Syncer:
         failures (they are recorded on the run), only when the database itself fails."""
         account = request.account
         started = time.monotonic()
-        log_extra = {
+        log_extra: dict[str, object] = {
             "account": account.name,
             "slot": request.scheduled_for.isoformat() if request.scheduled_for else None,
             "replica": request.replica,
@@ -219,7 +219,7 @@ class Syncer:
             return RunResult(
                 account.name, None, "failed", error=f"account '{account.name}': {error}"
             )
-        log_extra["run_id"] = str(run_id)
+        log_extra["run_id"] = run_id
         if request.guard is not None:
             request.guard.attach(run_id)
         logger.info(
@@ -420,7 +420,7 @@ class Syncer:
                 extra={
                     "action": "listing_inconsistent",
                     "account": account.name,
-                    "run_id": str(writer.run_id),
+                    "run_id": writer.run_id,
                 },
             )
         if problems:

@@ -14,16 +14,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy import Engine as AlchemyEngine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from qrsync.errors import DatabaseError, UsageError
-from qrsync.store.engine import SET_SEARCH_PATH, Engine, normalize_url, quote_ident
+from qrsync.store.engine import SET_SEARCH_PATH, Engine, first_line, normalize_url, quote_ident
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,10 +68,20 @@ def current(engine: Engine, schema: str) -> str | None:
 
 def _run(engine: Engine, schema: str, action: object) -> None:
     cfg = _alembic_config()
-    with alchemy_connection(engine, schema) as conn:
-        cfg.attributes["connection"] = conn
-        cfg.attributes["schema"] = schema
-        action(cfg)  # type: ignore[operator]
+    try:
+        with alchemy_connection(engine, schema) as conn:
+            cfg.attributes["connection"] = conn
+            cfg.attributes["schema"] = schema
+            action(cfg)  # type: ignore[operator]
+    except DBAPIError as exc:  # each migration is a transaction: the failed one left nothing
+        reason = first_line(exc)
+        hint = ""
+        if isinstance(exc.orig, psycopg.errors.InsufficientPrivilege):
+            hint = (
+                f"; the role must own schema '{schema}' (CREATE SCHEMA {quote_ident(schema)} "
+                "AUTHORIZATION <role>, as a superuser) or may create schemas in the database"
+            )
+        raise DatabaseError(f"migration of schema '{schema}' failed: {reason}{hint}") from None
         conn.commit()
 
 

@@ -614,12 +614,14 @@ WHERE (CAST(:account AS text) IS NULL OR a.name = :account)
 ORDER BY a.name;
 
 -- name: sync_health --
--- Sync health per account, failing and stale ones first, for `qrsync status`.
-SELECT account, enabled, last_status, last_run_at, last_success_at, success_age,
-       failure_streak, last_errcode, last_error
-FROM sync_health
-WHERE (CAST(:account AS text) IS NULL OR account = :account)
-ORDER BY failure_streak DESC, last_success_at ASC NULLS FIRST, account;
+-- Sync health per account, failing and stale ones first, for `qrsync status`; last_message
+-- says why a partial run was partial.
+SELECT h.account, h.enabled, h.last_status, h.last_run_at, h.last_success_at, h.success_age,
+       h.failure_streak, h.last_errcode, h.last_error, r.message AS last_message
+FROM sync_health h
+LEFT JOIN sync_runs r ON r.id = h.last_run_id
+WHERE (CAST(:account AS text) IS NULL OR h.account = :account)
+ORDER BY h.failure_streak DESC, h.last_success_at ASC NULLS FIRST, h.account;
 
 -- name: report_publish_queue --
 -- The rules waiting longest unpublished (the publish queue), oldest first.

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -320,3 +324,84 @@ def test_component_rows_need_a_component_table(
     assert f"{path}:2: account 'shop-0'" in message and f"{path}:3: account 'shop-1'" in message
     assert f"needs a [component] table in {config}" in message
     assert scalar(db, "SELECT count(*) FROM accounts WHERE source = 'import'") == 0
+
+
+def _import_with_one_unset_secret(qrsync: Any, tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text(
+        "name,kind,appid,miniprogram_appid,refresh_token,token_source,secret_env\n"
+        f"{_line(0)},component,\n"
+        "se1,miniprogram,wx5000000000000099,,,stable_token,NOPE_NOT_SET\n"
+    )
+    assert qrsync("accounts", "import", str(path)).exit_code == 0
+
+
+def test_one_imported_account_missing_its_secret_fails_alone(
+    platform: Any, qrsync: Any, db: Any, tmp_path: Path
+) -> None:
+    _import_with_one_unset_secret(qrsync, tmp_path)
+    result = qrsync("sync", "--account", "shop-0", "--account", "se1")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "shop-0: succeeded" in result.output
+    failed = [line for line in result.output.splitlines() if line.startswith("se1: failed")]
+    assert len(failed) == 1 and "NOPE_NOT_SET" in failed[0] and "secret_env" in failed[0]
+    assert rows(
+        db,
+        "SELECT a.name, r.status FROM sync_runs r JOIN accounts a ON a.id = r.account_id"
+        " ORDER BY 1",
+    ) == [("se1", "failed"), ("shop-0", "succeeded")]
+
+
+def test_the_daemon_starts_beside_an_imported_account_missing_its_secret(
+    platform: Any, qrsync: Any, db: Any, tmp_path: Path
+) -> None:
+    _import_with_one_unset_secret(qrsync, tmp_path)
+    config = qrsync.config_path
+    # the daemon syncs the two imported accounts (the file's own is paused) every 2 s
+    text = config.read_text().replace('name = "mp"\n', 'name = "mp"\nenabled = false\n')
+    config.write_text(text + '\n[daemon]\nschedule = "@every 2s"\nlease_s = 5\n')
+    log = (tmp_path / "daemon.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qrsync", "--config", str(config), "daemon", "--http-port", "0"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        seen: set[tuple[str, str]] = set()
+        while time.monotonic() < deadline and proc.poll() is None:
+            seen = set(
+                rows(
+                    db,
+                    "SELECT DISTINCT a.name, r.status FROM sync_runs r"
+                    " JOIN accounts a ON a.id = r.account_id WHERE r.status <> 'running'",
+                )
+            )
+            if {("shop-0", "succeeded"), ("se1", "failed")} <= seen:
+                break
+            time.sleep(0.3)
+        assert proc.poll() is None, (tmp_path / "daemon.log").read_text()
+        assert {("shop-0", "succeeded"), ("se1", "failed")} <= seen, seen
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        log.close()
+    assert proc.returncode == 0
+    assert "Traceback" not in (tmp_path / "daemon.log").read_text()
+
+
+def test_a_component_account_without_the_component_table_fails_alone(
+    platform: Any, qrsync: Any, db: Any, tmp_path: Path
+) -> None:
+    qrsync("accounts", "import", str(_csv(tmp_path / "a.csv", [_line(0)])))
+    config = qrsync.config_path
+    text = config.read_text()
+    config.write_text(text[: text.index("[component]")] + text[text.index("[[accounts]]") :])
+    result = qrsync("sync", "--account", "shop-0")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert f"account 'shop-0': token source component needs a [component] table in {config}" in (
+        result.output
+    )
+    assert rows(db, "SELECT status FROM sync_runs") == [("failed",)]

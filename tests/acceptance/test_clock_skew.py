@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import wait_for
+from helpers import require_tool, wait_for
 
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 NAMES = [f"skew-{i}" for i in range(6)]
@@ -39,10 +39,7 @@ def _runs_by(db: Any, replica: str) -> int:
 def test_a_replica_90s_ahead_still_gives_one_run_per_slot(
     simulator: Any, qrsync: Any, db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not LIBFAKETIME.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{LIBFAKETIME} is missing: install the Debian package 'faketime'")
-        pytest.skip("libfaketime is not installed (apt-get install faketime)")
+    require_tool(LIBFAKETIME, "faketime")
     blocks = []
     for i, name in enumerate(NAMES):
         appid = f"wx{i + 500:016d}"

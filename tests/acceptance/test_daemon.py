@@ -215,6 +215,10 @@ def test_three_replicas_one_killed(replicas: dict[str, Any], db: Any, simulator:
         lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
         finished = [line for line in lines if line.get("action") == "run_finished"]
         assert finished, name
+        for line in lines:  # each field once, under one name; run ids are numbers
+            assert {"timestamp", "level", "logger", "message"} <= line.keys(), line
+            assert not {"asctime", "levelname"} & line.keys(), line
+            assert isinstance(line.get("run_id", 0), int), line
         for line in finished:
             assert {"account", "run_id", "slot", "replica"} <= line.keys()
         assert not any(f"secret-{i:03d}" in text for i in range(ACCOUNTS))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import build_history, rows, rule
+from helpers import build_history, require_tool, rows, rule
 
 from qrsync.render.csvout import COLUMNS, render_csv
 from qrsync.render.html import render_html
@@ -536,8 +536,8 @@ def test_a_long_window_is_drawn_per_week_or_month() -> None:
     assert "per month" in parse_page(render_html(monthly)).charts()["chart-publications"]
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium")
 def test_screenshot_script_renders_a_png(tmp_path: Path) -> None:
+    require_tool(CHROMIUM, "chromium")
     page = tmp_path / "report.html"
     page.write_text(render_html(hand_built(3)), encoding="utf-8")
     picture = tmp_path / "report.png"

@@ -65,6 +65,51 @@ def test_status_puts_failing_accounts_first(history: Any, qrsync: Any) -> None:
     assert text.index("broken") < text.index("mp ")
 
 
+def test_status_check_exits_1_naming_the_failing_account(history: Any, qrsync: Any) -> None:
+    result = qrsync("status", "--check")
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert line.startswith("qrsync: 1 of 2 enabled account(s) need attention: broken: failing")
+    assert "40125" in line and "mp:" not in line and "wrong-secret-value" not in line
+    assert "broken" in result.stdout, "the table is printed as without --check"
+    healthy = qrsync("status", "--check", "--account", "mp")
+    assert healthy.exit_code == 0, healthy.output
+    assert healthy.stderr.strip() == "qrsync: all 1 enabled account(s) healthy"
+    rows = json.loads(qrsync("status", "--check", "--json").stdout)
+    assert {r["account"]: r["attention"] is not None for r in rows} == {"broken": True, "mp": False}
+
+
+def test_status_check_finds_a_stale_account(history: Any, qrsync: Any, db: Any) -> None:
+    db.execute(
+        "UPDATE sync_runs SET started_at = started_at - interval '2 days',"
+        " finished_at = finished_at - interval '2 days'"
+    )
+    db.commit()
+    # daemon.schedule defaults to every 15 minutes: stale after 30 minutes
+    stale = qrsync("status", "--check", "--account", "mp")
+    assert stale.exit_code == 1, stale.output
+    assert "mp: stale: last success 2d ago (limit 30m)" in stale.stderr
+    assert qrsync("status", "--check", "--account", "mp", "--stale-after", "3d").exit_code == 0
+    assert qrsync("status", "--check", "--account", "mp", "--stale-after", "1d").exit_code == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--check", "--stale-after", "soon"], "--stale-after: 'soon' is not a duration"),
+        (["--check", "--stale-after", "0h"], "--stale-after: '0h' is not a duration"),
+        (["--stale-after", "2h"], "--stale-after goes with --check"),
+    ],
+)
+def test_status_check_refuses_bad_options(
+    history: Any, qrsync: Any, args: list[str], fragment: str
+) -> None:
+    result = qrsync("status", *args)
+    assert result.exit_code == 2, result.output
+    assert fragment in result.stderr and "\n" not in result.stderr.strip()
+
+
 def test_accounts_lists_live_rules_and_last_run(history: Any, qrsync: Any) -> None:
     accounts = {a["name"]: a for a in json.loads(qrsync("accounts", "--json").stdout)}
     assert accounts["mp"]["live_rules"] == 3 and accounts["mp"]["last_status"] == "succeeded"
