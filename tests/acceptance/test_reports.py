@@ -6,7 +6,18 @@ import json
 from typing import Any
 
 import pytest
-from helpers import build_history, rule, scalar
+from helpers import (
+    MP,
+    MP_SECRET,
+    WeChatUser,
+    build_history,
+    mp_account,
+    mp_world,
+    rows,
+    rule,
+    scalar,
+    toml_config,
+)
 
 
 @pytest.fixture
@@ -149,3 +160,43 @@ def test_reading_without_a_config_file_changes_nothing(
     )
     refused = CliRunner().invoke(cli, ["report", "--account", "nope"])
     assert refused.exit_code == 2 and "no account named 'nope'" in refused.stderr
+
+
+def test_a_rule_added_published_between_two_syncs_is_a_publication(
+    fast_simulator: Any, qrsync: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the first listing (the baseline) holds rules whose publication qrsync could not see;
+    a rule that appears published in a later listing was published in between, and counts."""
+    base_published, base_waiting, added = (f"https://b.example.com/{n}" for n in ("p", "w", "n"))
+    fast_simulator.admin.add_account(mp_world(pub_quota=20))
+    fast_simulator.admin.put_rules(MP, [rule(base_published, state=2), rule(base_waiting, state=1)])
+    monkeypatch.setenv("MP_SECRET", MP_SECRET)
+    qrsync.write_config(toml_config(fast_simulator.url, mp_account()))
+    assert qrsync("sync").exit_code == 0
+    user = WeChatUser(fast_simulator.url, MP, MP_SECRET)
+    user.add(added)
+    user.publish(added)
+    user.publish(base_waiting)
+    assert qrsync("sync").exit_code == 0
+    assert rows(
+        db,
+        "SELECT prefix, from_state, in_baseline, first_seen_published, previous_seen_at IS NULL"
+        " FROM publications ORDER BY prefix",
+    ) == [
+        (added, None, False, False, False),
+        (base_published, None, True, True, True),
+        (base_waiting, 1, False, False, False),
+    ]
+    quota = [
+        q for (q,) in rows(db, "SELECT qrcodejump_pub_quota FROM account_snapshots ORDER BY id")
+    ]
+    counted = scalar(db, "SELECT count(*) FROM publications WHERE NOT in_baseline")
+    assert quota[0] - quota[-1] == counted == 2
+    report = json.loads(qrsync("report", "--json").stdout)
+    assert {(p["prefix"], p["added_published"]) for p in report["publications"]} == {
+        (added, True),
+        (base_waiting, False),
+    }
+    text = qrsync("report").output
+    assert "added published" in text and base_published not in text.split("Publications")[1]
+    assert rows(db, "SELECT DISTINCT account_name FROM rule_versions") == [("mp",)]
