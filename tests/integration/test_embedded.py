@@ -112,7 +112,9 @@ for _ in range(600):
 """
 
 
-def test_sigterm_stops_the_embedded_server(home: Path, tmp_path: Path) -> None:
+def _holding_the_server(home: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
+    """A migrated embedded database, and a qrsync process holding its server; returns the
+    process and the URL psql would use."""
     assert _run(home, "db", "upgrade", cwd=tmp_path).returncode == 0
     waiter = subprocess.Popen(
         [sys.executable, "-c", WAIT_HOLDING_THE_SERVER],
@@ -123,7 +125,13 @@ def test_sigterm_stops_the_embedded_server(home: Path, tmp_path: Path) -> None:
         text=True,
     )
     assert waiter.stdout is not None
-    assert waiter.stdout.readline().startswith("postgresql")
+    url = waiter.stdout.readline().strip()
+    assert url.startswith("postgresql"), waiter.stderr.read() if waiter.stderr else ""
+    return waiter, url
+
+
+def test_sigterm_stops_the_embedded_server(home: Path, tmp_path: Path) -> None:
+    waiter, _ = _holding_the_server(home, tmp_path)
     assert _servers(home), "the server runs while a qrsync process holds it"
     waiter.send_signal(signal.SIGTERM)
     waiter.wait(timeout=60)
@@ -137,17 +145,7 @@ def test_sigterm_stops_the_embedded_server(home: Path, tmp_path: Path) -> None:
 def test_the_last_qrsync_process_leaves_the_server_up_while_psql_is_connected(
     home: Path, tmp_path: Path
 ) -> None:
-    assert _run(home, "db", "upgrade", cwd=tmp_path).returncode == 0
-    waiter = subprocess.Popen(
-        [sys.executable, "-c", WAIT_HOLDING_THE_SERVER],
-        env=_env(home),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert waiter.stdout is not None
-    url = waiter.stdout.readline().strip()
+    waiter, url = _holding_the_server(home, tmp_path)
     try:
         with psycopg.connect(url, autocommit=True) as psql:  # as psql would connect
             waiter.send_signal(signal.SIGTERM)

@@ -49,6 +49,26 @@ def _limit(admin_url: str, role: str, connections: int) -> None:
         admin.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT {connections}')
 
 
+def _migrated_fleet(
+    tmp_path: Path,
+    admin_url: str,
+    writer: tuple[str, str],
+    simulator: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    concurrency: int,
+    *,
+    limit: int,
+) -> QrsyncRunner:
+    """The fleet configured for the writer at ``concurrency``, migrated as the writer; then
+    the writer's CONNECTION LIMIT set to ``limit``."""
+    role, url = writer
+    qrsync = QrsyncRunner(tmp_path, url, monkeypatch)
+    _fleet(simulator, qrsync, monkeypatch, concurrency)
+    assert qrsync("db", "upgrade").exit_code == 0
+    _limit(admin_url, role, limit)
+    return qrsync
+
+
 def _fleet(simulator: Any, qrsync: QrsyncRunner, monkeypatch: pytest.MonkeyPatch, c: int) -> None:
     blocks = []
     for i in range(ACCOUNTS):
@@ -74,12 +94,16 @@ def test_a_sync_stays_within_its_connection_budget(
     fast_simulator: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    role, url = writer
     concurrency = 4
-    qrsync = QrsyncRunner(tmp_path, url, monkeypatch)
-    _fleet(fast_simulator, qrsync, monkeypatch, concurrency)
-    assert qrsync("db", "upgrade").exit_code == 0
-    _limit(empty_database_url, role, connection_budget(concurrency))
+    qrsync = _migrated_fleet(
+        tmp_path,
+        empty_database_url,
+        writer,
+        fast_simulator,
+        monkeypatch,
+        concurrency,
+        limit=connection_budget(concurrency),
+    )
     for _ in range(2):  # a first listing, then a compared one
         result = qrsync("sync")
         assert result.exit_code == 0, result.output
@@ -97,11 +121,11 @@ def test_a_refused_connection_fails_the_account_in_one_line(
     fast_simulator: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    role, url = writer
-    qrsync = QrsyncRunner(tmp_path, url, monkeypatch)
-    _fleet(fast_simulator, qrsync, monkeypatch, 6)
-    assert qrsync("db", "upgrade").exit_code == 0
-    _limit(empty_database_url, role, 3)  # a run needs two: at most one account at a time
+    role = writer[0]
+    # a run needs two connections: at most one account at a time
+    qrsync = _migrated_fleet(
+        tmp_path, empty_database_url, writer, fast_simulator, monkeypatch, 6, limit=3
+    )
     result = qrsync("sync")
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
