@@ -454,11 +454,12 @@ def accounts_import(obj: Context, csv_file: str, dry_run: bool, allow_mass_disab
     from qrsync.imports import (
         describe_plan,
         mass_disable_refusal,
+        name_clashes,
         plan_import,
         read_import,
         read_import_text,
     )
-    from qrsync.store.accounts import import_accounts, imported_accounts
+    from qrsync.store.accounts import config_account_names, import_accounts, imported_accounts
     from qrsync.store.encryption import sealer_for
 
     app = obj.app()
@@ -474,6 +475,12 @@ def accounts_import(obj: Context, csv_file: str, dry_run: bool, allow_mass_disab
         _notice(f"warning: {warning}")
     rows = checked.accounts
     engine = app.ready_engine()
+    taken = {a.name for a in config.accounts} | set(
+        config_account_names(engine, [r.account.name for r in rows])
+    )
+    clash = name_clashes(rows, taken, label)
+    if clash is not None:
+        raise clash
     plan = plan_import(imported_accounts(engine), rows)
     fraction = config.sync.max_delete_fraction
     if dry_run:

@@ -515,7 +515,7 @@ class Daemon:
 
     def _record(self, result: RunResult, context: dict[str, str]) -> None:
         self.metrics.runs.labels(result.account, result.status).inc()
-        self.metrics.run_duration.observe(result.duration_s)
+        self.metrics.run_duration.labels(result.account).observe(result.duration_s)
         level = logging.WARNING if result.status == "failed" else logging.INFO
         logger.log(
             level,

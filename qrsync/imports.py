@@ -24,7 +24,7 @@ import csv
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from qrsync.config import ACCOUNT_KINDS, TOKEN_SOURCES, AccountConfig, SecretRef, TokenConfig
@@ -65,6 +65,8 @@ class ImportedAccount:
 
     account: AccountConfig
     refresh_token: str | None = None
+    line: int = 0
+    """Its line in the file, for messages."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ def read_import(
         row = {key.strip(): (value or "").strip() for key, value in raw.items() if key}
         where = f"{file}:{line}"
         try:
-            imported = _row(row, where, timezone, component_config)
+            imported = replace(_row(row, where, timezone, component_config), line=line)
         except ConfigError as exc:
             problems.append(str(exc))
             continue
@@ -225,6 +227,21 @@ def _row(
         enabled=enabled_text in TRUE,
     )
     return ImportedAccount(account, refresh)
+
+
+def name_clashes(rows: Sequence[ImportedAccount], taken: set[str], file: str) -> UsageError | None:
+    """The error naming every row (file and line) whose name belongs to the configuration
+    file's accounts (``taken``), or None: an import may not redefine them."""
+    clashes = [f"{file}:{r.line}: '{r.account.name}'" for r in rows if r.account.name in taken]
+    if not clashes:
+        return None
+    listed = ", ".join(clashes[:MAX_LISTED])
+    more = f", and {len(clashes) - MAX_LISTED} more" if len(clashes) > MAX_LISTED else ""
+    return UsageError(
+        f"{len(clashes)} account name(s) of the import belong to the configuration file "
+        f"({listed}{more}); an import may not redefine them: rename them in the CSV, or remove "
+        "them from the configuration file; nothing imported"
+    )
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,17 @@ at scrape time (cached briefly), so every replica reports the same truth.
 
 from __future__ import annotations
 
+import platform
 import threading
 import time
 from collections.abc import Iterator
 
 import psycopg
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from qrsync import __version__
 from qrsync.store.engine import Engine
 from qrsync.store.queries import query
 
@@ -27,7 +29,15 @@ class Metrics:
     """The replica's metrics; :meth:`api_call` is an observer for the WeChat client."""
 
     def __init__(self, engine: Engine | None = None) -> None:
+        # No `_created` series beside every counter and histogram: a timestamp per label set
+        # that dashboards never use and every Prometheus stores (prometheus-client's switch is
+        # process-wide; qrsync exports nothing else).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
+        self.build = Info(
+            "qrsync_build", "The qrsync version this replica runs.", registry=self.registry
+        )
+        self.build.info({"version": __version__, "python": platform.python_version()})
         self.runs = Counter(
             "qrsync_runs",
             "Sync runs finished by this replica, by account and status.",
@@ -36,7 +46,8 @@ class Metrics:
         )
         self.run_duration = Histogram(
             "qrsync_run_duration_seconds",
-            "Duration of sync runs.",
+            "Duration of sync runs finished by this replica, by account.",
+            ["account"],
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
             registry=self.registry,
         )

@@ -9,7 +9,7 @@ from datetime import datetime
 from qrsync.config import AccountConfig, SecretRef, TokenConfig, seed_fingerprint
 from qrsync.errors import UsageError
 from qrsync.store.encryption import TokenSealer
-from qrsync.store.engine import Engine
+from qrsync.store.engine import Connection, Engine
 from qrsync.store.queries import query
 
 
@@ -78,6 +78,16 @@ class ImportResult:
     disabled: tuple[str, ...]
 
 
+def config_account_names(engine: Engine, names: Sequence[str]) -> list[str]:
+    """Those of ``names`` that belong to the configuration file's accounts in the database."""
+    with engine.connect() as conn:
+        return _config_account_names(conn, names)
+
+
+def _config_account_names(conn: Connection, names: Sequence[str]) -> list[str]:
+    return list(conn.execute(query("config_account_names"), {"names": list(names)}).scalars())
+
+
 def import_accounts(
     engine: Engine,
     accounts: Sequence[AccountConfig],
@@ -90,8 +100,8 @@ def import_accounts(
     sealer = sealer or TokenSealer()
     names = [a.name for a in accounts]
     with engine.begin() as conn:
-        taken = conn.execute(query("config_account_names"), {"names": names}).scalars().all()
-        if taken:
+        taken = _config_account_names(conn, names)
+        if taken:  # (checked before, with lines, by the CLI; this guards a race with a mirror)
             raise UsageError(
                 f"account '{taken[0]}' belongs to the configuration file; an import may not "
                 "redefine it (rename it in the CSV, or remove it from the file)"

@@ -133,7 +133,7 @@ def test_reimporting_a_seed_keeps_a_rotated_refresh_token(
         ("name,kind,appid,schedule\nx,miniprogram,wx1,soon\n", ["schedule"]),
         (
             "name,kind,appid,refresh_token\nmp,miniprogram,wx1,r1\n",
-            ["account 'mp'", "configuration file"],
+            ["bad.csv:2: 'mp'", "configuration file"],
         ),
         ("name,kind,appid\nx,miniprogram,wx1\n", [":2", "account 'x'", "refresh_token"]),
         (
@@ -405,3 +405,21 @@ def test_a_component_account_without_the_component_table_fails_alone(
         result.output
     )
     assert rows(db, "SELECT status FROM sync_runs") == [("failed",)]
+
+
+def test_a_name_of_the_configuration_file_is_refused_by_a_dry_run_too(
+    platform: Any, qrsync: Any, db: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text(
+        f"name,kind,appid,refresh_token\n{_line(0).split(',')[0]},miniprogram,wx1,r1\n"
+        "mp,miniprogram,wx2,r2\n"
+    )
+    before = _tables(db)
+    for extra in ([], ["--dry-run"]):
+        result = qrsync("accounts", "import", str(path), *extra)
+        assert result.exit_code == 2, result.output
+        message = result.stderr.strip()
+        assert "\n" not in message
+        assert f"{path}:3: 'mp'" in message and "belong to the configuration file" in message
+    assert _tables(db) == before

@@ -168,8 +168,14 @@ def test_three_replicas_one_killed(replicas: dict[str, Any], db: Any, simulator:
         "qrsync_quota_left",
         "qrsync_last_success_timestamp_seconds",
         "qrsync_lease_takeovers",
+        "qrsync_build_info",
     ):
         assert name in families, name
+    durations = families["qrsync_run_duration_seconds"].samples
+    assert durations and {s.labels["account"] for s in durations} <= {
+        f"fleet-{i:03d}" for i in range(ACCOUNTS)
+    }
+    assert "_created" not in metrics
 
     for name in ("r1", "r2"):
         replicas[name]["proc"].send_signal(signal.SIGTERM)
