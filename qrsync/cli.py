@@ -145,15 +145,22 @@ def db_upgrade(obj: Context, revision: str) -> None:
 
 
 @db.command("current")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 @_guarded
-def db_current(obj: Context) -> None:
+def db_current(obj: Context, as_json: bool) -> None:
     """Show the revision the database is at, and the newest one."""
     from qrsync.store import migrate  # Alembic only where it is needed
 
     app = obj.app()
-    current = migrate.current(app.engine(), app.config.database.schema)
+    schema = app.config.database.schema
+    current = migrate.current(app.engine(), schema)
     head = migrate.head_revision()
+    if as_json:
+        _echo_json(
+            {"schema": schema, "current": current, "head": head, "up_to_date": current == head}
+        )
+        return
     state = "up to date" if current == head else "run `qrsync db upgrade`"
     click.echo(f"{current or 'empty'} (newest: {head}; {state})")
 
@@ -446,9 +453,12 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
     help="Apply an import that disables more than sync.max_delete_fraction (or all) of the "
     "enabled imported accounts.",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print what changed (or would) as JSON.")
 @click.pass_obj
 @_guarded
-def accounts_import(obj: Context, csv_file: str, dry_run: bool, allow_mass_disable: bool) -> None:
+def accounts_import(
+    obj: Context, csv_file: str, dry_run: bool, allow_mass_disable: bool, as_json: bool
+) -> None:
     """Add or update accounts from a CSV file (`-`: standard input); imported accounts it no
     longer lists are disabled (columns: see docs/accounts-import.md)."""
     from qrsync.imports import (
@@ -483,6 +493,20 @@ def accounts_import(obj: Context, csv_file: str, dry_run: bool, allow_mass_disab
         raise clash
     plan = plan_import(imported_accounts(engine), rows)
     fraction = config.sync.max_delete_fraction
+    summary = {
+        "file": label,
+        "accounts": len(rows),
+        "dry_run": dry_run,
+        "added": list(plan.added),
+        "updated": list(plan.updated),
+        "disabled": list(plan.disabled),
+        "unchanged": list(plan.unchanged),
+        "needs_allow_mass_disable": plan.mass_disable(fraction),
+        "warnings": list(checked.warnings),
+    }
+    if dry_run and as_json:
+        _echo_json(summary)
+        return
     if dry_run:
         click.echo(f"{label}: {len(rows)} accounts; dry run, nothing written:")
         for line in describe_plan(plan):
@@ -503,6 +527,9 @@ def accounts_import(obj: Context, csv_file: str, dry_run: bool, allow_mass_disab
         component,
         sealer_for(config),
     )
+    if as_json:
+        _echo_json({**summary, "written": list(result.written)})
+        return
     click.echo(
         f"{label}: {len(rows)} accounts; {len(result.written)} added or changed, "
         f"{len(rows) - len(result.written)} unchanged, {len(result.disabled)} no longer listed "
@@ -557,6 +584,69 @@ def status(
         _notice(summary(attention, sum(1 for r in rows if r["enabled"])))
         if attention:
             sys.exit(1)
+
+
+# --- quota holds ---------------------------------------------------------------------------------
+
+
+@cli.group("quota", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_guarded
+def quota_command(ctx: click.Context, as_json: bool) -> None:
+    """Caller AppIDs not called until their API quota resets (WeChat answered 45009 daily or
+    45011 per minute); `qrsync quota release APPID` calls one again at once."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from qrsync.render.text import fmt_time, format_table
+    from qrsync.store.runs import RunStore
+
+    obj: Context = ctx.obj
+    holds = RunStore(obj.app().ready_engine()).quota_holds(datetime.now(UTC))
+    if as_json:
+        _echo_json(holds)
+        return
+    if not holds:
+        click.echo("no quota holds: every AppID is called")
+        return
+    click.echo(
+        format_table(
+            ["appid", "errcode", "since", "until", "state", "run"],
+            [
+                [
+                    h["appid"],
+                    str(h["errcode"]),
+                    fmt_time(h["held_since"]),
+                    fmt_time(h["held_until"]),
+                    "held" if h["standing"] else "expired",
+                    str(h["sync_run_id"] or "-"),
+                ]
+                for h in holds
+            ],
+        )
+    )
+
+
+@quota_command.command("release")
+@click.argument("appid")
+@click.pass_obj
+@_guarded
+def quota_release(obj: Context, appid: str) -> None:
+    """Lift the hold on APPID: its accounts' next runs call WeChat again (if the quota is
+    still used up, WeChat says so again and the hold comes back)."""
+    from qrsync.render.text import fmt_time
+    from qrsync.store.runs import RunStore
+
+    store = RunStore(obj.app().ready_engine())
+    hold = store.release_quota_hold(appid)
+    if hold is None:
+        standing = [h["appid"] for h in store.quota_holds(datetime.now(UTC)) if h["standing"]]
+        held = ", ".join(standing[:10]) or "none"
+        raise UsageError(f"no quota hold on {appid} (AppIDs held now: {held})")
+    click.echo(
+        f"released the hold on {appid} ({hold.errcode}, held since {fmt_time(hold.since)} "
+        f"until {fmt_time(hold.until)}): its accounts' next runs call WeChat again"
+    )
 
 
 def _known_account(engine: Engine, account: str | None) -> None:

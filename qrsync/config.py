@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from qrsync.errors import ConfigError
-from qrsync.masking import register_secret
+from qrsync.masking import mask, register_secret
 from qrsync.schedules import ScheduleError, time_zone
 from qrsync.schedules import validate as validate_schedule
 
@@ -97,6 +97,8 @@ class DatabaseConfig:
     url and without this, commands that need the database refuse to run."""
 
 
+DATABASE_URL_SCHEMES = ("postgresql://", "postgres://", "postgresql+")
+"""What qrsync connects to (psycopg 3 whatever driver a SQLAlchemy URL names)."""
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 MAX_IDENTIFIER_BYTES = 63
 """PostgreSQL cuts longer names (NAMEDATALEN - 1) instead of refusing them."""
@@ -289,7 +291,19 @@ class _Parser:
     def database(self, t: dict[str, Any]) -> DatabaseConfig:
         self.only(t, {"url", "schema", "embedded"}, "database")
         in_file = self.opt_str(t, "url", "database")
-        url = self.environ.get("QRSYNC_DATABASE_URL") or in_file
+        from_environment = self.environ.get("QRSYNC_DATABASE_URL")
+        url = from_environment or in_file
+        if url and not url.startswith(DATABASE_URL_SCHEMES):
+            where = (
+                "environment variable QRSYNC_DATABASE_URL (it overrides database.url)"
+                if from_environment
+                else "database.url"
+            )
+            raise self.fail(
+                "must be a PostgreSQL URL (postgresql://, postgres:// or postgresql+psycopg://), "
+                f"not '{mask(url)}'",
+                where,
+            )
         embedded = t.get("embedded", False)
         if not isinstance(embedded, bool):
             raise self.fail(
@@ -566,12 +580,12 @@ class _Parser:
         value = t.get(key)
         if value is None:
             return None
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str):
             raise self.fail(
-                f"must be a non-empty string, not {_describe(value)}",
-                _join(section, key),
-                account,
+                f"must be a string, not {_describe(value)}", _join(section, key), account
             )
+        if not value.strip():
+            raise self.fail("must not be empty", _join(section, key), account)
         return value
 
     def req_str(self, t: dict[str, Any], key: str, section: str, account: str | None = None) -> str:

@@ -160,7 +160,8 @@ class RetryableApiError(ApiError):
 
 
 class RateLimited(RetryableApiError):
-    """44990: more than 5 requests a second for this account; backed off and retried."""
+    """44990: WeChat's rate limit (5 requests a second per account) was hit; backed off and
+    retried."""
 
 
 class TokenRejected(ApiError):

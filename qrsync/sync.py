@@ -301,7 +301,7 @@ class Syncer:
             raise QuotaHeld(
                 f"not called: WeChat said the {what} API quota of {account.appid} was used up "
                 f"({hold.errcode} at {_when(hold.since)}); calls resume at {_when(hold.until)} "
-                "(table quota_holds; delete its row to try at once)",
+                f"(`qrsync quota release {account.appid}` calls it again at once)",
                 account=account.name,
                 errcode=hold.errcode,
             )
@@ -347,6 +347,7 @@ class Syncer:
                 message="; ".join(notes) or None,
             )
             counts, outcome = w.finish(
+                account=account.name,
                 complete=complete,
                 allow_mass_delete=request.allow_mass_delete,
                 max_delete_fraction=self.config.sync.max_delete_fraction,

@@ -91,6 +91,17 @@ SELECT pg_advisory_xact_lock(1903260011, CAST(:account_id AS integer)),
 SELECT errcode, held_since, held_until FROM quota_holds
 WHERE appid = :appid AND held_until > :now;
 
+-- name: quota_holds --
+-- Every hold, standing or expired (an expired one is harmless: it is replaced by the next).
+SELECT appid, errcode, held_since, held_until, sync_run_id, held_until > :now AS standing
+FROM quota_holds
+ORDER BY held_until DESC, appid;
+
+-- name: release_quota_hold --
+-- Lift the hold on a caller AppID: it is called again at once.
+DELETE FROM quota_holds WHERE appid = :appid
+RETURNING errcode, held_since, held_until;
+
 -- name: hold_quota --
 -- Stop calling a caller AppID until its quota resets (45009, 45011).
 INSERT INTO quota_holds (appid, errcode, held_since, held_until, sync_run_id)

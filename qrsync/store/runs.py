@@ -22,12 +22,13 @@ back whole, its staged rows with it.
 
 from __future__ import annotations
 
+import shlex
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import chain
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -182,6 +183,19 @@ class RunStore:
         """The hold on ``appid`` if its quota is still used up at ``now``."""
         with self.engine.begin() as conn:
             row = conn.execute(query("quota_hold"), {"appid": appid, "now": now}).first()
+        return None if row is None else QuotaHold(row.errcode, row.held_since, row.held_until)
+
+    def quota_holds(self, now: datetime) -> list[dict[str, Any]]:
+        """Every hold (``standing``: still in force at ``now``), latest first."""
+        with self.engine.connect() as conn:
+            return [
+                dict(row) for row in conn.execute(query("quota_holds"), {"now": now}).mappings()
+            ]
+
+    def release_quota_hold(self, appid: str) -> QuotaHold | None:
+        """Lift the hold on ``appid`` (``qrsync quota release``); the hold it was, if any."""
+        with self.engine.begin() as conn:
+            row = conn.execute(query("release_quota_hold"), {"appid": appid}).first()
         return None if row is None else QuotaHold(row.errcode, row.held_since, row.held_until)
 
     def hold_quota(self, appid: str, hold: QuotaHold, run_id: int) -> None:
@@ -535,6 +549,7 @@ class ListingWriter:
     def finish(
         self,
         *,
+        account: str,
         complete: bool,
         allow_mass_delete: bool,
         max_delete_fraction: float,
@@ -582,7 +597,8 @@ class ListingWriter:
             held = (
                 f"{counts.would_delete} of {counts.live_rules} live rules are missing from "
                 "the listing; deletions held back (more than sync.max_delete_fraction). If "
-                "they really are gone: qrsync sync --account NAME --allow-mass-delete"
+                f"they really are gone: qrsync sync --account {shlex.quote(account)} "
+                "--allow-mass-delete"
             )
             outcome = replace(
                 outcome, status="partial", complete=False, message=_join(outcome.message, held)

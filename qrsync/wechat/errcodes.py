@@ -36,7 +36,8 @@ HINTS: dict[int, str] = {
     40166: "invalid appid in the request; for a service account check miniprogram_appid",
     41001: "the access token is missing",
     42001: "the access token has expired",
-    44990: "more than 5 requests a second for this account",
+    44990: "WeChat refused the request rate: its limit is 5 requests a second per account, "
+    "shared with every program using this AppID (check api.requests_per_second)",
     45009: "the daily API quota is used up; it resets at midnight (China time)",
     45011: "the per-minute API quota is used up; it resets at the next minute",
     48001: "this API is not open to this account (e.g. an unverified service account)",

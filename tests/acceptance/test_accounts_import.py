@@ -242,6 +242,21 @@ def test_dry_run_lists_the_changes_and_writes_nothing(
     assert "  disable: 3: shop-0, shop-1, shop-2\n" in result.output
     assert "needs --allow-mass-disable" in result.output
     assert _tables(db) == before
+    # The same, for a machine: JSON, dry run or not.
+    planned = json.loads(qrsync("accounts", "import", "--dry-run", "--json", str(path)).stdout)
+    assert planned["dry_run"] is True and planned["needs_allow_mass_disable"] is False
+    assert (planned["added"], planned["updated"], planned["disabled"], planned["unchanged"]) == (
+        ["shop-3"],
+        ["shop-1"],
+        ["shop-2"],
+        ["shop-0"],
+    )
+    assert _tables(db) == before
+    applied = qrsync("accounts", "import", "--json", str(path))
+    assert applied.exit_code == 0, applied.output
+    done = json.loads(applied.stdout)
+    assert done["dry_run"] is False and sorted(done["written"]) == ["shop-1", "shop-3"]
+    assert done["disabled"] == ["shop-2"] and "refresh-" not in applied.stdout
 
 
 def test_every_bad_row_is_reported_with_its_line_and_nothing_is_written(

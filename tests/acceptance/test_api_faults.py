@@ -358,6 +358,27 @@ def test_used_up_quota_holds_the_account_until_it_resets(
     assert live_rules(db, "oa") == truth(paged, OA, OA_MP)
 
 
+def test_quota_release_calls_a_held_appid_again_at_once(paged: Any, qrsync: Any, db: Any) -> None:
+    qrsync.write_config(_config(paged.url))
+    paged.admin.add_fault(endpoint="qrcodejumpget", page_num=2, errcode=45009)  # once
+    assert qrsync("sync").exit_code == 1
+    held = qrsync("sync")
+    assert f"`qrsync quota release {OA}` calls it again at once" in held.output, held.output
+    listed = qrsync("quota")
+    assert listed.exit_code == 0 and OA in listed.output and "held" in listed.output
+    holds = json.loads(qrsync("quota", "--json").stdout)
+    assert [(h["appid"], h["errcode"], h["standing"]) for h in holds] == [(OA, 45009, True)]
+    released = qrsync("quota", "release", OA)
+    assert released.exit_code == 0, released.output
+    assert f"released the hold on {OA} (45009" in released.output
+    assert qrsync("sync").exit_code == 0  # called again at once, and the listing is exact
+    assert live_rules(db, "oa") == truth(paged, OA, OA_MP)
+    again = qrsync("quota", "release", OA)
+    assert again.exit_code == 2
+    assert again.stderr.strip() == f"qrsync: no quota hold on {OA} (AppIDs held now: none)"
+    assert qrsync("quota").output.strip() == "no quota holds: every AppID is called"
+
+
 def test_unverified_service_account_fails_with_48001(
     fast_simulator: Any, qrsync: Any, db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -328,6 +328,8 @@ LONG_SCHEMA_IN_CHINESE = "规则" * 11  # 22 characters, 66 bytes
         (f'schema = "{LONG_SCHEMA_IN_CHINESE}"', ["database.schema", "66 bytes"]),
         ('embedded = "yes"', ["database.embedded", "true or false"]),
         ("embedded = true", ["database.embedded", "database.url", "keep one"]),
+        ('schema = ""', ["database.schema", "must not be empty"]),
+        ("schema = 7", ["database.schema", "must be a string, not"]),
     ],
     ids=[
         "pg-catalog",
@@ -338,6 +340,8 @@ LONG_SCHEMA_IN_CHINESE = "规则" * 11  # 22 characters, 66 bytes
         "schema-too-long-in-bytes",
         "embedded-not-boolean",
         "embedded-and-url",
+        "schema-empty",
+        "schema-not-a-string",
     ],
 )
 def test_bad_database_settings_are_refused_before_anything_is_created(
@@ -350,6 +354,23 @@ def test_bad_database_settings_are_refused_before_anything_is_created(
     for command in (["db", "upgrade"], ["status"]):
         _assert_refused(qrsync(*command), str(config), *fragments)
     assert _schemas(empty_database_url) == before, "no schema may be created, not even cut"
+
+
+@pytest.mark.parametrize("source", ["file", "environment"])
+def test_a_database_url_that_is_not_postgresql_names_where_it_came_from(
+    qrsync: Any, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    url = "mysql://app:hunter2-secret@db.internal/app"
+    if source == "file":
+        config = qrsync.write_config(f'[database]\nurl = "{url}"\n', with_database=False)
+        where = "database.url"
+    else:
+        config = qrsync.write_config("", with_database=False)
+        monkeypatch.setenv("QRSYNC_DATABASE_URL", url)
+        where = "QRSYNC_DATABASE_URL"
+    result = qrsync("status")
+    _assert_refused(result, str(config), where, "must be a PostgreSQL URL", "mysql://app:")
+    assert "hunter2-secret" not in result.output
 
 
 def test_embedded_and_the_url_variable_together_are_refused(

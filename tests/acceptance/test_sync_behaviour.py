@@ -445,7 +445,7 @@ def test_mass_deletion_waits_for_confirmation(
     simulator.admin.put_rules(MP, [rule("https://a.example.com/0")])
     held = qrsync("sync")
     assert held.exit_code == 0
-    assert "--allow-mass-delete" in held.output
+    assert "qrsync sync --account mp --allow-mass-delete" in held.output
     status, deleted, message = rows(
         db, "SELECT status, deleted, message FROM sync_runs ORDER BY id DESC LIMIT 1"
     )[0]

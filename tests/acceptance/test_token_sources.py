@@ -3,11 +3,14 @@ the simulator's call log and the ``tokens`` / ``authorizer_refresh_tokens`` tabl
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -574,6 +577,91 @@ def test_rotated_refresh_token_lost_on_the_wire_is_recovered_by_the_retry(
     assert_no_secret_shown(platform, db, [first.output, second.output])
 
 
+class _Records(logging.Handler):
+    """Keeps the records of one logger (the CLI replaces the root logger's handlers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def _records_of(name: str) -> Iterator[list[logging.LogRecord]]:
+    handler = _Records()
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+
+
+def _refresh_token_rows(db: Any) -> list[tuple[Any, ...]]:
+    """The stored refresh tokens with their xmin: a row rewritten with the same value shows."""
+    return rows(
+        db,
+        "SELECT component_appid, authorizer_appid, refresh_token, seed_fingerprint, xmin::text "
+        "FROM authorizer_refresh_tokens",
+    )
+
+
+def test_rotated_refresh_token_lost_past_its_grace_is_recovered_from_the_authorizer_list(
+    platform: Any, qrsync: Any, db: Any
+) -> None:
+    """WeChat rotates the refresh token, the answer is lost and every retry fails until the old
+    token's 5 minutes are over (network down, process killed): the stored token is dead (61023).
+    The next run finds the current one in api_get_authorizer_list, commits it and goes on; the
+    merchant does not authorise again."""
+    platform.admin.add_component(component_world(OA, rotate_refresh_token=True))
+    _component_config(qrsync, platform)
+    platform.admin.add_fault(endpoint="authorizer_token", wire="reset", times=1)
+    platform.admin.add_fault(endpoint="authorizer_token", http_status=503, after=1, times=-1)
+    lost = qrsync("sync")
+    assert lost.exit_code == 1, lost.output
+    assert last_run(db, "oa")["status"] == "failed"
+    rotated = current_refresh_token(platform, OA)
+    assert rotated != REFRESH_SEED  # WeChat rotated it; qrsync never heard of it
+    assert scalar(db, "SELECT refresh_token FROM authorizer_refresh_tokens") == REFRESH_SEED
+    fingerprint = scalar(db, "SELECT seed_fingerprint FROM authorizer_refresh_tokens")
+    platform.admin.clear_faults()
+    platform.admin.advance_clock(600)  # past the old token's grace
+    assert authorizer_token_answer(platform, OA, REFRESH_SEED)["errcode"] == 61023
+    platform.admin.clear_calls()
+    with _records_of("qrsync.tokens") as records:
+        recovered = qrsync("sync")
+    assert recovered.exit_code == 0, recovered.output
+    assert [c["errcode"] for c in platform.admin.calls(endpoint="authorizer_token")] == [61023, 0]
+    assert [c["errcode"] for c in platform.admin.calls(endpoint="authorizer_list")] == [0]
+    (warning,) = [r for r in records if getattr(r, "action", None) == "refresh_token_recovered"]
+    assert (warning.levelname, getattr(warning, "account", None)) == ("WARNING", "oa")
+    assert "authorizer list" in recovered.output
+    assert last_run(db, "oa")["status"] == "succeeded"
+    assert live_rules(db, "oa") == truth(platform, OA, OA_MP)
+    # The listed token was used (and rotated once more): what is stored is WeChat's current one,
+    # under the seed's fingerprint (the configuration's seed is not taken up again).
+    current = current_refresh_token(platform, OA)
+    assert current != rotated
+    assert rows(db, "SELECT refresh_token, seed_fingerprint FROM authorizer_refresh_tokens") == [
+        (current, fingerprint)
+    ]
+    # Later refreshes need no list: the stored token is the live one.
+    platform.admin.advance_clock(600)
+    platform.admin.expire_tokens(OA)
+    platform.admin.clear_calls()
+    later = qrsync("sync")
+    assert later.exit_code == 0, later.output
+    assert [c["errcode"] for c in platform.admin.calls(endpoint="authorizer_token")] == [0]
+    assert platform.admin.calls(endpoint="authorizer_list") == []
+    assert scalar(db, "SELECT refresh_token FROM authorizer_refresh_tokens") == (
+        current_refresh_token(platform, OA)
+    )
+    shown = [lost.output, recovered.output, later.output, warning.getMessage()]
+    assert_no_secret_shown(platform, db, shown, rotated, current)
+
+
 def test_rotated_refresh_token_is_kept_when_the_run_then_fails(
     platform: Any, qrsync: Any, db: Any
 ) -> None:
@@ -671,19 +759,84 @@ def test_wrong_verify_ticket_fails_with_61006(
 def test_revoked_authorization_fails_with_61023_and_says_to_authorise_again(
     platform: Any, qrsync: Any, db: Any
 ) -> None:
+    """The authorizer list is consulted once: a revoked authorization is not listed, so there
+    is no token to recover and nothing is written."""
     platform.admin.add_component(component_world(OA))
     _component_config(qrsync, platform)
     assert qrsync("sync").exit_code == 0
     before = rule_tables(db)
+    stored = _refresh_token_rows(db)
     platform.admin.revoke_authorization(COMPONENT, OA)
     platform.admin.expire_tokens(OA)
+    platform.admin.clear_calls()
     result = qrsync("sync")
     assert result.exit_code == 1, result.output
     run = last_run(db, "oa")
     assert (run["status"], run["errcode"]) == ("failed", 61023)
-    assert "account 'oa'" in run["error"] and "authorise" in run["error"]
+    assert "account 'oa'" in run["error"] and "authorise the platform again" in run["error"]
+    assert "authorizer list no longer has a valid refresh token" in run["error"]
+    assert "revoked" in run["error"]
+    assert [c["errcode"] for c in platform.admin.calls(endpoint="authorizer_token")] == [61023]
+    assert [c["errcode"] for c in platform.admin.calls(endpoint="authorizer_list")] == [0]
     assert rule_tables(db) == before
+    assert _refresh_token_rows(db) == stored
     assert_no_secret_shown(platform, db, [result.output])
+
+
+def test_refresh_token_the_authorizer_list_still_gives_is_not_retried(
+    platform: Any, qrsync: Any, db: Any
+) -> None:
+    """WeChat refuses a refresh token its authorizer list gives as current: no other token to
+    try, so the run fails as before (authorise again) after one look at the list."""
+    platform.admin.add_component(component_world(OA))
+    _component_config(qrsync, platform)
+    assert qrsync("sync").exit_code == 0
+    stored = _refresh_token_rows(db)
+    platform.admin.expire_tokens(OA)
+    platform.admin.add_fault(endpoint="authorizer_token", errcode=61023, times=-1)
+    platform.admin.clear_calls()
+    result = qrsync("sync")
+    assert result.exit_code == 1, result.output
+    run = last_run(db, "oa")
+    assert (run["status"], run["errcode"]) == ("failed", 61023)
+    assert "authorise the platform again" in run["error"]
+    assert "authorizer list no longer has a valid refresh token" in run["error"]
+    assert len(platform.admin.calls(endpoint="authorizer_token")) == 1
+    assert len(platform.admin.calls(endpoint="authorizer_list")) == 1
+    assert _refresh_token_rows(db) == stored
+    assert_no_secret_shown(platform, db, [result.output])
+
+
+def test_authorizer_list_unreachable_fails_without_asking_to_authorise_again(
+    platform: Any, qrsync: Any, db: Any
+) -> None:
+    """The stored refresh token is dead and the list that holds the current one cannot be read
+    (network down): the run fails saying so, not "authorise again", and the next run recovers."""
+    platform.admin.add_component(component_world(OA, rotate_refresh_token=True))
+    _component_config(qrsync, platform)
+    # Every answer, each carrying a rotated token, is cut on the wire.
+    platform.admin.add_fault(endpoint="authorizer_token", wire="reset", times=-1)
+    assert qrsync("sync").exit_code == 1
+    platform.admin.clear_faults()
+    platform.admin.advance_clock(600)
+    platform.admin.add_fault(endpoint="authorizer_list", drop=True, times=-1)
+    platform.admin.clear_calls()
+    failed = qrsync("sync")
+    assert failed.exit_code == 1, failed.output
+    run = last_run(db, "oa")
+    assert run["status"] == "failed"
+    assert "authorizer list" in run["error"] and "could not be read" in run["error"]
+    assert "authorise" not in run["error"]
+    assert len(platform.admin.calls(endpoint="authorizer_list")) == 4  # 1 + api.max_retries
+    assert scalar(db, "SELECT refresh_token FROM authorizer_refresh_tokens") == REFRESH_SEED
+    platform.admin.clear_faults()
+    recovered = qrsync("sync")
+    assert recovered.exit_code == 0, recovered.output
+    assert live_rules(db, "oa") == truth(platform, OA, OA_MP)
+    assert scalar(db, "SELECT refresh_token FROM authorizer_refresh_tokens") == (
+        current_refresh_token(platform, OA)
+    )
+    assert_no_secret_shown(platform, db, [failed.output, recovered.output])
 
 
 # --- concurrency ---------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import psycopg
@@ -205,3 +206,15 @@ def test_migrating_the_wrong_way_is_refused_and_changes_nothing(
     assert qrsync("db", "current").output.startswith("0005")
     assert qrsync("db", "downgrade", "0003").exit_code == 0
     assert qrsync("db", "current").output.startswith("0003")
+
+
+def test_db_current_as_json(qrsync: Any) -> None:
+    qrsync.write_config("")
+    assert qrsync("db", "upgrade").exit_code == 0
+    current = json.loads(qrsync("db", "current", "--json").stdout)
+    assert current == {
+        "schema": "qrsync",
+        "current": HEAD_REVISION,
+        "head": HEAD_REVISION,
+        "up_to_date": True,
+    }
