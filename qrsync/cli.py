@@ -104,7 +104,9 @@ def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
     help="Configuration file (default: $QRSYNC_CONFIG, else ./qrsync.toml).",
 )
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
-@click.version_option(__version__, prog_name="qrsync")
+@click.version_option(
+    __version__, "--version", "-V", prog_name="qrsync", message="%(prog)s %(version)s"
+)
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
     """Mirror WeChat QR-code jump rules (二维码跳转规则) into PostgreSQL, with their history."""
@@ -345,35 +347,22 @@ def sync(
 def _run_with_display(
     syncer: Syncer, requests: list[SyncRequest], as_json: bool
 ) -> list[RunResult]:
-    """A progress bar on a terminal; otherwise one line per account as it finishes."""
+    """On a terminal, the progress of every account by pages and rules; otherwise one line per
+    account as it finishes."""
     if as_json:
         return syncer.sync_many(requests)
     if sys.stdout.isatty():
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
 
-        console = Console()
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            task = progress.add_task("syncing", total=len(requests))
+        from qrsync.render.progress import SyncProgress
 
-            def finished(result: RunResult) -> None:
-                progress.console.print(_result_line(result), markup=False, highlight=False)
-                progress.advance(task)
-
-            return syncer.sync_many(requests, on_finish=finished)
+        with SyncProgress(len(requests), Console(), _result_line) as display:
+            return syncer.sync_many(
+                requests,
+                on_start=display.started,
+                on_page=display.page,
+                on_finish=display.finished,
+            )
 
     def line(result: RunResult) -> None:
         click.echo(_result_line(result))
@@ -826,7 +815,12 @@ def simulator(ctx: click.Context) -> None:
     """The bundled WeChat API simulator (--port N, --seed, --world FILE; --help for all)."""
     from qrsync.simulator.command import simulator_command  # loaded only when used
 
-    simulator_command.main(ctx.args, prog_name="qrsync simulator", standalone_mode=True)
+    simulator_command.main(
+        ctx.args,
+        prog_name="qrsync simulator",
+        standalone_mode=True,
+        help_option_names=["-h", "--help"],  # as every other command
+    )
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:

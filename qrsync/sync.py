@@ -8,6 +8,7 @@ calls :meth:`Syncer.sync_account` too.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -164,13 +165,16 @@ class Syncer:
         *,
         on_start: Callable[[SyncRequest], None] | None = None,
         on_finish: Callable[[RunResult], None] | None = None,
+        on_page: Callable[[SyncRequest, ListingTally], None] | None = None,
     ) -> list[RunResult]:
-        """Sync the accounts ``sync.concurrency`` at a time; results in the order given."""
+        """Sync the accounts ``sync.concurrency`` at a time; results in the order given.
+        ``on_page`` is told after every page of every listing (a progress display)."""
 
         def one(request: SyncRequest) -> RunResult:
             if on_start is not None:
                 on_start(request)
-            result = self.sync_account(request)
+            pages = None if on_page is None else functools.partial(on_page, request)
+            result = self.sync_account(request, on_page=pages)
             if on_finish is not None:
                 on_finish(result)
             return result
@@ -196,7 +200,12 @@ class Syncer:
 
     # --- one account --------------------------------------------------------------------------
 
-    def sync_account(self, request: SyncRequest) -> RunResult:
+    def sync_account(
+        self,
+        request: SyncRequest,
+        *,
+        on_page: Callable[[ListingTally], None] | None = None,
+    ) -> RunResult:
         """List one account's rules and apply them; never raises for the account's own
         failures (they are recorded on the run), only when the database itself fails."""
         account = request.account
@@ -229,7 +238,7 @@ class Syncer:
             extra={"action": "run_started", **log_extra},
         )
         counter = CallCounter(self.observer)
-        tally = ListingTally()
+        tally = ListingTally(on_page=on_page)
         try:
             result = self._run(request, run_id, counter, tally)
         except (AccountError, DatabaseError, psycopg.Error) as exc:

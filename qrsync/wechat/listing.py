@@ -10,7 +10,7 @@ consistent is judged by :func:`judge_listing` from what the pages said.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -65,9 +65,14 @@ class ListingTally:
     short_pages: list[str] = field(default_factory=list)
     """Pages whose ``list_size`` disagrees with their ``rule_list``: an answer that lost rules
     on the way must not delete them."""
+    rules: int = 0
+    """Rules listed by the current attempt so far (for a progress display)."""
+    on_page: Callable[[ListingTally], None] | None = None
+    """Told after every page (the CLI's progress display)."""
 
     def add(self, page: Page) -> None:
         self.pages += 1
+        self.rules += len(page.rules)
         self.total_counts.append(page.total_count)
         self.last = page
         if page.list_size is not None and page.list_size != len(page.rules):
@@ -75,8 +80,11 @@ class ListingTally:
                 f"page {page.page_num} holds {len(page.rules)} rules but its list_size says "
                 f"{page.list_size}"
             )
+        if self.on_page is not None:
+            self.on_page(self)
 
     def restart(self) -> None:
+        self.rules = 0
         self.total_counts = []
         self.ended = True
         self.last = None
