@@ -25,6 +25,7 @@ import click
 
 from qrsync import __version__
 from qrsync.app import App
+from qrsync.config import load_config, resolve_path
 from qrsync.errors import QrsyncError, UsageError
 from qrsync.logs import setup_logging
 from qrsync.masking import mask, one_line
@@ -54,6 +55,20 @@ def _setup_logging(verbose: int) -> None:
 
 def _echo_json(document: Any) -> None:
     click.echo(to_json(document))
+
+
+def _complete_account(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of --account: the configuration file's account names (the file only,
+    no database: completion must answer at once, and never print an error)."""
+    try:
+        config = load_config(
+            resolve_path(ctx.find_root().params.get("config_path"))[0],
+            check_secrets=False,
+            missing_ok=True,
+        )
+    except Exception:  # a broken file completes nothing
+        return []
+    return [a.name for a in config.accounts if a.name.startswith(incomplete)]
 
 
 class Context:
@@ -269,7 +284,14 @@ def db_stop(obj: Context) -> None:
 
 
 @cli.command()
-@click.option("--account", "accounts", multiple=True, metavar="NAME", help="Only this account.")
+@click.option(
+    "--account",
+    "accounts",
+    multiple=True,
+    metavar="NAME",
+    help="Only this account.",
+    shell_complete=_complete_account,
+)
 @click.option(
     "--prefix",
     "prefixes",
@@ -527,7 +549,9 @@ def accounts_import(
 
 
 @cli.command()
-@click.option("--account", metavar="NAME", help="Only this account.")
+@click.option(
+    "--account", metavar="NAME", help="Only this account.", shell_complete=_complete_account
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option(
     "--check",
@@ -681,7 +705,9 @@ REPORT_FORMATS = ("text", "json", "csv", "html")
 
 @cli.command()
 @click.option("--since", default="7d", show_default=True, help="Window: 12h, 7d, 2w, or a date.")
-@click.option("--account", metavar="NAME", help="Only this account.")
+@click.option(
+    "--account", metavar="NAME", help="Only this account.", shell_complete=_complete_account
+)
 @click.option(
     "--format",
     "output_format",

@@ -84,3 +84,41 @@ def test_progress_on_a_terminal_counts_pages_and_rules(
     # 2,000 rules at 200 a page, 5 requests a second: the display is refreshed on the way
     assert "of 2,000 rules" in shown, shown[-2000:]
     assert "page " in shown and "oa: succeeded" in shown
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_shell_completion_as_the_readme_gives_it(shell: str) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert f"_QRSYNC_COMPLETE={shell}_source qrsync" in readme
+    script = subprocess.run(
+        [sys.executable, "-m", "qrsync"],
+        env={**os.environ, "_QRSYNC_COMPLETE": f"{shell}_source"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert script.returncode == 0 and "_qrsync_completion" in script.stdout, script.stderr
+    # and the completions themselves: the commands, then a group's subcommands
+    words = subprocess.run(
+        [sys.executable, "-m", "qrsync"],
+        env={**os.environ, "_QRSYNC_COMPLETE": "bash_complete", "COMP_WORDS": "qrsync db ",
+             "COMP_CWORD": "2"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "upgrade" in words.stdout and "downgrade" in words.stdout, words.stdout
+
+
+def test_account_names_complete_from_the_configuration(tmp_path: Path) -> None:
+    config = tmp_path / "qrsync.toml"
+    config.write_text(
+        "".join(
+            f'[[accounts]]\nname = "{name}"\nkind = "miniprogram"\nappid = "wx{i}"\n'
+            'token = { source = "static", token_env = "UNSET_HERE" }\n'
+            for i, name in enumerate(("brand-mp", "brand-oa", "shop"))
+        )
+    )
+    words = subprocess.run(
+        [sys.executable, "-m", "qrsync"],
+        env={**os.environ, "_QRSYNC_COMPLETE": "bash_complete",
+             "COMP_WORDS": f"qrsync --config {config} sync --account br", "COMP_CWORD": "5"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert words.stdout.split() == ["plain,brand-mp", "plain,brand-oa"], words.stdout
