@@ -131,6 +131,88 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
     ctx.call_on_close(context.close)
 
 
+# --- init ----------------------------------------------------------------------------------------
+
+
+@cli.command("init")
+@click.option(
+    "--miniprogram",
+    "case",
+    flag_value="miniprogram",
+    default=True,
+    help="A mini program's ordinary QR-code rules (the default).",
+)
+@click.option(
+    "--service-account",
+    "case",
+    flag_value="service_account",
+    help="A service account's rules for a linked mini program.",
+)
+@click.option(
+    "--platform",
+    "case",
+    flag_value="platform",
+    help="A third-party platform (服务商) acting for authorizers.",
+)
+@click.option("--name", metavar="NAME", help="The account's handle (default: my-...).")
+@click.option(
+    "--appid", metavar="APPID", help="The account's AppID (with --platform: the platform's)."
+)
+@click.option(
+    "--miniprogram-appid",
+    metavar="APPID",
+    help="The linked mini program (--service-account) or the authorizer (--platform).",
+)
+@click.option("--database-url", metavar="URL", help="Your PostgreSQL.")
+@click.option("--embedded", is_flag=True, help="Use the embedded PostgreSQL instead.")
+@click.option(
+    "--api-base-url",
+    metavar="URL",
+    help="Another WeChat API, e.g. `qrsync simulator`'s http://127.0.0.1:8088.",
+)
+@click.pass_obj
+@_guarded
+def init(
+    obj: Context,
+    case: str,
+    name: str | None,
+    appid: str | None,
+    miniprogram_appid: str | None,
+    database_url: str | None,
+    embedded: bool,
+    api_base_url: str | None,
+) -> None:
+    """Write a commented qrsync.toml for your case (at --config PATH, default ./qrsync.toml);
+    never a secret in it, never over an existing file. Prints the variables to set and what to
+    run next."""
+    from qrsync.init import InitOptions, exports, write
+
+    if embedded and database_url:
+        raise UsageError("--embedded and --database-url both name a database: keep one")
+    path, _ = resolve_path(obj.config_path)
+    options = InitOptions(
+        case=case,  # type: ignore[arg-type]
+        name=name,
+        appid=appid,
+        miniprogram_appid=miniprogram_appid,
+        database_url=database_url,
+        embedded=embedded,
+        api_base_url=api_base_url,
+    )
+    written = write(path, options)
+    click.echo(f"wrote {written.path}")
+    click.echo("Set these where qrsync runs (never in the file):")
+    for line in exports(written.variables):
+        click.echo(f"  {line}")
+    if case == "platform":
+        click.echo("  and have your callback write the verify ticket to the file it names")
+    where = "" if obj.config_path is None else f" --config {obj.config_path}"
+    click.echo("Then:")
+    click.echo(f"  qrsync{where} check          # the file, the database, each account's token")
+    click.echo(f"  qrsync{where} db upgrade     # create the schema")
+    click.echo(f"  qrsync{where} sync           # the first sync")
+
+
 # --- db ------------------------------------------------------------------------------------------
 
 
