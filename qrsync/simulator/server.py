@@ -5,8 +5,17 @@ while an answer is encoded and sent, so a slow request does not stall the others
 
 WeChat endpoints: ``POST /cgi-bin/stable_token``, ``GET /cgi-bin/token``,
 ``GET /central/token/<appid>`` (a central token service), ``POST /cgi-bin/component/
-api_component_token``, ``POST /cgi-bin/component/api_authorizer_token``, ``POST /cgi-bin/wxopen/
-qrcodejumpget|qrcodejumpadd|qrcodejumppublish|qrcodejumpdelete``.
+api_component_token``, ``POST /cgi-bin/component/api_authorizer_token``, ``POST /cgi-bin/
+component/api_get_authorizer_list``, ``POST /cgi-bin/wxopen/
+qrcodejumpget|qrcodejumpadd|qrcodejumppublish|qrcodejumpdelete``. The call log, the stats and the
+faults name them ``stable_token``, ``token``, ``central``, ``component_token``,
+``authorizer_token``, ``authorizer_list`` and ``qrcodejump*``.
+
+``api_get_authorizer_list`` (REFERENCE.md "discovery") takes the platform's token as
+``?component_access_token=`` or ``?access_token=`` and a body ``{component_appid, offset,
+count}`` (count 1 to 500, 40170 above); it answers ``{total_count, list: [{authorizer_appid,
+refresh_token, auth_time}]}``, the platform's authorizations in the order they were granted, each
+with its current refresh token; a revoked authorization is not listed.
 
 Admin endpoints (JSON in and out; errors are HTTP 400/404 with ``{"error"}``):
 ``POST /sim/reset``, ``POST /sim/accounts``, ``GET|PATCH /sim/accounts/<appid>``,
@@ -58,6 +67,7 @@ _WECHAT_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/cgi-bin/token"): "token",
     ("POST", "/cgi-bin/component/api_component_token"): "component_token",
     ("POST", "/cgi-bin/component/api_authorizer_token"): "authorizer_token",
+    ("POST", "/cgi-bin/component/api_get_authorizer_list"): "authorizer_list",
     ("POST", "/cgi-bin/wxopen/qrcodejumpget"): "qrcodejumpget",
     ("POST", "/cgi-bin/wxopen/qrcodejumpadd"): "qrcodejumpadd",
     ("POST", "/cgi-bin/wxopen/qrcodejumppublish"): "qrcodejumppublish",

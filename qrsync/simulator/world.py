@@ -34,11 +34,16 @@ A world is described by a dict (or a TOML / JSON world file) of this shape::
     refresh_token = "..."
     permission_sets = [3, 18]
     rotate_refresh_token = false       # true: every api_authorizer_token call rotates it
+    auth_time = 1700000000             # when it was granted (default: when the world is built)
 
 Choices where the reference is silent: an unverified service account calling the rule endpoints
 gets 48001 ("api unauthorized", WeChat's generic answer to an account type an API is not open
 to); publishing an already published rule succeeds without using quota; the central token
-endpoint is not rate limited (it stands for the company's own service, not WeChat).
+endpoint is not rate limited (it stands for the company's own service, not WeChat);
+api_get_authorizer_list answers 40097 for an ``offset`` that is not an integer of 0 or more or a
+``count`` that is not one of 1 or more (40170 above 500, as the reference says), lists the
+authorizations in the order they were granted, and counts against the ``component_appid`` of its
+body for the rate limit, as the other component endpoints do.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ ENDPOINTS: tuple[str, ...] = (
     "central",
     "component_token",
     "authorizer_token",
+    "authorizer_list",
     "qrcodejumpget",
     "qrcodejumpadd",
     "qrcodejumppublish",
@@ -87,6 +93,7 @@ ERRMSG: dict[int, str] = {
     45009: "reach max api daily quota limit",
     45011: "api minute-quota reach limit, mustslower, retry next minute",
     47001: "data format error",
+    40170: "args count exceed count limit",
     48001: "api unauthorized",
     61006: "component ticket is invalid",
     61007: "api is unauthorized to component",
@@ -108,6 +115,7 @@ MAX_PAGE_SIZE = 200  # get_type 2
 MAX_DEBUG_URLS = 5
 RENEW_WINDOW_S = 300  # stable_token renews a token in its last 5 minutes
 GRACE_S = 300  # a superseded /cgi-bin/token token or rotated refresh token lives 5 more minutes
+AUTHORIZER_LIST_MAX_COUNT = 500  # api_get_authorizer_list: 40170 above (REFERENCE)
 FORCE_REFRESH_PER_DAY = 20
 FORCE_REFRESH_GAP_S = 30
 TICKET_TTL_S = 12 * 3600
@@ -125,9 +133,11 @@ _PAGES = (
     "pages/order/list",
 )
 _SECTIONS = ("goods", "store", "coupon", "member", "event", "order", "poster")
-# Token endpoints count against the appid their request names (the rule endpoints against the
-# account of their token, once it is known to be valid).
-_LIMITED_BY_REQUEST = frozenset({"stable_token", "token", "component_token", "authorizer_token"})
+# Token and platform endpoints count against the appid their request names (the rule endpoints
+# against the account of their token, once it is known to be valid).
+_LIMITED_BY_REQUEST = frozenset(
+    {"stable_token", "token", "component_token", "authorizer_token", "authorizer_list"}
+)
 
 
 class _SecretHolder(Protocol):
@@ -424,6 +434,7 @@ class Authorization:
     refresh_token: str
     permission_sets: list[int]
     rotate_refresh_token: bool = False
+    auth_time: int = 0  # epoch seconds, as api_get_authorizer_list reports it
     retired: dict[str, float] = field(default_factory=dict)  # old refresh token -> valid until
 
     def accepts(self, refresh_token: str, now: float) -> bool:
@@ -693,13 +704,17 @@ class World:
             a = _Fields(
                 item,
                 f"{where}.authorizations[{index}]",
-                {"authorizer_appid", "refresh_token", "permission_sets", "rotate_refresh_token"},
-            )
+                {
+                    "authorizer_appid", "refresh_token", "permission_sets",
+                    "rotate_refresh_token", "auth_time",
+                },
+            )  # fmt: skip
             grant = Authorization(
                 authorizer_appid=a.text("authorizer_appid"),
                 refresh_token=a.text("refresh_token"),
                 permission_sets=a.integers("permission_sets", (3, 18)),
                 rotate_refresh_token=a.flag("rotate_refresh_token", False),
+                auth_time=a.integer("auth_time", int(component.ticket_issued_at), minimum=0),
             )
             if grant.authorizer_appid not in self.accounts:
                 raise a.fail("authorizer_appid", f"{grant.authorizer_appid} is not an account")
@@ -940,6 +955,7 @@ class World:
             "stable_token": "appid",
             "component_token": "component_appid",
             "authorizer_token": "authorizer_appid",
+            "authorizer_list": "component_appid",
         }.get(call.endpoint)
         if key is not None:
             value = call.body_value(key)
@@ -954,6 +970,7 @@ class World:
             "central": self._central_token,
             "component_token": self._component_token,
             "authorizer_token": self._authorizer_token,
+            "authorizer_list": self._authorizer_list,
             "qrcodejumpget": self._qrcodejumpget,
             "qrcodejumpadd": self._qrcodejumpadd,
             "qrcodejumppublish": self._qrcodejumppublish,
@@ -1084,22 +1101,29 @@ class World:
         token = self._issue(component.appid, "component")
         return Reply({"component_access_token": token.value, "expires_in": self.token_ttl_s})
 
-    def _authorizer_token(self, call: ApiCall) -> Reply:
-        if call.body is None:
-            return error_reply(47001, call.rid)
-        authorizer = call.body_value("authorizer_appid")
-        value = call.query.get("component_access_token", "")
+    def _platform_token(self, call: ApiCall, value: str) -> Token | Reply:
+        """The component_access_token of a platform endpoint, checked (41001, 40001, 42001), and
+        the ``component_appid`` of the body checked against it (40013)."""
         if not value:
             return error_reply(41001, call.rid)
         platform_token = self.tokens.get(value)
         if platform_token is None or platform_token.kind != "component":
             return error_reply(40001, call.rid)
-        now = self.clock.now()
-        refused = platform_token.errcode(now)
+        refused = platform_token.errcode(self.clock.now())
         if refused:
             return error_reply(refused, call.rid)
         if call.body_value("component_appid") != platform_token.appid:
             return error_reply(40013, call.rid)
+        return platform_token
+
+    def _authorizer_token(self, call: ApiCall) -> Reply:
+        if call.body is None:
+            return error_reply(47001, call.rid)
+        authorizer = call.body_value("authorizer_appid")
+        platform_token = self._platform_token(call, call.query.get("component_access_token", ""))
+        if isinstance(platform_token, Reply):
+            return platform_token
+        now = self.clock.now()
         component = self.components.get(platform_token.appid)
         grant = None
         if component is not None and isinstance(authorizer, str):
@@ -1116,6 +1140,38 @@ class World:
                 "authorizer_access_token": token.value,
                 "expires_in": self.token_ttl_s,
                 "authorizer_refresh_token": grant.refresh_token,
+            }
+        )
+
+    def _authorizer_list(self, call: ApiCall) -> Reply:
+        """api_get_authorizer_list: a page of the platform's current authorizations, each with
+        its current refresh token; a revoked one is not listed (REFERENCE "discovery")."""
+        if call.body is None:
+            return error_reply(47001, call.rid)
+        # The discovery endpoints take the platform's token under either name (REFERENCE).
+        value = call.query.get("component_access_token") or call.query.get("access_token", "")
+        platform_token = self._platform_token(call, value)
+        if isinstance(platform_token, Reply):
+            return platform_token
+        offset = call.body_value("offset")
+        count = call.body_value("count")
+        if not is_int(offset) or not is_int(count) or offset < 0 or count < 1:
+            return error_reply(40097, call.rid)
+        if count > AUTHORIZER_LIST_MAX_COUNT:
+            return error_reply(40170, call.rid)
+        component = self.components.get(platform_token.appid)
+        grants = [] if component is None else list(component.authorizations.values())
+        return Reply(
+            {
+                "total_count": len(grants),
+                "list": [
+                    {
+                        "authorizer_appid": grant.authorizer_appid,
+                        "refresh_token": grant.refresh_token,
+                        "auth_time": grant.auth_time,
+                    }
+                    for grant in grants[offset : offset + count]
+                ],
             }
         )
 

@@ -6,7 +6,10 @@
 - ``static``: a token handed in through the environment or a file, used as it is.
 - ``component``: a third-party platform: verify ticket -> component_access_token ->
   authorizer_access_token through the authorizer refresh token, which WeChat may rotate; a
-  rotated refresh token is saved (and committed) before the new access token is used.
+  rotated refresh token is saved (and committed) before the new access token is used. A stored
+  refresh token WeChat refuses (61023) is looked up in the platform's authorizer list, which
+  holds every authorizer's current one: a rotation whose answer was lost on the network (and not
+  retried within the old token's 5 minutes) never makes the merchant authorise again.
 
 Tokens are cached in the database through a :class:`TokenCache` (see qrsync.store.tokens) that
 refreshes under a PostgreSQL lock, so N processes refreshing at once call WeChat once.
@@ -41,6 +44,12 @@ MEMO_S = 60.0
 """How long a process reuses the token it last read without asking the shared cache again."""
 CENTRAL_DEFAULT_EXPIRES_S = 900
 """A central service that does not say ``expires_in`` is asked again after 10 minutes."""
+REFRESH_TOKEN_INVALID = 61023
+"""api_authorizer_token's answer to a refresh token it does not (or no longer) accept."""
+AUTHORIZER_LIST_PAGE = 500
+"""api_get_authorizer_list answers at most 500 authorizers a call (40170 above; REFERENCE.md)."""
+AUTHORIZER_LIST_MAX_PAGES = 2000
+"""How many pages (a million authorizers) are read looking for one authorizer, at most."""
 
 
 @dataclass(frozen=True)
@@ -337,6 +346,34 @@ class TokenProviders:
     def _authorizer_token(self, account: AccountConfig) -> FetchedToken:
         component = self.component
         assert component is not None
+        refresh_token, fingerprint = self._refresh_token(account)
+        endpoint = "api_authorizer_token"
+        try:
+            payload = self._authorizer_call(account, refresh_token)
+        except TokenError as exc:
+            if exc.errcode != REFRESH_TOKEN_INVALID:
+                raise
+            refresh_token = self._recover_refresh_token(account, refresh_token, fingerprint, exc)
+            payload = self._authorizer_call(account, refresh_token)  # once: no loop
+        access = _token_field(payload, "authorizer_access_token", endpoint, account.name)
+        rotated = payload.get("authorizer_refresh_token")
+        if isinstance(rotated, str) and rotated and rotated != refresh_token:
+            register_secret(rotated)
+            # Saved and committed before the new access token is used: the old refresh token
+            # dies within minutes, and only the platform's authorizer list could give it back.
+            self.cache.save_refresh_token(component.appid, account.appid, rotated, fingerprint)
+            logger.info(
+                "account '%s': authorizer refresh token rotated and saved",
+                account.name,
+                extra={"action": "refresh_token_rotated", "account": account.name},
+            )
+        return FetchedToken(access, _expires_in(payload, endpoint, account.name, 7200))
+
+    def _refresh_token(self, account: AccountConfig) -> tuple[str, str]:
+        """The authorizer refresh token to present and the fingerprint of the seed it came from:
+        the stored one, or the configuration's seed on a first run or after a new seed."""
+        component = self.component
+        assert component is not None
         stored = self.cache.load_refresh_token(component.appid, account.appid)
         if account.token.refresh_token is None:
             # An imported account: its seed went straight into the database at import.
@@ -357,17 +394,31 @@ class TokenProviders:
             else:
                 refresh_token = stored[0]
         register_secret(refresh_token)
-        component_token = self._component_token(account.name, None)
+        return refresh_token, fingerprint
+
+    def _authorizer_call(self, account: AccountConfig, refresh_token: str) -> dict[str, Any]:
+        component = self.component
+        assert component is not None
         body = {
             "component_appid": component.appid,
             "authorizer_appid": account.appid,
             "authorizer_refresh_token": refresh_token,
         }
-        endpoint = "api_authorizer_token"
+        return self._platform_request(
+            "/cgi-bin/component/api_authorizer_token", "api_authorizer_token", account, body
+        )
+
+    def _platform_request(
+        self, path: str, endpoint: str, account: AccountConfig, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A call with the platform's component_access_token; a rejected one is replaced and
+        the call made once more."""
+        component = self.component
+        assert component is not None
 
         def call(ct: str) -> dict[str, Any]:
             return self._token_request(
-                "/cgi-bin/component/api_authorizer_token",
+                path,
                 endpoint,
                 account.name,
                 component.appid,
@@ -375,25 +426,103 @@ class TokenProviders:
                 params={"component_access_token": ct},
             )
 
+        component_token = self._component_token(account.name, None)
         try:
-            payload = call(component_token)
+            return call(component_token)
         except TokenError as exc:
             if not isinstance(exc.__cause__, TokenRejected):
                 raise
-            payload = call(self._component_token(account.name, component_token))
-        access = _token_field(payload, "authorizer_access_token", endpoint, account.name)
-        rotated = payload.get("authorizer_refresh_token")
-        if isinstance(rotated, str) and rotated and rotated != refresh_token:
-            register_secret(rotated)
-            # Saved and committed before the new access token is used: the old refresh token
-            # dies within minutes, and losing the new one means the merchant authorises again.
-            self.cache.save_refresh_token(component.appid, account.appid, rotated, fingerprint)
-            logger.info(
-                "account '%s': authorizer refresh token rotated and saved",
-                account.name,
-                extra={"action": "refresh_token_rotated", "account": account.name},
+            return call(self._component_token(account.name, component_token))
+
+    def _recover_refresh_token(
+        self, account: AccountConfig, refused: str, fingerprint: str, error: TokenError
+    ) -> str:
+        """WeChat refused the stored refresh token (61023): most likely it rotated it in an
+        answer that was lost, and the old one's 5 minutes are over. The platform's authorizer
+        list holds the current one: save it (committed at once, as a rotated one is) and return
+        it. Fails as ``error`` did, saying why, when the list has no other token for the
+        authorizer; fails without asking for a new authorisation when the list cannot be read."""
+        component = self.component
+        assert component is not None
+        try:
+            listed = self._listed_refresh_token(account)
+        except TokenError as exc:
+            failure = TokenError(
+                "WeChat refused the stored authorizer refresh token (61023) and the platform's "
+                f"authorizer list, which holds its current one, could not be read: "
+                f"{_detail(exc)}; the next run looks it up again",
+                account=account.name,
             )
-        return FetchedToken(access, _expires_in(payload, endpoint, account.name, 7200))
+            failure.errcode = exc.errcode
+            raise failure from exc
+        if listed is None or listed == refused:
+            why = (
+                "it does not list this authorizer (the authorisation was revoked)"
+                if listed is None
+                else "it lists the refused one"
+            )
+            failure = TokenError(
+                f"{_detail(error)}; the platform's authorizer list no longer has a valid refresh "
+                f"token for it: {why}",
+                account=account.name,
+            )
+            failure.errcode = error.errcode
+            raise failure from error
+        self.cache.save_refresh_token(component.appid, account.appid, listed, fingerprint)
+        logger.warning(
+            "account '%s': WeChat refused the stored authorizer refresh token (61023); the "
+            "platform's authorizer list had its current one, which is saved and used",
+            account.name,
+            extra={"action": "refresh_token_recovered", "account": account.name},
+        )
+        return listed
+
+    def _listed_refresh_token(self, account: AccountConfig) -> str | None:
+        """The authorizer's current refresh token from api_get_authorizer_list, paged by 500
+        until it is found or ``total_count`` is reached; None when it is not listed."""
+        component = self.component
+        assert component is not None
+        endpoint = "api_get_authorizer_list"
+        offset = 0
+        for _ in range(AUTHORIZER_LIST_MAX_PAGES):
+            payload = self._platform_request(
+                "/cgi-bin/component/api_get_authorizer_list",
+                endpoint,
+                account,
+                {
+                    "component_appid": component.appid,
+                    "offset": offset,
+                    "count": AUTHORIZER_LIST_PAGE,
+                },
+            )
+            total = payload.get("total_count")
+            entries = payload.get("list")
+            if (
+                isinstance(total, bool)
+                or not isinstance(total, int)
+                or not isinstance(entries, list)
+            ):
+                raise TokenError(
+                    f"{endpoint} answered without a numeric total_count and a list",
+                    account=account.name,
+                )
+            for entry in entries:
+                if isinstance(entry, dict) and entry.get("authorizer_appid") == account.appid:
+                    value = entry.get("refresh_token")
+                    if not isinstance(value, str) or not value:
+                        raise TokenError(
+                            f"{endpoint} listed {account.appid} without a refresh_token",
+                            account=account.name,
+                        )
+                    register_secret(value)
+                    return value
+            offset += len(entries)
+            if not entries or offset >= total:
+                return None
+        raise TokenError(
+            f"{endpoint} did not end after {AUTHORIZER_LIST_MAX_PAGES} pages",
+            account=account.name,
+        )
 
     # --- shared -------------------------------------------------------------------------------
 
