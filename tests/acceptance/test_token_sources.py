@@ -662,6 +662,31 @@ def test_rotated_refresh_token_lost_past_its_grace_is_recovered_from_the_authori
     assert_no_secret_shown(platform, db, shown, rotated, current)
 
 
+def test_authorizer_on_a_later_page_of_the_authorizer_list_is_found(
+    platform: Any, qrsync: Any, db: Any
+) -> None:
+    """The list is read 500 at a time until the authorizer turns up: here the 601st of a
+    platform's authorizers, whose refresh token moved on while the seed sat in the
+    configuration."""
+    current = "refreshtoken@@@rotated-while-nobody-listened-0003"
+    platform_world = component_world(OA, refresh_token=current)
+    others = [f"wx4{n:015d}" for n in range(600)]
+    for appid in others:
+        platform.admin.add_account({"appid": appid, "kind": "miniprogram"})
+    platform_world["authorizations"][:0] = [
+        {"authorizer_appid": appid, "refresh_token": f"refreshtoken@@@{appid}"} for appid in others
+    ]
+    platform.admin.add_component(platform_world)
+    _component_config(qrsync, platform)
+    result = qrsync("sync")
+    assert result.exit_code == 0, result.output
+    assert [c["errcode"] for c in platform.admin.calls(endpoint="authorizer_list")] == [0, 0]
+    assert [c["errcode"] for c in platform.admin.calls(endpoint="authorizer_token")] == [61023, 0]
+    assert scalar(db, "SELECT refresh_token FROM authorizer_refresh_tokens") == current
+    assert live_rules(db, "oa") == truth(platform, OA, OA_MP)
+    assert_no_secret_shown(platform, db, [result.output], current)
+
+
 def test_rotated_refresh_token_is_kept_when_the_run_then_fails(
     platform: Any, qrsync: Any, db: Any
 ) -> None:
