@@ -213,6 +213,50 @@ def init(
     click.echo(f"  qrsync{where} sync           # the first sync")
 
 
+@cli.command("check")
+@click.option(
+    "--account",
+    "accounts",
+    multiple=True,
+    metavar="NAME",
+    help="Only this account (repeatable).",
+    shell_complete=_complete_account,
+)
+@click.option("--call", is_flag=True, help="Also call qrcodejumpget once per account.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+@_guarded
+def check(obj: Context, accounts: tuple[str, ...], call: bool, as_json: bool) -> None:
+    """Check the configuration, the database and every account's token source without
+    syncing; one line each, failing accounts first; exit 0 only when everything holds (for an
+    init container or a CI step)."""
+    from qrsync.check import run_checks
+
+    app = obj.app()
+    findings = run_checks(app, accounts, call=call)
+    failed = [f for f in findings if not f.ok]
+    if as_json:
+        _echo_json(
+            {
+                "ok": not failed,
+                "checks": [
+                    {"subject": f.subject, "account": f.account, "ok": f.ok, "detail": f.detail}
+                    for f in findings
+                ],
+            }
+        )
+    else:
+        width = max(len(f.subject) for f in findings)
+        for f in findings:
+            click.echo(f"{'ok  ' if f.ok else 'FAIL'}  {f.subject:<{width}}  {f.detail}")
+        accounts_checked = sum(1 for f in findings if f.account)
+        if failed:
+            _notice(f"{len(failed)} of {len(findings)} checks failed")
+        else:
+            _notice(f"all good: the configuration, the database and {accounts_checked} account(s)")
+    sys.exit(1 if failed else 0)
+
+
 # --- db ------------------------------------------------------------------------------------------
 
 
@@ -679,6 +723,89 @@ def status(
         _notice(summary(attention, sum(1 for r in rows if r["enabled"])))
         if attention:
             sys.exit(1)
+
+
+# --- cached tokens -------------------------------------------------------------------------------
+
+
+@cli.group("tokens", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_guarded
+def tokens_command(ctx: click.Context, as_json: bool) -> None:
+    """The access tokens cached in the database (never their values), and the accounts using
+    each; `qrsync tokens drop ACCOUNT` makes the next run fetch a fresh one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from qrsync.render.text import fmt_time, format_table
+    from qrsync.store.tokens import PgTokenCache
+    from qrsync.wechat.tokens import cached_under
+
+    obj: Context = ctx.obj
+    app = obj.app()
+    users: dict[str, list[str]] = {}
+    for account in app.accounts():
+        key = cached_under(account, app.config.component)
+        if key is not None:
+            users.setdefault(key, []).append(account.name)
+    cached = PgTokenCache(app.ready_engine()).cached()
+    for row in cached:
+        row["accounts"] = users.get(row["key"], [])
+    if as_json:
+        _echo_json(cached)
+        return
+    if not cached:
+        click.echo("no cached tokens")
+        return
+    click.echo(
+        format_table(
+            ["token", "accounts", "fetched", "expires", "reused until"],
+            [
+                [
+                    r["key"],
+                    ", ".join(r["accounts"][:5]) + (" ..." if len(r["accounts"]) > 5 else ""),
+                    fmt_time(r["fetched_at"]),
+                    fmt_time(r["expires_at"]),
+                    fmt_time(r["reuse_until"]),
+                ]
+                for r in cached
+            ],
+        )
+    )
+
+
+@tokens_command.command("drop")
+@click.argument("account_name", metavar="ACCOUNT", shell_complete=_complete_account)
+@click.pass_obj
+@_guarded
+def tokens_drop(obj: Context, account_name: str) -> None:
+    """Forget ACCOUNT's cached access token: the next run fetches a fresh one with the secret
+    as configured now (after changing a secret, or to see at once whether it works). An
+    authorizer's refresh token is kept."""
+    from qrsync.store.tokens import PgTokenCache
+    from qrsync.wechat.tokens import cached_under
+
+    app = obj.app()
+    accounts = app.accounts()
+    account = app.account(account_name, accounts)
+    component = app.config.component
+    key = cached_under(account, component)
+    if key is None:
+        raise UsageError(
+            f"account '{account.name}': qrsync caches no token for it (a static token, or a "
+            "component account without a [component] table)"
+        )
+    sharing = [
+        a.name for a in accounts if a.name != account.name and cached_under(a, component) == key
+    ]
+    shared = f" (shared with {', '.join(sharing[:5])})" if sharing else ""
+    if PgTokenCache(app.ready_engine()).drop(key):
+        click.echo(
+            f"dropped the cached token of '{account.name}'{shared}: the next run fetches a fresh "
+            "one"
+        )
+    else:
+        click.echo(f"no token cached for '{account.name}': the next run fetches one anyway")
 
 
 # --- quota holds ---------------------------------------------------------------------------------

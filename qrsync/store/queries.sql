@@ -839,3 +839,32 @@ ON CONFLICT (component_appid, authorizer_appid) DO UPDATE
 SET refresh_token = EXCLUDED.refresh_token, seed_fingerprint = EXCLUDED.seed_fingerprint,
     updated_at = now()
 WHERE t.seed_fingerprint IS DISTINCT FROM EXCLUDED.seed_fingerprint;
+
+-- name: check_where --
+-- Which database, as whom, on what server: the first words of `qrsync check`'s database line.
+SELECT current_database(), current_user, current_setting('server_version');
+
+-- name: check_database_rights --
+-- What the role may do in the database and the schema qrsync lives in (`qrsync check`).
+SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = :schema) AS schema_exists,
+       has_database_privilege(current_database(), 'CREATE') AS may_create_schemas,
+       has_database_privilege(current_database(), 'TEMPORARY') AS may_create_temporary,
+       CASE WHEN EXISTS (SELECT FROM pg_namespace WHERE nspname = :schema)
+            THEN has_schema_privilege(:schema, 'USAGE, CREATE') END AS schema_usage_and_create;
+
+-- name: check_tables_lacking_privileges --
+-- Tables of the schema the role may not read and write (`qrsync check`).
+SELECT c.relname
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = :schema AND c.relkind IN ('r', 'p')
+  AND NOT has_table_privilege(c.oid, :privileges)
+ORDER BY 1;
+
+-- name: cached_tokens --
+-- The cached tokens, without their values (`qrsync tokens`).
+SELECT key, fetched_at, expires_at, reuse_until FROM tokens ORDER BY key;
+
+-- name: drop_token --
+-- Forget a cached token: the next run that needs it fetches a fresh one (`qrsync tokens drop`).
+DELETE FROM tokens WHERE key = :key RETURNING key, expires_at;

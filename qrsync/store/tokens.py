@@ -9,6 +9,7 @@ refreshing the same token at once make one call and the others reuse its result.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from qrsync.store.encryption import TokenSealer
 from qrsync.store.engine import Engine
@@ -22,6 +23,17 @@ class PgTokenCache:
     def __init__(self, engine: Engine, sealer: TokenSealer | None = None) -> None:
         self.engine = engine
         self.sealer = sealer or TokenSealer()
+
+    def cached(self) -> list[dict[str, Any]]:
+        """Every cached token's key and times, never its value (``qrsync tokens``)."""
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query("cached_tokens")).mappings()]
+
+    def drop(self, key: str) -> bool:
+        """Forget the token cached under ``key`` (``qrsync tokens drop``); whether there was one.
+        A run holding it keeps it until WeChat refuses it, then fetches a fresh one."""
+        with self.engine.begin() as conn:
+            return conn.execute(query("drop_token"), {"key": key}).first() is not None
 
     def get(self, key: str) -> str | None:
         with self.engine.connect() as conn:

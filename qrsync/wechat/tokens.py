@@ -189,6 +189,31 @@ class StaticTokenProvider:
         return token
 
 
+def cache_key(account: AccountConfig, component: ComponentConfig | None) -> str:
+    """The ``tokens`` row ``account``'s token is cached under; accounts sharing an AppID (or a
+    central URL) share it. A static token has a key but is never cached."""
+    token = account.token
+    if token.source == "central":
+        return f"central:{token.url}"
+    if token.source == "component":
+        if component is None:
+            raise TokenError(
+                "token source component needs a [component] table", account=account.name
+            )
+        return f"authorizer:{component.appid}:{account.appid}"
+    return f"{token.source}:{account.appid}"
+
+
+def cached_under(account: AccountConfig, component: ComponentConfig | None) -> str | None:
+    """:func:`cache_key`, or None where no token can be cached: a static token, a component
+    account without its [component] table."""
+    if account.token.source == "static":
+        return None
+    if account.token.source == "component" and component is None:
+        return None
+    return cache_key(account, component)
+
+
 class TokenProviders:
     """Builds one token provider per (source, AppID) and shares it between accounts."""
 
@@ -211,17 +236,57 @@ class TokenProviders:
                 self._providers[key] = provider
             return provider
 
-    def _key(self, account: AccountConfig) -> str:
+    def check_token(self, account: AccountConfig) -> tuple[str, str]:
+        """A token for ``account`` had from its source with the secrets as configured now, and
+        how, for ``qrsync check``: a token cached in the database would hide a wrong secret
+        until it expires. Nothing others use is invalidated: stable_token without
+        force_refresh gives the AppID's current token back; a central service is asked as
+        usual; the platform's component token is refreshed through the shared cache (as every
+        refresh is) and the authorizer's comes from the cache, whose refresh token must never
+        be spent outside its lock."""
         token = account.token
+        name = account.name
+        if token.source == "stable_token":
+            assert token.secret is not None
+            secret = _read(token.secret, "token.secret", name)
+            fetched = self._stable_token_call(account, secret, force=False)
+            return fetched.access_token, "stable_token accepted the AppSecret"
         if token.source == "central":
-            return f"central:{token.url}"
-        if token.source == "component":
-            if self.component is None:
-                raise TokenError(
-                    "token source component needs a [component] table", account=account.name
-                )
-            return f"authorizer:{self.component.appid}:{account.appid}"
-        return f"{token.source}:{account.appid}"
+            return self._central(account).access_token, f"{token.url} answered a token"
+        if token.source == "static":
+            assert token.token is not None
+            return _read(token.token, "token.token", name), "the static token is set"
+        self._key(account)  # a [component] table is needed
+        cached = self.cache.get(self._component_key())
+        self._component_token(name, cached)
+        access = self.for_account(account).get()
+        return access, "the platform's secret and verify ticket gave a component token"
+
+    def permission_sets(self, account: AccountConfig) -> list[int]:
+        """The permission sets (func_info) a component account granted the platform, from
+        api_get_authorizer_info (REFERENCE.md: qrcodejumpget needs set 18 for mini-program rules
+        and set 3 for service-account rules)."""
+        component = self.component
+        if component is None or account.token.source != "component":
+            return []
+        payload = self._platform_request(
+            "/cgi-bin/component/api_get_authorizer_info",
+            "api_get_authorizer_info",
+            account,
+            {"component_appid": component.appid, "authorizer_appid": account.appid},
+        )
+        info = payload.get("authorization_info")
+        granted = info.get("func_info") if isinstance(info, dict) else None
+        sets = []
+        for item in granted if isinstance(granted, list) else []:
+            scope = item.get("funcscope_category") if isinstance(item, dict) else None
+            ident = scope.get("id") if isinstance(scope, dict) else None
+            if isinstance(ident, int) and not isinstance(ident, bool):
+                sets.append(ident)
+        return sets
+
+    def _key(self, account: AccountConfig) -> str:
+        return cache_key(account, self.component)
 
     def _build(
         self, key: str, account: AccountConfig, token: TokenConfig
