@@ -4,6 +4,8 @@ through the simulator's own API (qrcodejumpadd / publish / delete), as a person 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -221,3 +223,32 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float = 30) -> 
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def running_of(db: Any, replica: str) -> int | None:
+    """The id of a run ``replica`` has open, if any (read directly from the database)."""
+    row = db.execute(
+        "SELECT id FROM sync_runs WHERE replica = %s AND status = 'running' LIMIT 1", (replica,)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def kill_mid_run(proc: subprocess.Popen[Any], db: Any, replica: str) -> int:
+    """SIGKILL daemon ``replica`` while one of its runs is open, and return that run's id.
+
+    A run can finish between seeing it open and the signal, so the replica is frozen with
+    SIGSTOP first and only killed once a run is seen open while it cannot move.
+    """
+    deadline = time.monotonic() + 60
+    for _ in range(1200):
+        if time.monotonic() > deadline:
+            break
+        proc.send_signal(signal.SIGSTOP)
+        run = running_of(db, replica)
+        if run is not None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+            return run
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {replica} to be in the middle of a run")

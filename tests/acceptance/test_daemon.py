@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import requests
-from helpers import wait_for
+from helpers import kill_mid_run, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from tokenfaults_helpers import assert_no_secret_shown
 
@@ -101,34 +101,6 @@ def replicas(fleet: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
         entry["log"].close()
 
 
-def _running_of(db: Any, replica: str) -> int | None:
-    row = db.execute(
-        "SELECT id FROM sync_runs WHERE replica = %s AND status = 'running' LIMIT 1", (replica,)
-    ).fetchone()
-    return None if row is None else int(row[0])
-
-
-def _kill_mid_run(proc: subprocess.Popen[Any], db: Any, replica: str) -> int:
-    """SIGKILL `replica` while one of its runs is open, and return that run's id.
-
-    A run can finish between seeing it running and the signal, so the replica is frozen with
-    SIGSTOP first and only killed once a run is seen open while it cannot move.
-    """
-    deadline = time.monotonic() + 60
-    for _ in range(600):
-        if time.monotonic() > deadline:
-            break
-        proc.send_signal(signal.SIGSTOP)
-        run = _running_of(db, replica)
-        if run is not None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
-            return run
-        proc.send_signal(signal.SIGCONT)
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {replica} to be in the middle of a run")
-
-
 @pytest.mark.slow
 def test_three_replicas_one_killed(replicas: dict[str, Any], db: Any, simulator: Any) -> None:
     health = f"http://127.0.0.1:{replicas['r1']['port']}/healthz"
@@ -143,7 +115,7 @@ def test_three_replicas_one_killed(replicas: dict[str, Any], db: Any, simulator:
         60,
         "every account to be synced once",
     )
-    victim_run = _kill_mid_run(replicas["r3"]["proc"], db, "r3")
+    victim_run = kill_mid_run(replicas["r3"]["proc"], db, "r3")
     # Another replica takes the account over once r3's lease has expired.
     closed = _wait_for(
         lambda: db.execute(

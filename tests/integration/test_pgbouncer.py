@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import requests
 from conftest import SCHEMA, QrsyncRunner
 from helpers import (
     WeChatUser,
+    kill_mid_run,
     mp_account,
     mp_world,
     oa_account,
@@ -262,32 +262,6 @@ def _replicas(
             replica.close()
 
 
-def _running_of(db: Any, replica: str) -> int | None:
-    row = db.execute(
-        "SELECT id FROM sync_runs WHERE replica = %s AND status = 'running' LIMIT 1", (replica,)
-    ).fetchone()
-    return None if row is None else int(row[0])
-
-
-def _kill_mid_run(proc: subprocess.Popen[bytes], db: Any, replica: str) -> int:
-    """SIGKILL ``replica`` while one of its runs is open (read directly from the database),
-    and return that run's id. The replica is frozen with SIGSTOP before looking, so that the
-    run cannot finish between seeing it open and the signal."""
-    deadline = time.monotonic() + 60
-    for _ in range(1200):
-        if time.monotonic() > deadline:
-            break
-        proc.send_signal(signal.SIGSTOP)
-        run = _running_of(db, replica)
-        if run is not None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
-            return run
-        proc.send_signal(signal.SIGCONT)
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {replica} to be in the middle of a run")
-
-
 def _daemon_config(
     simulator: RunningSimulator, qrsync: QrsyncRunner, accounts: str, api: str = ""
 ) -> Path:
@@ -409,7 +383,7 @@ def test_three_daemon_replicas_through_pgbouncer_one_killed(
                 "every account to be synced once",
                 90,
             )
-            victim = _kill_mid_run(fleet["r3"].proc, db, "r3")
+            victim = kill_mid_run(fleet["r3"].proc, db, "r3")
             killed_at = db.execute("SELECT now()").fetchone()[0]
             closed = wait_for(
                 lambda: db.execute(
