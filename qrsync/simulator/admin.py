@@ -79,7 +79,8 @@ class SimulatorAdmin:
         return result
 
     def patch_account(self, appid: str, **changes: Any) -> Json:
-        """Change qrcodejump_open, pub_quota, released, total_count_offset, secret, ..."""
+        """Change qrcodejump_open, pub_quota, released, total_count_offset, secret, verified,
+        nick_name, principal_name (as api_get_authorizer_info shows them), ..."""
         result: Json = self._call("PATCH", f"/sim/accounts/{appid}", changes)
         return result
 

@@ -1,4 +1,5 @@
-"""The world ``qrsync simulator`` starts with when no world file is given, and its qrsync.toml.
+"""The world ``qrsync simulator`` starts with when no world file is given, its qrsync.toml and the
+(fake) secrets that configuration names.
 
 It holds one account of each way qrsync gets a token: a mini program by stable_token (rules in
 mini-program mode, with the document's quirks and a total_count one more than its rules), a
@@ -9,6 +10,7 @@ service. The rules are generated from the simulator's seed.
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 MINIPROGRAM = "wx00000000000000a1"
@@ -25,7 +27,7 @@ COMPONENT_SECRET = "sim-secret-component"
 VERIFY_TICKET = "ticket@@@sim-verify-ticket-c1-0001"
 AUTHORIZER_REFRESH_TOKEN = "sim-refresh-b2"
 
-# The environment variables the printed qrsync.toml fragment names, and their values.
+# The environment variables the qrsync.toml of qrsync_config() names, and their values.
 SECRET_ENV: tuple[tuple[str, str], ...] = (
     ("SIM_MP_SECRET", MINIPROGRAM_SECRET),
     ("SIM_OA_SECRET", SERVICE_ACCOUNT_SECRET),
@@ -100,8 +102,15 @@ def default_world() -> dict[str, Any]:
 
 
 def qrsync_config(base_url: str) -> str:
-    """A qrsync.toml fragment syncing every default-world account from a simulator at base_url."""
+    """A qrsync.toml syncing every default-world account from a simulator at base_url; qrsync
+    loads it as it is once it has a database (which the file leaves to the reader)."""
     return f"""\
+# qrsync needs a database: set QRSYNC_DATABASE_URL, or uncomment [database] and one of the two
+# lines under it (only one: qrsync refuses two databases, QRSYNC_DATABASE_URL included).
+# [database]
+# embedded = true                                      # a PostgreSQL qrsync runs by itself
+# url = "postgresql://postgres@127.0.0.1:5432/postgres"  # yours; qrsync owns schema "qrsync"
+
 [api]
 base_url = "{base_url}"
 
@@ -138,6 +147,12 @@ token = {{ source = "central", url = "{base_url}/central/token/{CENTRAL_MINIPROG
 """
 
 
+def secret_assignments() -> list[str]:
+    """``NAME=value`` lines for the simulated (fake) secrets the configuration names: a shell
+    reads them with ``set -a; . FILE; set +a`` (so do docker's --env-file and systemd)."""
+    return [f"{name}={shlex.quote(value)}" for name, value in SECRET_ENV]
+
+
 def secret_exports() -> list[str]:
-    """``export NAME=value`` lines for the simulated (fake) secrets the fragment names."""
-    return [f"export {name}={value}" for name, value in SECRET_ENV]
+    """``export NAME=value`` lines for the simulated (fake) secrets the configuration names."""
+    return [f"export {line}" for line in secret_assignments()]

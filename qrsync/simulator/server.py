@@ -6,16 +6,29 @@ while an answer is encoded and sent, so a slow request does not stall the others
 WeChat endpoints: ``POST /cgi-bin/stable_token``, ``GET /cgi-bin/token``,
 ``GET /central/token/<appid>`` (a central token service), ``POST /cgi-bin/component/
 api_component_token``, ``POST /cgi-bin/component/api_authorizer_token``, ``POST /cgi-bin/
-component/api_get_authorizer_list``, ``POST /cgi-bin/wxopen/
-qrcodejumpget|qrcodejumpadd|qrcodejumppublish|qrcodejumpdelete``. The call log, the stats and the
-faults name them ``stable_token``, ``token``, ``central``, ``component_token``,
-``authorizer_token``, ``authorizer_list`` and ``qrcodejump*``.
+component/api_get_authorizer_list``, ``POST /cgi-bin/component/api_get_authorizer_info``,
+``POST /cgi-bin/wxopen/qrcodejumpget|qrcodejumpadd|qrcodejumppublish|qrcodejumpdelete``. The call
+log, the stats and the faults name them ``stable_token``, ``token``, ``central``,
+``component_token``, ``authorizer_token``, ``authorizer_list``, ``authorizer_info`` and
+``qrcodejump*``.
 
-``api_get_authorizer_list`` (REFERENCE.md "discovery") takes the platform's token as
-``?component_access_token=`` or ``?access_token=`` and a body ``{component_appid, offset,
-count}`` (count 1 to 500, 40170 above); it answers ``{total_count, list: [{authorizer_appid,
-refresh_token, auth_time}]}``, the platform's authorizations in the order they were granted, each
-with its current refresh token; a revoked authorization is not listed.
+The discovery endpoints (REFERENCE.md "A third-party platform's authorizers") take the platform's
+token as ``?component_access_token=`` or ``?access_token=``, check it as the other component
+endpoints do (41001, 40001, 42001; 40013 when the body's ``component_appid`` is not its
+platform's) and count against that ``component_appid`` for the 5 requests a second.
+``api_get_authorizer_list``, body ``{component_appid, offset, count}`` (count 1 to 500, 40170
+above), answers ``{total_count, list: [{authorizer_appid, refresh_token, auth_time}]}``, the
+platform's authorizations in the order they were granted, each with its current refresh token; a
+revoked authorization is not listed. ``api_get_authorizer_info``, body ``{component_appid,
+authorizer_appid}``, answers ``{authorizer_info: {nick_name, head_img, service_type_info: {id},
+verify_type_info: {id}, user_name, alias, qrcode_url, business_info, principal_name,
+account_status, MiniProgramInfo (mini programs only), ...}, authorization_info:
+{authorizer_appid, authorizer_refresh_token, func_info: [{funcscope_category: {id}}]}}`` with
+the permission sets granted; 40013 for an appid that is no account, 61003 for an account that has
+not authorised the platform or withdrew.
+
+``qrcodejumpadd`` takes ``open_version``, ``permit_sub_rule`` and ``is_edit`` as integers or as
+their decimal strings ("1"), as WeChat does; anything else is 40097.
 
 Admin endpoints (JSON in and out; errors are HTTP 400/404 with ``{"error"}``):
 ``POST /sim/reset``, ``POST /sim/accounts``, ``GET|PATCH /sim/accounts/<appid>``,
@@ -68,6 +81,7 @@ _WECHAT_ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/cgi-bin/component/api_component_token"): "component_token",
     ("POST", "/cgi-bin/component/api_authorizer_token"): "authorizer_token",
     ("POST", "/cgi-bin/component/api_get_authorizer_list"): "authorizer_list",
+    ("POST", "/cgi-bin/component/api_get_authorizer_info"): "authorizer_info",
     ("POST", "/cgi-bin/wxopen/qrcodejumpget"): "qrcodejumpget",
     ("POST", "/cgi-bin/wxopen/qrcodejumpadd"): "qrcodejumpadd",
     ("POST", "/cgi-bin/wxopen/qrcodejumppublish"): "qrcodejumppublish",

@@ -14,6 +14,8 @@ A world is described by a dict (or a TOML / JSON world file) of this shape::
     secret = "..."                     # optional: without one no direct token can be had (40125)
     personal = false                   # miniprogram: personal mini programs get 85075
     verified = true                    # service_account: unverified ones get 48001
+    nick_name = "..."                  # api_get_authorizer_info's names (default: made up
+    principal_name = "..."             #   from the appid; a personal one's principal is 个人)
     qrcodejump_open = 1                # reported by qrcodejumpget
     pub_quota = 100                    # publishes left this month (never reset by itself)
     released = true                    # false: publishing a rule gives 85074
@@ -43,7 +45,14 @@ endpoint is not rate limited (it stands for the company's own service, not WeCha
 api_get_authorizer_list answers 40097 for an ``offset`` that is not an integer of 0 or more or a
 ``count`` that is not one of 1 or more (40170 above 500, as the reference says), lists the
 authorizations in the order they were granted, and counts against the ``component_appid`` of its
-body for the rate limit, as the other component endpoints do.
+body for the rate limit, as the other component endpoints do. api_get_authorizer_info answers
+41002 without an ``authorizer_appid``, 40013 for one that is no account of the world and 61003
+for an account that has not authorised the platform (or withdrew); its ``authorization_info``
+carries the current ``authorizer_refresh_token`` besides ``func_info``, as WeChat's page of the
+endpoint lists, and the account fields are made up from the appid (same appid, same answer).
+qrcodejumpadd takes ``open_version``, ``permit_sub_rule`` and ``is_edit`` as integers or as their
+decimal strings ("1"): WeChat's older page of the endpoint and SDKs such as WxJava send strings,
+its newer pages numbers. Either way the rule stores, and qrcodejumpget answers, integers.
 """
 
 from __future__ import annotations
@@ -71,6 +80,7 @@ ENDPOINTS: tuple[str, ...] = (
     "component_token",
     "authorizer_token",
     "authorizer_list",
+    "authorizer_info",
     "qrcodejumpget",
     "qrcodejumpadd",
     "qrcodejumppublish",
@@ -95,6 +105,7 @@ ERRMSG: dict[int, str] = {
     47001: "data format error",
     40170: "args count exceed count limit",
     48001: "api unauthorized",
+    61003: "component is not authorized by this account",
     61006: "component ticket is invalid",
     61007: "api is unauthorized to component",
     61023: "refresh_token is invalid",
@@ -136,7 +147,14 @@ _SECTIONS = ("goods", "store", "coupon", "member", "event", "order", "poster")
 # Token and platform endpoints count against the appid their request names (the rule endpoints
 # against the account of their token, once it is known to be valid).
 _LIMITED_BY_REQUEST = frozenset(
-    {"stable_token", "token", "component_token", "authorizer_token", "authorizer_list"}
+    {
+        "stable_token",
+        "token",
+        "component_token",
+        "authorizer_token",
+        "authorizer_list",
+        "authorizer_info",
+    }
 )
 
 
@@ -168,6 +186,16 @@ class NotFound(WorldError):
 def is_int(value: object) -> TypeGuard[int]:
     """JSON integers only: Python's bool is an int, JSON's true is not."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def one_of(value: object, allowed: Sequence[int]) -> int | None:
+    """``value`` as one of the ``allowed`` integers, given as a JSON integer or as its decimal
+    string ("1", not "01", " 1" or "1.0"); None for anything else."""
+    if is_int(value):
+        return value if value in allowed else None
+    if isinstance(value, str):
+        return next((option for option in allowed if value == str(option)), None)
+    return None
 
 
 def load_world_file(path: Path) -> Json:
@@ -394,6 +422,8 @@ class Account:
     total_count_offset: int = 0
     linked_miniprograms: list[str] = field(default_factory=list)
     max_rules: int = 100_000
+    nick_name: str = ""
+    principal_name: str = ""
 
     def miniprograms(self) -> list[str]:
         """The mini programs whose rules this account sets: itself, or the linked ones."""
@@ -577,6 +607,53 @@ class _RuleMaker:
         return f"{prefix}?id={self.rng.randrange(10_000, 99_999)}&from=poster"
 
 
+def _authorizer_view(account: Account) -> Json:
+    """api_get_authorizer_info's ``authorizer_info`` of an account, in the shape of WeChat's page
+    of the endpoint: ``MiniProgramInfo`` only for mini programs (how SDKs tell them apart),
+    ``service_type_info`` 2 for a service account (0 for a mini program), ``verify_type_info``
+    0 verified by WeChat or -1 unverified."""
+    digest = hashlib.sha256(account.appid.encode()).hexdigest()
+    miniprogram = account.kind == "miniprogram"
+    info: Json = {
+        "nick_name": account.nick_name,
+        "head_img": f"http://wx.qlogo.cn/mmopen/sim{digest[:32]}/0",
+        "service_type_info": {"id": 0 if miniprogram else 2},
+        "verify_type_info": {"id": 0 if account.verified else -1},
+        "user_name": f"gh_{digest[:12]}",
+        "alias": "",
+        "qrcode_url": f"http://mmbiz.qpic.cn/mmbiz_jpg/sim{digest[32:64]}/0",
+        "business_info": {
+            "open_pay": 0,
+            "open_shake": 0,
+            "open_scan": 0,
+            "open_card": 0,
+            "open_store": 0,
+        },
+        "principal_name": account.principal_name,
+        "account_status": 1,
+    }
+    if miniprogram:
+        info["signature"] = ""
+        info["MiniProgramInfo"] = {
+            "network": {
+                "RequestDomain": [],
+                "WsRequestDomain": [],
+                "UploadDomain": [],
+                "DownloadDomain": [],
+                "BizDomain": [],
+                "UDPDomain": [],
+            },
+            "categories": [],
+            "visit_status": 0,
+        }
+    return info
+
+
+def _default_nick_name(account: Account) -> str:
+    what = "mini program" if account.kind == "miniprogram" else "service account"
+    return f"Simulated {what} {account.appid[-4:]}"
+
+
 def _spaced(path: str) -> str:
     """The document's "pages / index / index " spelling of a path."""
     return " / ".join(path.split("/")) + " "
@@ -632,7 +709,7 @@ class World:
             {
                 "appid", "kind", "secret", "personal", "verified", "qrcodejump_open",
                 "pub_quota", "released", "total_count_offset", "linked_miniprograms",
-                "max_rules", "rule_sets",
+                "max_rules", "rule_sets", "nick_name", "principal_name",
             },
         )  # fmt: skip
         kind = f.text("kind")
@@ -650,6 +727,10 @@ class World:
             total_count_offset=f.integer("total_count_offset", 0),
             linked_miniprograms=f.texts("linked_miniprograms"),
             max_rules=f.integer("max_rules", 100_000, minimum=0),
+        )
+        account.nick_name = f.optional_text("nick_name") or _default_nick_name(account)
+        account.principal_name = f.optional_text("principal_name") or (
+            "个人" if account.personal else "qrsync simulator Ltd."
         )
         if account.kind == "miniprogram" and account.linked_miniprograms:
             raise f.fail("linked_miniprograms", "is for service accounts only")
@@ -780,6 +861,8 @@ class World:
             "total_count_offset": a.total_count_offset,
             "linked_miniprograms": list(a.linked_miniprograms),
             "max_rules": a.max_rules,
+            "nick_name": a.nick_name,
+            "principal_name": a.principal_name,
             "rules": {mp: len(self.books[(appid, mp)]) for (o, mp) in self.books if o == appid},
         }
 
@@ -790,7 +873,8 @@ class World:
             appid,
             {
                 "qrcodejump_open", "pub_quota", "released", "total_count_offset", "secret",
-                "personal", "verified", "max_rules", "linked_miniprograms",
+                "personal", "verified", "max_rules", "linked_miniprograms", "nick_name",
+                "principal_name",
             },
         )  # fmt: skip
         if f.has("qrcodejump_open"):
@@ -813,6 +897,10 @@ class World:
             if account.kind != "service_account":
                 raise f.fail("linked_miniprograms", "is for service accounts only")
             account.linked_miniprograms = f.texts("linked_miniprograms")
+        if f.has("nick_name"):
+            account.nick_name = f.text("nick_name")
+        if f.has("principal_name"):
+            account.principal_name = f.text("principal_name")
         return self.account_view(appid)
 
     def generate_rules(self, appid: str, data: object) -> Json:
@@ -956,6 +1044,7 @@ class World:
             "component_token": "component_appid",
             "authorizer_token": "authorizer_appid",
             "authorizer_list": "component_appid",
+            "authorizer_info": "component_appid",
         }.get(call.endpoint)
         if key is not None:
             value = call.body_value(key)
@@ -971,6 +1060,7 @@ class World:
             "component_token": self._component_token,
             "authorizer_token": self._authorizer_token,
             "authorizer_list": self._authorizer_list,
+            "authorizer_info": self._authorizer_info,
             "qrcodejumpget": self._qrcodejumpget,
             "qrcodejumpadd": self._qrcodejumpadd,
             "qrcodejumppublish": self._qrcodejumppublish,
@@ -1143,14 +1233,18 @@ class World:
             }
         )
 
+    def _discovery_token(self, call: ApiCall) -> Token | Reply:
+        """The body and the platform token of a discovery endpoint, checked as
+        :meth:`_platform_token` does; the token comes under either name (REFERENCE)."""
+        if call.body is None:
+            return error_reply(47001, call.rid)
+        value = call.query.get("component_access_token") or call.query.get("access_token", "")
+        return self._platform_token(call, value)
+
     def _authorizer_list(self, call: ApiCall) -> Reply:
         """api_get_authorizer_list: a page of the platform's current authorizations, each with
         its current refresh token; a revoked one is not listed (REFERENCE "discovery")."""
-        if call.body is None:
-            return error_reply(47001, call.rid)
-        # The discovery endpoints take the platform's token under either name (REFERENCE).
-        value = call.query.get("component_access_token") or call.query.get("access_token", "")
-        platform_token = self._platform_token(call, value)
+        platform_token = self._discovery_token(call)
         if isinstance(platform_token, Reply):
             return platform_token
         offset = call.body_value("offset")
@@ -1172,6 +1266,36 @@ class World:
                     }
                     for grant in grants[offset : offset + count]
                 ],
+            }
+        )
+
+    def _authorizer_info(self, call: ApiCall) -> Reply:
+        """api_get_authorizer_info: an authorizer's account, and the permission sets it granted
+        the platform (REFERENCE "discovery"); 61003 once it has withdrawn its grant."""
+        platform_token = self._discovery_token(call)
+        if isinstance(platform_token, Reply):
+            return platform_token
+        appid = call.body_value("authorizer_appid")
+        if not isinstance(appid, str) or not appid:
+            return error_reply(41002, call.rid)
+        account = self.accounts.get(appid)
+        if account is None:
+            return error_reply(40013, call.rid)
+        component = self.components.get(platform_token.appid)
+        grant = None if component is None else component.authorizations.get(appid)
+        if grant is None:
+            return error_reply(61003, call.rid)
+        return Reply(
+            {
+                "authorizer_info": _authorizer_view(account),
+                "authorization_info": {
+                    "authorizer_appid": appid,
+                    "authorizer_refresh_token": grant.refresh_token,
+                    "func_info": [
+                        {"funcscope_category": {"id": permission_set}}
+                        for permission_set in grant.permission_sets
+                    ],
+                },
             }
         )
 
@@ -1290,9 +1414,9 @@ class World:
         rule = self._rule_from_body(call, book.miniprogram_mode)
         if isinstance(rule, Reply):
             return rule
-        is_edit = call.body_value("is_edit")
-        is_edit = 0 if is_edit is None else is_edit
-        if is_edit not in (0, 1) or not is_int(is_edit):
+        given = call.body_value("is_edit")
+        is_edit = 0 if given is None else one_of(given, (0, 1))
+        if is_edit is None:
             return error_reply(40097, call.rid)
         existing = book.get(rule.prefix)
         owner = self._prefix_owner.get(rule.prefix)
@@ -1321,15 +1445,14 @@ class World:
             return error_reply(85066, call.rid)
         if not miniprogram_mode:
             return Rule(prefix=prefix, path=path)
-        open_version = call.body_value("open_version")
-        permit_sub_rule = call.body_value("permit_sub_rule")
+        # Integers or their decimal strings, as WeChat takes them (see the module's docstring).
+        open_version = one_of(call.body_value("open_version"), (1, 2, 3))
+        permit_sub_rule = one_of(call.body_value("permit_sub_rule"), (1, 2))
         urls = call.body_value("debug_url")
         urls = [] if urls is None else urls
         if (
-            open_version not in (1, 2, 3)
-            or not is_int(open_version)
-            or permit_sub_rule not in (1, 2)
-            or not is_int(permit_sub_rule)
+            open_version is None
+            or permit_sub_rule is None
             or not isinstance(urls, list)
             or len(urls) > MAX_DEBUG_URLS
             or not all(isinstance(url, str) for url in urls)

@@ -276,6 +276,9 @@ class TokenProviders:
             {"component_appid": component.appid, "authorizer_appid": account.appid},
         )
         info = payload.get("authorization_info")
+        if isinstance(info, dict) and isinstance(info.get("authorizer_refresh_token"), str):
+            # WeChat puts the authorizer's refresh token in this answer: a secret.
+            register_secret(info["authorizer_refresh_token"])
         granted = info.get("func_info") if isinstance(info, dict) else None
         sets = []
         for item in granted if isinstance(granted, list) else []:

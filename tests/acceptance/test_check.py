@@ -131,3 +131,44 @@ def test_an_unreachable_database_fails_the_check_in_one_line(
     assert lines[1].startswith("FAIL  database ") and "Traceback" not in result.output
     # the account's token source is checked all the same: it needs no database
     assert lines[2].startswith("ok    brand-mp "), lines
+
+
+@pytest.mark.parametrize(
+    ("granted", "ok"), [((3, 18), True), ((18,), False)], ids=["granted", "set-3-missing"]
+)
+def test_an_authorizer_without_the_permission_set_fails_the_check(
+    qrsync: Any, fast_simulator: Any, db: Any, monkeypatch: pytest.MonkeyPatch, granted: Any,
+    ok: bool,
+) -> None:  # fmt: skip
+    from helpers import OA, OA_MP, oa_world
+    from tokenfaults_helpers import (
+        COMPONENT_SECRET,
+        REFRESH_SEED,
+        VERIFY_TICKET,
+        component_oa_account,
+        component_section,
+        component_world,
+    )
+
+    fast_simulator.admin.add_account(oa_world(secret=None))
+    fast_simulator.admin.add_component(component_world(OA, permission_sets=granted))
+    monkeypatch.setenv("COMPONENT_SECRET", COMPONENT_SECRET)
+    monkeypatch.setenv("VERIFY_TICKET", VERIFY_TICKET)
+    monkeypatch.setenv("OA_REFRESH_TOKEN", REFRESH_SEED)
+    qrsync.write_config(
+        toml_config(
+            fast_simulator.url,
+            component_oa_account("oa", OA, OA_MP),
+            extra=component_section(),
+        )
+    )
+    result = qrsync("check")
+    assert result.exit_code == (0 if ok else 1), result.output
+    line = _lines(result)[2]
+    if ok:
+        assert line.startswith("ok    oa ") and "permission set 3 granted" in line, line
+    else:
+        assert line.startswith("FAIL  oa "), line
+        assert "has not granted the platform permission set 3 (granted: 18)" in line
+        assert "61007" in line
+    assert REFRESH_SEED not in result.output and COMPONENT_SECRET not in result.output

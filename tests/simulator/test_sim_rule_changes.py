@@ -168,3 +168,90 @@ def test_service_account_rules_change_through_appid(
     assert wechat.page(oa_token, 61)["rule_list"] == []
     without_appid = {"prefix": prefix, "path": "pages/a/b"}
     assert wechat.rules_call("qrcodejumpadd", oa_token, without_appid)["errcode"] == 40097
+
+
+# The string forms: WeChat's older page of qrcodejumpadd sends "permit_sub_rule": "1" and
+# "open_version": "1", and SDKs such as WxJava (WxQrcodeJumpRule: String permitSubRule,
+# openVersion, isEdit) send all three flags as strings; WeChat takes them.
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"permit_sub_rule": "1", "open_version": "1", "is_edit": "0"},
+        {"permit_sub_rule": "2", "open_version": "2", "is_edit": 0},
+        {"permit_sub_rule": 2, "open_version": "3"},
+    ],
+    ids=["all-strings", "mixed", "no-is-edit"],
+)
+def test_add_takes_the_flags_as_decimal_strings_and_get_answers_integers(
+    wechat, mp_token: str, sim: RunningSimulator, flags: dict[str, Any]
+) -> None:
+    assert wechat.rules_call("qrcodejumpadd", mp_token, new_rule(**flags))["errcode"] == 0
+    (listed,) = wechat.get(mp_token, {"get_type": 1, "prefix_list": [NEW]})["rule_list"]
+    assert listed["permit_sub_rule"] == int(flags["permit_sub_rule"])
+    assert listed["open_version"] == int(flags["open_version"])
+    assert all(type(listed[key]) is int for key in ("permit_sub_rule", "open_version", "state"))
+    assert sim.admin.rules(MINIPROGRAM)[-1]["permit_sub_rule"] == int(flags["permit_sub_rule"])
+
+
+def test_an_edit_with_is_edit_as_a_string(wechat, mp_token: str, sim: RunningSimulator) -> None:
+    add = new_rule(permit_sub_rule="1", open_version="1", is_edit="0")
+    assert wechat.rules_call("qrcodejumpadd", mp_token, add)["errcode"] == 0
+    edit = new_rule(path="pages/edited/index", permit_sub_rule="2", open_version="3", is_edit="1")
+    assert wechat.rules_call("qrcodejumpadd", mp_token, edit)["errcode"] == 0
+    assert sim.admin.rules(MINIPROGRAM)[-1] == {
+        "prefix": NEW,
+        "path": "pages/edited/index",
+        "state": 1,
+        "open_version": 3,
+        "permit_sub_rule": 2,
+        "debug_url": [f"{NEW}?a=1"],
+    }
+    # "0" adds: adding the same prefix again is 85071, as with 0.
+    again = new_rule(is_edit="0")
+    assert wechat.rules_call("qrcodejumpadd", mp_token, again)["errcode"] == 85071
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"permit_sub_rule": "0"},
+        {"permit_sub_rule": "3"},
+        {"open_version": "4"},
+        {"open_version": "0"},
+        {"is_edit": "2"},
+        {"permit_sub_rule": "01"},
+        {"open_version": " 1"},
+        {"open_version": "1.0"},
+        {"open_version": "+1"},
+        {"permit_sub_rule": "one"},
+        {"permit_sub_rule": ""},
+        {"open_version": 1.0},
+        {"permit_sub_rule": True},
+        {"is_edit": False},
+        {"open_version": [1]},
+        {"permit_sub_rule": None},
+        {"open_version": None},
+        {"is_edit": "true"},
+    ],
+    ids=lambda changes: f"{next(iter(changes))}={next(iter(changes.values()))!r}",
+)
+def test_add_refuses_other_forms_and_values_with_40097(
+    wechat, mp_token: str, sim: RunningSimulator, changes: dict[str, Any]
+) -> None:
+    answer = wechat.rules_call("qrcodejumpadd", mp_token, new_rule(**changes))
+    assert answer["errcode"] == 40097
+    assert NEW not in prefixes(sim)
+
+
+def test_a_service_account_rule_with_is_edit_as_a_string(
+    wechat, oa_token: str, sim: RunningSimulator
+) -> None:
+    prefix = "http://weixin.qq.com/q/02simulatorstring000000"
+    add = {"appid": MINIPROGRAM, "prefix": prefix, "path": "pages/a/b", "is_edit": "0"}
+    assert wechat.rules_call("qrcodejumpadd", oa_token, add)["errcode"] == 0
+    edit = {**add, "path": "pages/a/c", "is_edit": "1"}
+    assert wechat.rules_call("qrcodejumpadd", oa_token, edit)["errcode"] == 0
+    assert sim.admin.rules(SERVICE_ACCOUNT, MINIPROGRAM)[-1]["path"] == "pages/a/c"
+    assert wechat.rules_call("qrcodejumpadd", oa_token, {**add, "is_edit": "2"})["errcode"] == 40097

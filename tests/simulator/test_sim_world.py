@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -276,32 +273,6 @@ def test_the_command_refuses_a_bad_world_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(simulator_command, ["--world", str(path), "--port", "0"])
     assert result.exit_code == 2
     assert "kind" in result.output
-
-
-def test_the_command_serves_until_sigterm() -> None:
-    code = "from qrsync.simulator.command import simulator_command; simulator_command()"
-    process = subprocess.Popen(
-        [sys.executable, "-c", code, "--port", "0", "--host", "127.0.0.1"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline()
-        url = re.search(r"http://127\.0\.0\.1:\d+", first)
-        assert url, first
-        assert requests.get(f"{url.group(0)}/sim/stats", timeout=10).status_code == 200
-        process.send_signal(signal.SIGTERM)
-        # Read through the same buffered file as readline(): communicate() would skip its buffer.
-        output = first + process.stdout.read()
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 0
-    assert f'base_url = "{url.group(0)}"' in output
-    assert "export SIM_MP_SECRET=sim-secret-mp" in output
 
 
 def test_the_command_exits_2_when_the_port_is_taken() -> None:
