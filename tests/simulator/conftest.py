@@ -103,3 +103,10 @@ def mp_token(wechat: WeChat) -> str:
 def oa_token(wechat: WeChat) -> str:
     """An access token of the default service account (12,000 rules for the mini program)."""
     return wechat.access_token(SERVICE_ACCOUNT, SERVICE_ACCOUNT_SECRET)
+
+
+@pytest.fixture
+def limited() -> Iterator[RunningSimulator]:
+    """A simulator of the default world with its default rate limit on."""
+    with start_simulator(host="127.0.0.1", port=0, seed=1, world=default_world()) as sim:
+        yield sim

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import requests
 
-from qrsync.simulator import RunningSimulator, start_simulator
+from qrsync.simulator import RunningSimulator
 from qrsync.simulator.default_world import (
     AUTHORIZER,
     AUTHORIZER_REFRESH_TOKEN,
@@ -21,7 +21,6 @@ from qrsync.simulator.default_world import (
     MINIPROGRAM_SECRET,
     SERVICE_ACCOUNT,
     VERIFY_TICKET,
-    default_world,
 )
 
 INFO_PATH = "/cgi-bin/component/api_get_authorizer_info"
@@ -242,13 +241,6 @@ def test_calls_are_logged_without_tokens_and_faults_apply(wechat, sim: RunningSi
     assert sim.admin.stats()["authorizer_info"] == 4
     logged = json.dumps(sim.admin.calls())
     assert ct not in logged and AUTHORIZER_REFRESH_TOKEN not in logged
-
-
-@pytest.fixture
-def limited() -> Iterator[RunningSimulator]:
-    """A simulator with its default rate limit on."""
-    with start_simulator(host="127.0.0.1", port=0, seed=1, world=default_world()) as sim:
-        yield sim
 
 
 def test_more_than_5_requests_a_second_meet_44990(
