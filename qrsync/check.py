@@ -248,8 +248,13 @@ def _one_call(client: WeChatClient, tokens: TokenProviders, account: AccountConf
     else:
         body = {"appid": account.miniprogram_appid, "get_type": 2, "page_num": 1, "page_size": 1}
     page = parse_page(api.call(PATH, body, endpoint=ENDPOINT), page_num=1, account=account.name)
-    total = "?" if page.total_count is None else f"{page.total_count:,}"
+    # A mini program's one answer is its whole listing, and its total_count may disagree with
+    # it (REFERENCE.md); a service account's first page of one rule only has the total.
+    listed = len(page.rules) if account.kind == "miniprogram" else page.total_count
+    said = "?" if listed is None else f"{listed:,}"
+    if account.kind == "miniprogram" and page.total_count not in (None, listed):
+        said += f" (total_count says {page.total_count:,})"
     quota = (
         "" if page.qrcodejump_pub_quota is None else f", {page.qrcodejump_pub_quota} publishes left"
     )
-    return f"qrcodejumpget answered: {total} rules{quota}"
+    return f"qrcodejumpget answered: {said} rules{quota}"
