@@ -215,3 +215,9 @@ def test_quota_resets_at_midnight_china_time_or_the_next_minute(
     errcode: int, now: datetime, resets: datetime
 ) -> None:
     assert quota_resets_at(errcode, now) == resets
+
+
+def test_44990_names_wechats_limit_not_a_count_of_ours() -> None:
+    message = str(api_error(44990, "api freq out of limit", endpoint="qrcodejumpget", account="mp"))
+    assert "its limit is 5 requests a second per account" in message
+    assert "api.requests_per_second" in message and "more than 5 requests" not in message
