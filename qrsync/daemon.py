@@ -43,6 +43,7 @@ from qrsync.errors import (
     QrsyncError,
     RunInterrupted,
 )
+from qrsync.health import schedule_periods
 from qrsync.masking import mask, one_line
 from qrsync.metrics import Metrics
 from qrsync.schedules import Schedule, spread_offset
@@ -281,8 +282,15 @@ class Daemon:
         self.metrics = Metrics(engine)
         self.app, self.config, self.engine, self.ids = app, config, engine, ids
         self.accounts = app.accounts()
+        self._publish_schedules()
         self.leases = ActiveLeases(leases)
         self.syncer = Syncer(config, engine, observer=self.metrics.api_call)
+
+    def _publish_schedules(self) -> None:
+        enabled = [a for a in self.accounts if a.enabled]
+        self.metrics.publish_schedules(
+            schedule_periods(enabled, self.config.daemon, datetime.now(UTC))
+        )
 
     def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
         logger.info(
@@ -313,6 +321,7 @@ class Daemon:
             )
             return
         self.app, self.config, self.ids, self.accounts = app, app.config, ids, accounts
+        self._publish_schedules()
         self.leases.store.ensure_rows()
         # Runs in progress keep the syncer they started with.
         self.syncer = Syncer(app.config, self.engine, observer=self.metrics.api_call)

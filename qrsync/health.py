@@ -30,19 +30,30 @@ class Attention:
     reason: str
 
 
+def schedule_periods(
+    accounts: Iterable[AccountConfig], daemon: DaemonConfig, now: datetime
+) -> dict[str, timedelta]:
+    """Per account, the time between two of its slots (its own schedule, else
+    ``daemon.schedule``); the daemon exports them so that alerts can say "stale" the same way."""
+    by_expression: dict[str, timedelta] = {}
+    periods = {}
+    for account in accounts:
+        expression = account.schedule or daemon.schedule
+        if expression not in by_expression:
+            by_expression[expression] = Schedule(expression, daemon.timezone).period(now)
+        periods[account.name] = by_expression[expression]
+    return periods
+
+
 def stale_limits(
     accounts: Iterable[AccountConfig], daemon: DaemonConfig, now: datetime
 ) -> dict[str, timedelta]:
-    """Per account, the age after which its last success is stale: twice its schedule's period
-    (its own schedule, else ``daemon.schedule``)."""
-    periods: dict[str, timedelta] = {}
-    limits = {}
-    for account in accounts:
-        expression = account.schedule or daemon.schedule
-        if expression not in periods:
-            periods[expression] = Schedule(expression, daemon.timezone).period(now)
-        limits[account.name] = STALE_PERIODS * periods[expression]
-    return limits
+    """Per account, the age after which its last success is stale: twice its schedule's
+    period."""
+    return {
+        name: STALE_PERIODS * period
+        for name, period in schedule_periods(accounts, daemon, now).items()
+    }
 
 
 def needing_attention(

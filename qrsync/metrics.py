@@ -10,10 +10,18 @@ from __future__ import annotations
 import platform
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from datetime import timedelta
 
 import psycopg
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -68,8 +76,20 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.schedule_period = Gauge(
+            "qrsync_schedule_period_seconds",
+            "Time between two schedule slots of each enabled account (for staleness alerts).",
+            ["account"],
+            registry=self.registry,
+        )
         if engine is not None:
             self.registry.register(DatabaseGauges(engine))
+
+    def publish_schedules(self, periods: Mapping[str, timedelta]) -> None:
+        """The accounts' schedule periods, replacing the last ones (accounts come and go)."""
+        self.schedule_period.clear()
+        for account, period in periods.items():
+            self.schedule_period.labels(account).set(period.total_seconds())
 
     def api_call(self, endpoint: str, errcode: int | None) -> None:
         self.api_calls.labels(endpoint, "none" if errcode is None else str(errcode)).inc()

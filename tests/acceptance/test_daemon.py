@@ -141,6 +141,7 @@ def test_three_replicas_one_killed(replicas: dict[str, Any], db: Any, simulator:
         "qrsync_last_success_timestamp_seconds",
         "qrsync_lease_takeovers",
         "qrsync_build_info",
+        "qrsync_schedule_period_seconds",
     ):
         assert name in families, name
     durations = families["qrsync_run_duration_seconds"].samples
@@ -148,6 +149,10 @@ def test_three_replicas_one_killed(replicas: dict[str, Any], db: Any, simulator:
         f"fleet-{i:03d}" for i in range(ACCOUNTS)
     }
     assert "_created" not in metrics
+    periods = {
+        s.labels["account"]: s.value for s in families["qrsync_schedule_period_seconds"].samples
+    }
+    assert periods == {f"fleet-{i:03d}": 3.0 for i in range(ACCOUNTS)}  # SCHEDULE, @every 3s
 
     for name in ("r1", "r2"):
         replicas[name]["proc"].send_signal(signal.SIGTERM)
