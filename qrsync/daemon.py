@@ -6,7 +6,8 @@ slot); each account starts at a fixed offset into the slot so that a fleet does 
 at once, claims (account, slot) in PostgreSQL, and only the winner syncs, holding a lease that a
 background thread renews. SIGTERM stops claiming, lets runs finish within
 ``daemon.shutdown_grace_s``, then abandons the rest cleanly; SIGHUP reloads the configuration.
-GET /metrics serves Prometheus metrics; GET /livez says whether the process still schedules
+GET / serves the status page for people (:mod:`qrsync.status_page`); GET /metrics serves
+Prometheus metrics; GET /livez says whether the process still schedules
 (no database access: a liveness probe must not restart pods during a database outage), GET
 /readyz (and its older name /healthz) whether it can also sync: the database answers and takes
 writes.
@@ -47,6 +48,7 @@ from qrsync.health import schedule_periods
 from qrsync.masking import mask, one_line
 from qrsync.metrics import Metrics
 from qrsync.schedules import Schedule, spread_offset
+from qrsync.status_page import StatusPage
 from qrsync.store.accounts import account_ids
 from qrsync.store.engine import Connection, Engine, first_line
 from qrsync.store.leases import Lease, LeaseStore
@@ -178,7 +180,7 @@ class Dispatcher:
             self._submit(job)
 
 
-# --- HTTP: /metrics, /livez, /readyz (alias /healthz) --------------------------------------------
+# --- HTTP: / (status page), /metrics, /livez, /readyz (alias /healthz) ---------------------------
 
 READINESS_PATHS = ("/readyz", "/healthz")  # /healthz: the older name, kept for existing probes
 
@@ -188,7 +190,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?")[0]
-        if path == "/metrics":
+        if path == "/":
+            status, page = self.daemon_ref.status_page.render()
+            self._reply(status, "text/html; charset=utf-8", page)
+        elif path == "/metrics":
             body = generate_latest(self.daemon_ref.metrics.registry)
             self._reply(200, CONTENT_TYPE_LATEST, body)
         elif path == "/livez":
@@ -201,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(
                 404,
                 "text/plain; charset=utf-8",
-                b"not found: try /metrics, /livez or /readyz\n",
+                b"not found: try /, /metrics, /livez or /readyz\n",
             )
 
     def _reply(self, status: int, content_type: str, body: bytes) -> None:
@@ -280,6 +285,7 @@ class Daemon:
         leases = LeaseStore(engine, self.name, config.daemon.lease_s)
         leases.ensure_rows()
         self.metrics = Metrics(engine)
+        self.status_page = StatusPage(engine)
         self.app, self.config, self.engine, self.ids = app, config, engine, ids
         self.accounts = app.accounts()
         self._publish_schedules()
@@ -559,7 +565,7 @@ class Daemon:
         thread = threading.Thread(target=server.serve_forever, name="qrsync-http", daemon=True)
         thread.start()
         logger.info(
-            "serving /metrics, /livez and /readyz (alias /healthz) on port %d",
+            "serving / (status page), /metrics, /livez and /readyz (alias /healthz) on port %d",
             server.server_address[1],
             extra={"action": "http_started", "replica": self.name},
         )

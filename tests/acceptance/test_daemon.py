@@ -131,6 +131,10 @@ def test_three_replicas_one_killed(replicas: dict[str, Any], db: Any, simulator:
 
     metrics = requests.get(f"http://127.0.0.1:{replicas['r1']['port']}/metrics", timeout=10).text
     assert_no_secret_shown(simulator, db, [metrics])  # labels hold names, never secrets
+    page = requests.get(f"http://127.0.0.1:{replicas['r1']['port']}/", timeout=30)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "Needs attention" in page.text and "Publish queue" in page.text  # the report
+    assert_no_secret_shown(simulator, db, [page.text])
     families = {f.name: f for f in text_string_to_metric_families(metrics)}
     for name in (
         "qrsync_runs",
