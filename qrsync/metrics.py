@@ -30,6 +30,8 @@ from qrsync.store.engine import Engine
 from qrsync.store.queries import query
 
 STATE_NAMES = {1: "unpublished", 2: "published"}
+SKIP_REASONS = ("done", "busy")
+"""Why a replica skips a slot: another replica ran it, or the account is still busy."""
 DATABASE_GAUGES_TTL_S = 15.0
 
 
@@ -76,6 +78,8 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        for reason in SKIP_REASONS:  # a series from the start: rate() needs a zero before
+            self.slots_skipped.labels(reason)
         self.schedule_period = Gauge(
             "qrsync_schedule_period_seconds",
             "Time between two schedule slots of each enabled account (for staleness alerts).",
