@@ -17,6 +17,7 @@ from qrsync.masking import mask
 from qrsync.store.accounts import (
     MirrorResult,
     account_ids,
+    discovered_accounts,
     imported_accounts,
     mirror_accounts,
 )
@@ -141,10 +142,13 @@ class App:
             raise DatabaseError(f"cannot record the accounts: {first_line(exc)}") from None
 
     def accounts(self) -> tuple[AccountConfig, ...]:
-        """The configuration file's accounts, then the imported ones (qrsync accounts import)."""
+        """The configuration file's accounts, then the imported ones (qrsync accounts import),
+        then the discovered ones (qrsync accounts discover)."""
         in_file = {a.name for a in self.config.accounts}
-        imported = [a for a in imported_accounts(self.ready_engine()) if a.name not in in_file]
-        return self.config.accounts + tuple(imported)
+        engine = self.ready_engine()
+        imported = [a for a in imported_accounts(engine) if a.name not in in_file]
+        discovered = [a for a in discovered_accounts(engine) if a.name not in in_file]
+        return self.config.accounts + tuple(imported) + tuple(discovered)
 
     def account(self, name: str, accounts: Sequence[AccountConfig]) -> AccountConfig:
         for account in accounts:

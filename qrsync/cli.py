@@ -16,7 +16,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -548,18 +548,45 @@ def _summary(results: list[RunResult]) -> str:
 @click.pass_context
 @_guarded
 def accounts_command(ctx: click.Context, as_json: bool) -> None:
-    """The accounts, with their last run (`qrsync accounts import FILE.csv` to add more)."""
+    """The accounts, with their last run (`qrsync accounts import FILE.csv` or `qrsync
+    accounts discover` to add more), then a platform's authorizers that are not synced and why."""
     if ctx.invoked_subcommand is not None:
         return
     from qrsync.render.text import fmt_time, format_table
-    from qrsync.store.accounts import list_accounts
+    from qrsync.store.accounts import AccountOverview, list_accounts, unsynced_authorizers
 
     obj: Context = ctx.obj
     app = obj.app()
     app.mirror_accounts()
-    overview = list_accounts(app.ready_engine())
+    engine = app.ready_engine()
+    overview = list_accounts(engine)
+    unsynced = unsynced_authorizers(engine)
     if as_json:
-        _echo_json([asdict(a) for a in overview])
+        reasons = {u.authorizer_appid: u.reason for u in unsynced}
+        documents: list[dict[str, Any]] = [
+            {**asdict(a), "not_synced": reasons.get(a.appid) if a.source == "discover" else None}
+            for a in overview
+        ]
+        with_accounts = {a.appid for a in overview if a.source == "discover"}
+        keys = [f.name for f in fields(AccountOverview)]
+        for u in unsynced:
+            if u.authorizer_appid in with_accounts:
+                continue
+            documents.append(
+                {key: None for key in keys}
+                | {
+                    "name": None,
+                    "kind": u.kind,
+                    "appid": u.authorizer_appid,
+                    "token_source": "component",
+                    "enabled": False,
+                    "in_config": False,
+                    "source": "discover",
+                    "live_rules": 0,
+                    "not_synced": u.reason,
+                }
+            )
+        _echo_json(documents)
         return
     click.echo(
         format_table(
@@ -579,6 +606,117 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
             ],
         )
     )
+    if unsynced:
+        click.echo("")
+        click.echo(
+            "authorizers not synced (looked at again by the next `qrsync accounts discover`):"
+        )
+        click.echo(
+            format_table(
+                ["authorizer", "kind", "platform", "reason"],
+                [
+                    [u.authorizer_appid, u.kind or "?", u.component_appid, u.reason or ""]
+                    for u in unsynced
+                ],
+            )
+        )
+
+
+@accounts_command.command("discover")
+@click.option("--dry-run", is_flag=True, help="Say what discovery would change; write nothing.")
+@click.option(
+    "--allow-mass-disable",
+    is_flag=True,
+    help="Apply a discovery that disables more than sync.max_delete_fraction (or all) of the "
+    "enabled discovered accounts.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what changed (or would) as JSON.")
+@click.pass_obj
+@_guarded
+def accounts_discover(obj: Context, dry_run: bool, allow_mass_disable: bool, as_json: bool) -> None:
+    """Find the [component] platform's authorizers and make each mini program, and each
+    service account's linked mini program, an account (see docs/accounts-discovery.md)."""
+    from qrsync.discovery import (
+        DiscoveryCache,
+        describe_plan,
+        discover,
+        mass_disable_refusal,
+        plan_document,
+    )
+    from qrsync.store.accounts import (
+        accounts_defined_elsewhere,
+        discovered_accounts,
+        discovered_authorizers,
+        write_discovery,
+    )
+    from qrsync.store.encryption import sealer_for
+    from qrsync.store.tokens import PgTokenCache
+    from qrsync.wechat.client import WeChatClient
+    from qrsync.wechat.tokens import TokenProviders
+
+    app = obj.app()
+    config = app.config
+    component = config.component
+    if component is None:
+        raise UsageError(
+            f"{config.path}: discovery needs a [component] table (the platform's appid, "
+            "appsecret_env and verify_ticket_env or _file)"
+        )
+    sealer = sealer_for(config)
+    app.mirror_accounts()
+    engine = app.ready_engine()
+    cache = DiscoveryCache(PgTokenCache(engine, sealer), component.appid, dry_run=dry_run)
+    client = WeChatClient(config.api, pool_size=2)
+    try:
+        plan = discover(
+            TokenProviders(client, cache, component),
+            component,
+            discovered_authorizers(engine, component.appid),
+            discovered_accounts(engine),
+            accounts_defined_elsewhere(engine),
+            cache,
+            _notice if not as_json else lambda _line: None,
+        )
+    finally:
+        client.close()
+    fraction = config.sync.max_delete_fraction
+    document = plan_document(plan, dry_run, fraction)
+    head = (
+        f"platform {component.appid}: {plan.listed} authorizers, "
+        f"{document['looked_at']} looked at, {len(plan.accounts)} accounts to sync"
+    )
+    if dry_run:
+        if as_json:
+            _echo_json(document)
+        else:
+            click.echo(f"{head}; dry run, nothing written:")
+            for line in describe_plan(plan):
+                click.echo(line)
+            if plan.mass_disable(fraction):
+                click.echo(
+                    f"  applying it needs --allow-mass-disable: it disables "
+                    f"{len(plan.disabled)} of the {plan.enabled_before} enabled discovered accounts"
+                )
+        return
+    if plan.mass_disable(fraction) and not allow_mass_disable:
+        raise mass_disable_refusal(plan, fraction)
+    result = write_discovery(
+        engine,
+        component.appid,
+        plan.accounts,
+        plan.disabled,
+        [f.seen() for f in plan.findings],
+        plan.refresh_tokens,
+        sealer,
+    )
+    if as_json:
+        _echo_json({**document, "written": list(result.written)})
+    else:
+        click.echo(f"{head}:")
+        for line in describe_plan(plan):
+            click.echo(line)
+    if plan.failed:
+        sys.exit(1)
 
 
 @accounts_command.command("import")

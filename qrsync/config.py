@@ -145,6 +145,8 @@ class ComponentConfig:
     appid: str
     appsecret: SecretRef
     verify_ticket: SecretRef
+    discover: bool = False
+    """Find the platform's authorizers by itself (``qrsync accounts discover``)."""
 
 
 @dataclass(frozen=True)
@@ -427,6 +429,7 @@ class _Parser:
             "appsecret_file",
             "verify_ticket_env",
             "verify_ticket_file",
+            "discover",
         }
         self.only(t, keys, "component")
         appid = self.req_str(t, "appid", "component")
@@ -436,7 +439,14 @@ class _Parser:
         if appsecret is None or ticket is None:
             missing = "appsecret" if appsecret is None else "verify_ticket"
             raise self.fail(f"{missing}_env or {missing}_file is required", f"component.{missing}")
-        return ComponentConfig(appid=appid, appsecret=appsecret, verify_ticket=ticket)
+        discover = t.get("discover", False)
+        if not isinstance(discover, bool):
+            raise self.fail(
+                f"must be true or false, not {_describe(discover)}", "component.discover"
+            )
+        return ComponentConfig(
+            appid=appid, appsecret=appsecret, verify_ticket=ticket, discover=discover
+        )
 
     def account(
         self, t: dict[str, Any], index: int, component: ComponentConfig | None

@@ -98,6 +98,14 @@ class SimulatorAdmin:
         result: Json = self._call("GET", f"/sim/components/{component_appid}/ticket")
         return str(result["verify_ticket"])
 
+    def authorize(self, component_appid: str, authorizer_appid: str, **grant: Any) -> Json:
+        """Grant the platform an authorization or change one (``refresh_token``,
+        ``permission_sets``, ``rotate_refresh_token``, ``auth_time``); a change moves its
+        ``auth_time`` to now unless given, as a new authorisation does."""
+        path = f"/sim/components/{component_appid}/authorizations/{authorizer_appid}"
+        result: Json = self._call("PUT", path, grant)
+        return result
+
     def revoke_authorization(self, component_appid: str, authorizer_appid: str) -> None:
         """The authorizer withdraws its grant: its refresh tokens answer 61023."""
         path = f"/sim/components/{component_appid}/authorizations/{authorizer_appid}"

@@ -7,10 +7,11 @@ WeChat endpoints: ``POST /cgi-bin/stable_token``, ``GET /cgi-bin/token``,
 ``GET /central/token/<appid>`` (a central token service), ``POST /cgi-bin/component/
 api_component_token``, ``POST /cgi-bin/component/api_authorizer_token``, ``POST /cgi-bin/
 component/api_get_authorizer_list``, ``POST /cgi-bin/component/api_get_authorizer_info``,
+``POST /cgi-bin/wxopen/wxamplinkget``,
 ``POST /cgi-bin/wxopen/qrcodejumpget|qrcodejumpadd|qrcodejumppublish|qrcodejumpdelete``. The call
 log, the stats and the faults name them ``stable_token``, ``token``, ``central``,
-``component_token``, ``authorizer_token``, ``authorizer_list``, ``authorizer_info`` and
-``qrcodejump*``.
+``component_token``, ``authorizer_token``, ``authorizer_list``, ``authorizer_info``,
+``amplinkget`` and ``qrcodejump*``.
 
 The discovery endpoints (REFERENCE.md "A third-party platform's authorizers") take the platform's
 token as ``?component_access_token=`` or ``?access_token=``, check it as the other component
@@ -34,7 +35,8 @@ Admin endpoints (JSON in and out; errors are HTTP 400/404 with ``{"error"}``):
 ``POST /sim/reset``, ``POST /sim/accounts``, ``GET|PATCH /sim/accounts/<appid>``,
 ``POST|PUT|GET /sim/accounts/<appid>/rules``, ``POST /sim/components``,
 ``POST|GET /sim/components/<appid>/ticket``,
-``DELETE /sim/components/<appid>/authorizations/<authorizer_appid>``,
+``PUT|DELETE /sim/components/<appid>/authorizations/<authorizer_appid>`` (grant or change one,
+body ``{refresh_token?, permission_sets?, rotate_refresh_token?, auth_time?}``; revoke one),
 ``POST /sim/tokens/expire``, ``POST /sim/tokens/invalidate``, ``POST /sim/clock``,
 ``POST|GET|DELETE /sim/faults``, ``GET|DELETE /sim/calls``, ``GET /sim/stats``,
 ``GET|POST /sim/settings``.
@@ -82,6 +84,7 @@ _WECHAT_ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/cgi-bin/component/api_authorizer_token"): "authorizer_token",
     ("POST", "/cgi-bin/component/api_get_authorizer_list"): "authorizer_list",
     ("POST", "/cgi-bin/component/api_get_authorizer_info"): "authorizer_info",
+    ("POST", "/cgi-bin/wxopen/wxamplinkget"): "amplinkget",
     ("POST", "/cgi-bin/wxopen/qrcodejumpget"): "qrcodejumpget",
     ("POST", "/cgi-bin/wxopen/qrcodejumpadd"): "qrcodejumpadd",
     ("POST", "/cgi-bin/wxopen/qrcodejumppublish"): "qrcodejumppublish",
@@ -153,6 +156,11 @@ class Simulator:
                 ("POST", r"/sim/components", self._add_component),
                 ("POST", r"/sim/components/(?P<appid>[^/]+)/ticket", self._rotate_ticket),
                 ("GET", r"/sim/components/(?P<appid>[^/]+)/ticket", self._ticket),
+                (
+                    "PUT",
+                    r"/sim/components/(?P<appid>[^/]+)/authorizations/(?P<authorizer>[^/]+)",
+                    self._put_authorization,
+                ),
                 (
                     "DELETE",
                     r"/sim/components/(?P<appid>[^/]+)/authorizations/(?P<authorizer>[^/]+)",
@@ -288,6 +296,11 @@ class Simulator:
 
     def _ticket(self, request: AdminRequest) -> Json:
         return {"verify_ticket": self.world.component(request.args["appid"]).ticket}
+
+    def _put_authorization(self, request: AdminRequest) -> Json:
+        return self.world.put_authorization(
+            request.args["appid"], request.args["authorizer"], request.body
+        )
 
     def _revoke_authorization(self, request: AdminRequest) -> Json:
         self.world.revoke_authorization(request.args["appid"], request.args["authorizer"])

@@ -21,6 +21,7 @@ A world is described by a dict (or a TOML / JSON world file) of this shape::
     released = true                    # false: publishing a rule gives 85074
     total_count_offset = 0             # miniprogram mode: added to total_count
     linked_miniprograms = ["wx..."]    # service_account: mini programs it may set rules for
+    service_type = 2                   # official account: 2 service account, 0/1 subscription
     max_rules = 100000                 # per (account, mini program): 85073 when full
     [[accounts.rule_sets]]             # generated rules, deterministic from the seed
     miniprogram_appid = "wx..."        # service_account: whose rules (default: first linked)
@@ -53,6 +54,14 @@ endpoint lists, and the account fields are made up from the appid (same appid, s
 qrcodejumpadd takes ``open_version``, ``permit_sub_rule`` and ``is_edit`` as integers or as their
 decimal strings ("1"): WeChat's older page of the endpoint and SDKs such as WxJava send strings,
 its newer pages numbers. Either way the rule stores, and qrcodejumpget answers, integers.
+wxamplinkget (an official account's linked mini programs, with the authorizer's or the account's
+own access token) answers 48001 to a mini program's token and 61003 to an authorizer token of a
+platform the account no longer authorises; each item's ``nickname`` is the linked mini program's
+``nick_name`` when it is an account of the world. An official account's ``service_type`` (0 or 1:
+a subscription account) is what api_get_authorizer_info reports in ``service_type_info``; the
+rule endpoints treat it as a service account. The admin API grants or changes an authorization
+(``PUT /sim/components/<appid>/authorizations/<authorizer>``); a changed grant is a new
+authorisation, so its ``auth_time`` moves to now unless given.
 """
 
 from __future__ import annotations
@@ -81,6 +90,7 @@ ENDPOINTS: tuple[str, ...] = (
     "authorizer_token",
     "authorizer_list",
     "authorizer_info",
+    "amplinkget",
     "qrcodejumpget",
     "qrcodejumpadd",
     "qrcodejumppublish",
@@ -424,6 +434,7 @@ class Account:
     max_rules: int = 100_000
     nick_name: str = ""
     principal_name: str = ""
+    service_type: int = 2
 
     def miniprograms(self) -> list[str]:
         """The mini programs whose rules this account sets: itself, or the linked ones."""
@@ -617,7 +628,7 @@ def _authorizer_view(account: Account) -> Json:
     info: Json = {
         "nick_name": account.nick_name,
         "head_img": f"http://wx.qlogo.cn/mmopen/sim{digest[:32]}/0",
-        "service_type_info": {"id": 0 if miniprogram else 2},
+        "service_type_info": {"id": 0 if miniprogram else account.service_type},
         "verify_type_info": {"id": 0 if account.verified else -1},
         "user_name": f"gh_{digest[:12]}",
         "alias": "",
@@ -709,7 +720,7 @@ class World:
             {
                 "appid", "kind", "secret", "personal", "verified", "qrcodejump_open",
                 "pub_quota", "released", "total_count_offset", "linked_miniprograms",
-                "max_rules", "rule_sets", "nick_name", "principal_name",
+                "max_rules", "rule_sets", "nick_name", "principal_name", "service_type",
             },
         )  # fmt: skip
         kind = f.text("kind")
@@ -727,6 +738,7 @@ class World:
             total_count_offset=f.integer("total_count_offset", 0),
             linked_miniprograms=f.texts("linked_miniprograms"),
             max_rules=f.integer("max_rules", 100_000, minimum=0),
+            service_type=self._service_type(f),
         )
         account.nick_name = f.optional_text("nick_name") or _default_nick_name(account)
         account.principal_name = f.optional_text("principal_name") or (
@@ -743,6 +755,13 @@ class World:
         for rule_set in rule_sets:
             self.generate(account.appid, rule_set)
         return self.account_view(account.appid)
+
+    @staticmethod
+    def _service_type(f: _Fields) -> int:
+        value = f.integer("service_type", 2)
+        if value not in (0, 1, 2):
+            raise f.fail("service_type", "must be 0, 1 (subscription account) or 2 (service)")
+        return value
 
     def _rule_set(self, account: Account, data: object, where: str) -> RuleSet:
         f = _Fields(data, where, {"miniprogram_appid", "count", "published_fraction", "quirks"})
@@ -863,6 +882,7 @@ class World:
             "max_rules": a.max_rules,
             "nick_name": a.nick_name,
             "principal_name": a.principal_name,
+            "service_type": a.service_type,
             "rules": {mp: len(self.books[(appid, mp)]) for (o, mp) in self.books if o == appid},
         }
 
@@ -874,7 +894,7 @@ class World:
             {
                 "qrcodejump_open", "pub_quota", "released", "total_count_offset", "secret",
                 "personal", "verified", "max_rules", "linked_miniprograms", "nick_name",
-                "principal_name",
+                "principal_name", "service_type",
             },
         )  # fmt: skip
         if f.has("qrcodejump_open"):
@@ -901,6 +921,8 @@ class World:
             account.nick_name = f.text("nick_name")
         if f.has("principal_name"):
             account.principal_name = f.text("principal_name")
+        if f.has("service_type"):
+            account.service_type = self._service_type(f)
         return self.account_view(appid)
 
     def generate_rules(self, appid: str, data: object) -> Json:
@@ -955,6 +977,38 @@ class World:
         component.ticket = "ticket@@@" + self._random_text(64)
         component.ticket_issued_at = self.clock.now()
         return component.ticket
+
+    def put_authorization(self, component_appid: str, authorizer_appid: str, data: object) -> Json:
+        """Grant the platform an authorization, or change one (a new authorisation: its
+        ``auth_time`` moves to now unless given); unnamed fields keep their value."""
+        component = self.component(component_appid)
+        self.account(authorizer_appid)
+        f = _Fields(
+            data,
+            f"{component_appid}.authorizations.{authorizer_appid}",
+            {"refresh_token", "permission_sets", "rotate_refresh_token", "auth_time"},
+        )
+        grant = component.authorizations.get(authorizer_appid)
+        if grant is None:
+            grant = Authorization(
+                authorizer_appid=authorizer_appid,
+                refresh_token="refreshtoken@@@" + self._random_text(48),
+                permission_sets=[3, 18],
+            )
+        if f.has("refresh_token"):
+            grant.refresh_token = f.text("refresh_token")
+        if f.has("permission_sets"):
+            grant.permission_sets = f.integers("permission_sets", (3, 18))
+        if f.has("rotate_refresh_token"):
+            grant.rotate_refresh_token = f.flag("rotate_refresh_token", False)
+        grant.auth_time = f.integer("auth_time", int(self.clock.now()), minimum=0)
+        # A new grant goes to the end of the list, as api_get_authorizer_list orders by grant.
+        component.authorizations[authorizer_appid] = grant
+        return {
+            "authorizer_appid": authorizer_appid,
+            "permission_sets": list(grant.permission_sets),
+            "auth_time": grant.auth_time,
+        }
 
     def revoke_authorization(self, component_appid: str, authorizer_appid: str) -> None:
         component = self.component(component_appid)
@@ -1061,6 +1115,7 @@ class World:
             "authorizer_token": self._authorizer_token,
             "authorizer_list": self._authorizer_list,
             "authorizer_info": self._authorizer_info,
+            "amplinkget": self._amplinkget,
             "qrcodejumpget": self._qrcodejumpget,
             "qrcodejumpadd": self._qrcodejumpadd,
             "qrcodejumppublish": self._qrcodejumppublish,
@@ -1298,6 +1353,53 @@ class World:
                 },
             }
         )
+
+    def _amplinkget(self, call: ApiCall) -> Reply:
+        """wxamplinkget: the mini programs linked to an official account (REFERENCE
+        "discovery"), called with its (authorizer) access token."""
+        value = call.query.get("access_token", "")
+        if not value:
+            return error_reply(41001, call.rid)
+        token = self.tokens.get(value)
+        if token is None or token.kind != "access":
+            return error_reply(40001, call.rid)
+        refused = token.errcode(self.clock.now())
+        if refused:
+            return error_reply(refused, call.rid)
+        if not self._admit(token.appid):
+            return error_reply(44990, call.rid)
+        if call.body is None:
+            return error_reply(47001, call.rid)
+        account = self.accounts.get(token.appid)
+        if account is None:
+            return error_reply(40001, call.rid)
+        if token.component is not None:
+            component = self.components.get(token.component)
+            if component is None or account.appid not in component.authorizations:
+                return error_reply(61003, call.rid)
+        if account.kind == "miniprogram":
+            return error_reply(48001, call.rid)
+        items = []
+        for appid in account.linked_miniprograms:
+            linked = self.accounts.get(appid)
+            digest = hashlib.sha256(appid.encode()).hexdigest()
+            items.append(
+                {
+                    "appid": appid,
+                    "nickname": linked.nick_name if linked else f"Mini program {appid[-4:]}",
+                    "username": f"gh_{digest[:12]}",
+                    "headimgurl": f"http://wx.qlogo.cn/mmhead/sim{digest[:32]}/0",
+                    "status": 1,
+                    "source": "",
+                    "selected": 0,
+                    "nearby_display_status": 0,
+                    "released": 1,
+                    "func_infos": [],
+                    "copy_verify_status": 0,
+                    "email": "",
+                }
+            )
+        return Reply({"errcode": 0, "errmsg": "ok", "wxopens": {"items": items}})
 
     # --- the rule endpoints ------------------------------------------------------------------
 

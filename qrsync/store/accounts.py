@@ -57,6 +57,7 @@ class AccountOverview:
     token_source: str
     enabled: bool
     in_config: bool
+    source: str
     live_rules: int
     last_run_id: int | None
     last_status: str | None
@@ -172,3 +173,165 @@ def imported_accounts(engine: Engine) -> list[AccountConfig]:
             )
         )
     return accounts
+
+
+# --- discovery (qrsync accounts discover) --------------------------------------------------------
+
+
+def discovered_accounts(engine: Engine) -> list[AccountConfig]:
+    """The accounts discovery made, enabled or not, as configurations the sync can use: their
+    token source is component, their refresh token is stored (never in a file)."""
+    with engine.connect() as conn:
+        rows = conn.execute(query("discovered_accounts")).all()
+    return [
+        AccountConfig(
+            name=row.name,
+            kind=row.kind,
+            appid=row.appid,
+            token=TokenConfig(source="component"),
+            miniprogram_appid=row.miniprogram_appid,
+            schedule=row.schedule,
+            enabled=row.enabled,
+        )
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True)
+class DefinedAccount:
+    """An account of the configuration file or of the latest import (``source``)."""
+
+    name: str
+    appid: str
+    miniprogram_appid: str | None
+    source: str
+
+
+def accounts_defined_elsewhere(engine: Engine) -> list[DefinedAccount]:
+    """The file's and the import's accounts, which discovery never makes twice."""
+    with engine.connect() as conn:
+        rows = conn.execute(query("accounts_defined_elsewhere")).mappings().all()
+    return [DefinedAccount(**row) for row in rows]
+
+
+@dataclass(frozen=True)
+class AuthorizerRecord:
+    """What discovery saw of one authorizer of a platform."""
+
+    authorizer_appid: str
+    kind: str | None
+    nick_name: str | None
+    auth_time: int | None
+    listed: bool
+    synced: bool
+    reason: str | None
+    errcode: int | None
+    first_seen_at: datetime
+    checked_at: datetime
+
+
+def discovered_authorizers(engine: Engine, component_appid: str) -> list[AuthorizerRecord]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            query("discovered_authorizers"), {"component_appid": component_appid}
+        ).mappings()
+        return [AuthorizerRecord(**row) for row in rows]
+
+
+@dataclass(frozen=True)
+class UnsyncedAuthorizer:
+    """A listed authorizer that is not synced, and why (``qrsync accounts``)."""
+
+    component_appid: str
+    authorizer_appid: str
+    kind: str | None
+    nick_name: str | None
+    reason: str | None
+    errcode: int | None
+    checked_at: datetime
+
+
+def unsynced_authorizers(engine: Engine) -> list[UnsyncedAuthorizer]:
+    with engine.connect() as conn:
+        rows = conn.execute(query("all_discovered_authorizers")).mappings().all()
+    return [UnsyncedAuthorizer(**row) for row in rows]
+
+
+@dataclass(frozen=True)
+class AuthorizerSeen:
+    """One listed authorizer as one discovery leaves it (kind and name None: as before)."""
+
+    appid: str
+    kind: str | None
+    nick_name: str | None
+    auth_time: int | None
+    synced: bool
+    reason: str | None
+    errcode: int | None
+
+
+@dataclass(frozen=True)
+class DiscoveryWrite:
+    written: tuple[str, ...]
+    disabled: tuple[str, ...]
+
+
+def write_discovery(
+    engine: Engine,
+    component_appid: str,
+    accounts: Sequence[AccountConfig],
+    disable: Sequence[str],
+    authorizers: Sequence[AuthorizerSeen],
+    refresh_tokens: dict[str, str],
+    sealer: TokenSealer | None = None,
+) -> DiscoveryWrite:
+    """Write one discovery in one transaction: upsert (and enable) its accounts, disable those
+    named, record every listed authorizer (and unlist the others), store the refresh tokens
+    from the list as imported seeds are (sealed; one rotated since the same listed value was
+    stored is kept)."""
+    sealer = sealer or TokenSealer()
+    with engine.begin() as conn:
+        written = (
+            conn.execute(
+                query("discover_accounts"),
+                {
+                    "names": [a.name for a in accounts],
+                    "kinds": [a.kind for a in accounts],
+                    "appids": [a.appid for a in accounts],
+                    "miniprogram_appids": [a.miniprogram_appid for a in accounts],
+                },
+            )
+            .scalars()
+            .all()
+        )
+        disabled = conn.execute(query("disable_discovered_accounts"), {"names": list(disable)})
+        disabled_names = tuple(disabled.scalars())
+        conn.execute(
+            query("record_discovered_authorizers"),
+            {
+                "component_appid": component_appid,
+                "appids": [a.appid for a in authorizers],
+                "kinds": [a.kind for a in authorizers],
+                "nick_names": [a.nick_name for a in authorizers],
+                "auth_times": [a.auth_time for a in authorizers],
+                "synceds": [a.synced for a in authorizers],
+                "reasons": [a.reason for a in authorizers],
+                "errcodes": [a.errcode for a in authorizers],
+            },
+        )
+        conn.execute(
+            query("unlist_discovered_authorizers"),
+            {"component_appid": component_appid, "appids": [a.appid for a in authorizers]},
+        )
+        for appid, listed in refresh_tokens.items():
+            conn.execute(
+                query("seed_refresh_token"),
+                {
+                    "component_appid": component_appid,
+                    "authorizer_appid": appid,
+                    "refresh_token": sealer.seal(listed),
+                    "seed_fingerprint": seed_fingerprint(listed),
+                },
+            )
+        conn.execute(query("ensure_leases"))
+    return DiscoveryWrite(written=tuple(written), disabled=disabled_names)

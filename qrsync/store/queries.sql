@@ -36,7 +36,7 @@ SELECT id, name FROM accounts;
 -- name: list_accounts --
 -- The accounts with their last finished run, for `qrsync accounts`.
 SELECT a.id, a.name, a.kind, a.appid, a.miniprogram_appid, a.token_source, a.enabled,
-       a.in_config, r.id AS last_run_id, r.status AS last_status, r.started_at AS last_run_at,
+       a.in_config, a.source, r.id AS last_run_id, r.status AS last_status, r.started_at AS last_run_at,
        r.finished_at AS last_finished_at, r.rules_seen AS last_rules_seen, r.error AS last_error,
        (SELECT count(*) FROM rules x WHERE x.account_id = a.id AND x.deleted_at IS NULL)
            AS live_rules
@@ -828,6 +828,85 @@ SELECT name, kind, appid, miniprogram_appid, token_source, schedule, enabled, ce
 FROM accounts
 WHERE source = 'import'
 ORDER BY name;
+
+-- name: discovered_accounts --
+-- The accounts discovery made (source 'discover'), enabled or not.
+SELECT name, kind, appid, miniprogram_appid, token_source, schedule, enabled
+FROM accounts
+WHERE source = 'discover'
+ORDER BY name;
+
+-- name: accounts_defined_elsewhere --
+-- The configuration file's and the latest import's accounts: discovery never makes their AppID
+-- pair (or their name) a second account.
+SELECT name, appid, miniprogram_appid, source
+FROM accounts
+WHERE (source = 'config' AND in_config) OR (source = 'import' AND enabled);
+
+-- name: discover_accounts --
+-- Insert or update discovered accounts (source 'discover'), writing only rows that changed;
+-- names of other sources are left alone (matched by nothing).
+INSERT INTO accounts AS a (name, kind, appid, miniprogram_appid, token_source, enabled,
+                           in_config, source)
+SELECT c.name, c.kind, c.appid, c.miniprogram_appid, 'component', true, false, 'discover'
+FROM unnest(CAST(:names AS text[]), CAST(:kinds AS text[]), CAST(:appids AS text[]),
+            CAST(:miniprogram_appids AS text[]))
+     AS c(name, kind, appid, miniprogram_appid)
+ON CONFLICT (name) DO UPDATE
+SET kind = EXCLUDED.kind, appid = EXCLUDED.appid, miniprogram_appid = EXCLUDED.miniprogram_appid,
+    token_source = 'component', enabled = true, updated_at = now()
+WHERE a.source = 'discover'
+  AND (a.kind, a.appid, a.miniprogram_appid, a.token_source, a.enabled)
+      IS DISTINCT FROM (EXCLUDED.kind, EXCLUDED.appid, EXCLUDED.miniprogram_appid,
+                        'component', true)
+RETURNING name;
+
+-- name: disable_discovered_accounts --
+-- Disable the discovered accounts named (gone from the list, or no longer syncable); their
+-- history stays.
+UPDATE accounts
+SET enabled = false, updated_at = now()
+WHERE source = 'discover' AND enabled AND name = ANY (CAST(:names AS text[]))
+RETURNING name;
+
+-- name: discovered_authorizers --
+-- What discovery saw of each authorizer of a platform (qrsync accounts, the next discovery).
+SELECT authorizer_appid, kind, nick_name, auth_time, listed, synced, reason, errcode,
+       first_seen_at, checked_at
+FROM discovered_authorizers
+WHERE component_appid = :component_appid
+ORDER BY authorizer_appid;
+
+-- name: all_discovered_authorizers --
+-- Every platform's authorizers that are listed but not synced, with the reason (qrsync accounts).
+SELECT component_appid, authorizer_appid, kind, nick_name, reason, errcode, checked_at
+FROM discovered_authorizers
+WHERE listed AND NOT synced
+ORDER BY component_appid, authorizer_appid;
+
+-- name: record_discovered_authorizers --
+-- Record what one discovery saw of the authorizers it looked at; an authorizer met by an
+-- errcode keeps the kind and name seen before.
+INSERT INTO discovered_authorizers AS d (component_appid, authorizer_appid, kind, nick_name,
+                                         auth_time, listed, synced, reason, errcode)
+SELECT :component_appid, c.appid, c.kind, c.nick_name, c.auth_time, true, c.synced, c.reason,
+       c.errcode
+FROM unnest(CAST(:appids AS text[]), CAST(:kinds AS text[]), CAST(:nick_names AS text[]),
+            CAST(:auth_times AS bigint[]), CAST(:synceds AS boolean[]),
+            CAST(:reasons AS text[]), CAST(:errcodes AS integer[]))
+     AS c(appid, kind, nick_name, auth_time, synced, reason, errcode)
+ON CONFLICT (component_appid, authorizer_appid) DO UPDATE
+SET kind = COALESCE(EXCLUDED.kind, d.kind), nick_name = COALESCE(EXCLUDED.nick_name, d.nick_name),
+    auth_time = EXCLUDED.auth_time, listed = true, synced = EXCLUDED.synced,
+    reason = EXCLUDED.reason, errcode = EXCLUDED.errcode, checked_at = now();
+
+-- name: unlist_discovered_authorizers --
+-- Mark the authorizers of a platform that its list no longer has.
+UPDATE discovered_authorizers
+SET listed = false, synced = false, checked_at = now(),
+    reason = 'no longer in the platform''s authorizer list (authorisation withdrawn)'
+WHERE component_appid = :component_appid AND listed
+  AND authorizer_appid <> ALL (CAST(:appids AS text[]));
 
 -- name: seed_refresh_token --
 -- Store an imported authorizer refresh token, unless the same seed was stored before (then the

@@ -54,7 +54,7 @@ accounts = Table(
     Column("updated_at", TS, nullable=False, server_default=text("now()")),
     UniqueConstraint("name", name="accounts_name_key"),
     CheckConstraint("kind IN ('miniprogram', 'service_account')", name="accounts_kind_check"),
-    CheckConstraint("source IN ('config', 'import')", name="accounts_source_check"),
+    CheckConstraint("source IN ('config', 'import', 'discover')", name="accounts_source_check"),
 )
 
 sync_runs = Table(
@@ -247,4 +247,21 @@ account_leases = Table(
     Column("scheduled_for", TS),
     Column("sync_run_id", BigInteger),
     Column("claimed_at", TS),
+)
+
+discovered_authorizers = Table(
+    "discovered_authorizers",
+    metadata,
+    Column("component_appid", Text, nullable=False),
+    Column("authorizer_appid", Text, nullable=False),
+    Column("kind", Text),
+    Column("nick_name", Text),
+    Column("auth_time", BigInteger),
+    Column("listed", Boolean, nullable=False, server_default=text("true")),
+    Column("synced", Boolean, nullable=False, server_default=text("false")),
+    Column("reason", Text),
+    Column("errcode", Integer),
+    Column("first_seen_at", TS, nullable=False, server_default=text("now()")),
+    Column("checked_at", TS, nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("component_appid", "authorizer_appid", name="discovered_authorizers_pkey"),
 )

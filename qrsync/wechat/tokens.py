@@ -272,7 +272,7 @@ class TokenProviders:
         payload = self._platform_request(
             "/cgi-bin/component/api_get_authorizer_info",
             "api_get_authorizer_info",
-            account,
+            account.name,
             {"component_appid": component.appid, "authorizer_appid": account.appid},
         )
         info = payload.get("authorization_info")
@@ -473,14 +473,14 @@ class TokenProviders:
             "authorizer_refresh_token": refresh_token,
         }
         return self._platform_request(
-            "/cgi-bin/component/api_authorizer_token", "api_authorizer_token", account, body
+            "/cgi-bin/component/api_authorizer_token", "api_authorizer_token", account.name, body
         )
 
     def _platform_request(
-        self, path: str, endpoint: str, account: AccountConfig, body: dict[str, Any]
+        self, path: str, endpoint: str, account: str, body: dict[str, Any]
     ) -> dict[str, Any]:
         """A call with the platform's component_access_token; a rejected one is replaced and
-        the call made once more."""
+        the call made once more. ``account``: the name errors carry."""
         component = self.component
         assert component is not None
 
@@ -488,19 +488,19 @@ class TokenProviders:
             return self._token_request(
                 path,
                 endpoint,
-                account.name,
+                account,
                 component.appid,
                 body,
                 params={"component_access_token": ct},
             )
 
-        component_token = self._component_token(account.name, None)
+        component_token = self._component_token(account, None)
         try:
             return call(component_token)
         except TokenError as exc:
             if not isinstance(exc.__cause__, TokenRejected):
                 raise
-            return call(self._component_token(account.name, component_token))
+            return call(self._component_token(account, component_token))
 
     def _recover_refresh_token(
         self, account: AccountConfig, refused: str, fingerprint: str, error: TokenError
@@ -556,7 +556,7 @@ class TokenProviders:
             payload = self._platform_request(
                 "/cgi-bin/component/api_get_authorizer_list",
                 endpoint,
-                account,
+                account.name,
                 {
                     "component_appid": component.appid,
                     "offset": offset,
@@ -591,6 +591,77 @@ class TokenProviders:
             f"{endpoint} did not end after {AUTHORIZER_LIST_MAX_PAGES} pages",
             account=account.name,
         )
+
+    # --- discovery (qrsync accounts discover) -------------------------------------------------
+
+    def authorizer_list_page(self, offset: int, label: str) -> tuple[int, list[dict[str, Any]]]:
+        """One page of api_get_authorizer_list (at most 500 a call, REFERENCE.md): its
+        ``total_count`` and its entries; every refresh token in it is registered as a secret.
+        ``label``: what errors name (the platform)."""
+        component = self.component
+        assert component is not None
+        endpoint = "api_get_authorizer_list"
+        payload = self._platform_request(
+            "/cgi-bin/component/api_get_authorizer_list",
+            endpoint,
+            label,
+            {"component_appid": component.appid, "offset": offset, "count": AUTHORIZER_LIST_PAGE},
+        )
+        total = payload.get("total_count")
+        entries = payload.get("list")
+        if isinstance(total, bool) or not isinstance(total, int) or not isinstance(entries, list):
+            raise TokenError(
+                f"{endpoint} answered without a numeric total_count and a list", account=label
+            )
+        for entry in entries:
+            value = entry.get("refresh_token") if isinstance(entry, dict) else None
+            if isinstance(value, str) and value:
+                register_secret(value)
+        return total, [entry for entry in entries if isinstance(entry, dict)]
+
+    def authorizer_info(self, authorizer_appid: str, label: str) -> dict[str, Any]:
+        """api_get_authorizer_info's whole answer for one authorizer (REFERENCE.md); the
+        refresh token it carries is registered as a secret."""
+        component = self.component
+        assert component is not None
+        payload = self._platform_request(
+            "/cgi-bin/component/api_get_authorizer_info",
+            "api_get_authorizer_info",
+            label,
+            {"component_appid": component.appid, "authorizer_appid": authorizer_appid},
+        )
+        info = payload.get("authorization_info")
+        if isinstance(info, dict) and isinstance(info.get("authorizer_refresh_token"), str):
+            register_secret(info["authorizer_refresh_token"])
+        return payload
+
+    def linked_miniprograms(self, account: AccountConfig) -> list[dict[str, Any]]:
+        """The mini programs linked to a service account, from ``/cgi-bin/wxopen/wxamplinkget``
+        with its (authorizer) access token (REFERENCE.md); a rejected token is replaced once."""
+        provider = self.for_account(account)
+        endpoint = "wxamplinkget"
+
+        def call(token: str) -> dict[str, Any]:
+            return self.client.request(
+                "POST",
+                "/cgi-bin/wxopen/wxamplinkget",
+                endpoint=endpoint,
+                account=account.name,
+                caller=account.appid,
+                params={"access_token": token},
+                body={},
+            )
+
+        token = provider.get()
+        try:
+            payload = call(token)
+        except TokenRejected:
+            payload = call(provider.refresh(token))
+        wxopens = payload.get("wxopens")
+        items = wxopens.get("items") if isinstance(wxopens, dict) else None
+        if not isinstance(items, list):
+            raise TokenError(f"{endpoint} answered without wxopens.items", account=account.name)
+        return [item for item in items if isinstance(item, dict)]
 
     # --- shared -------------------------------------------------------------------------------
 

@@ -62,6 +62,17 @@ def _nothing_written(db: Any) -> None:
             ),
             ["account 'mp'", "[component]"],
         ),
+        (
+            toml_config(
+                BASE,
+                mp_account(),
+                extra=(
+                    '[component]\nappid = "wxc"\nappsecret_env = "MP_SECRET"\n'
+                    'verify_ticket_env = "OA_SECRET"\ndiscover = "yes"\n'
+                ),
+            ),
+            ["component.discover", "true or false"],
+        ),
         (toml_config("ftp://x", mp_account()), ["api.base_url"]),
         ("[api\nbase_url = 1", ["not valid TOML"]),
         (toml_config(BASE, '[[accounts]]\nkind = "miniprogram"\n'), ["accounts[0].name"]),
@@ -77,6 +88,7 @@ def _nothing_written(db: Any) -> None:
         "service-account-without-miniprogram",
         "unknown-token-source",
         "component-without-section",
+        "component-discover-not-boolean",
         "bad-base-url",
         "bad-toml",
         "account-without-name",
