@@ -37,8 +37,8 @@ soak: $(STAMP)
 	$(BIN)/python soak/run.py --minutes $(SOAK_MINUTES) $(if $(SOAK_SEED),--seed $(SOAK_SEED),)
 
 lint: $(STAMP)
-	$(BIN)/ruff check qrsync tests bench soak
-	$(BIN)/ruff format --check qrsync tests bench soak
+	$(BIN)/ruff check qrsync tests bench soak deploy
+	$(BIN)/ruff format --check qrsync tests bench soak deploy
 	$(BIN)/mypy qrsync
 
 clean:

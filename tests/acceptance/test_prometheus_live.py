@@ -5,6 +5,7 @@ failing account shows in what they read."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -25,6 +26,10 @@ from helpers import MP, MP_SECRET, mp_account, mp_world, require_tool, rule, tom
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "qrsync-alerts.yml"
 PROMETHEUS = Path("/usr/bin/prometheus")
+OPERATIONS = ROOT / "deploy" / "grafana" / "dashboards" / "qrsync-operations.json"
+MAY_BE_EMPTY = {"Run duration (95th percentile)"}
+"""Panels whose query may answer nothing a few seconds after start (a quantile of rates over
+one minute of a young histogram); every query must still be valid PromQL."""
 BROKEN = "wx1000000000000077"
 
 
@@ -166,3 +171,19 @@ def test_prometheus_scrapes_a_daemon_and_evaluates_every_rule(prometheus: str) -
         "broken": 2.0,
     }
     assert not _query(prometheus, "absent(qrsync_build_info)")
+    # The *qrsync operations* dashboard: every panel's expression, as Grafana sends it.
+    dashboard = json.loads(OPERATIONS.read_text(encoding="utf-8"))
+    (account,) = [v for v in dashboard["templating"]["list"] if v["name"] == "account"]
+    label = account["query"]["query"]  # label_values(metric, account): the variable's source
+    assert label == "label_values(qrsync_schedule_period_seconds, account)"
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"].replace("$__rate_interval", "1m").replace("$account", ".*")
+            result = _wait(
+                lambda expr=expr, title=panel["title"]: (
+                    _query(prometheus, expr) or title in MAY_BE_EMPTY
+                ),
+                f"data for the panel {panel['title']}",
+                timeout_s=30,
+            )
+            assert result, panel["title"]
