@@ -10,17 +10,16 @@ are capped, and say so, so that the page reads the same and stays small for 3 ac
 from __future__ import annotations
 
 import html
-import math
 import statistics
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Literal
 
 from qrsync import __version__
 from qrsync.masking import mask
+from qrsync.render import charts
 from qrsync.report import RECENT_LIMIT, Report, Row
 
 QUOTA_LINES = 8
@@ -109,124 +108,8 @@ def _plural(count: int, word: str) -> str:
     return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
 
 
-# --- the SVG layer -------------------------------------------------------------------------------
-
-CHART_WIDTH = 560
-
-
-def _f(value: float) -> str:
-    return f"{value:.1f}".removesuffix(".0")
-
-
-def _svg(chart_id: str, label: str, height: float, body: Sequence[str]) -> str:
-    """An accessible chart: its title is what a screen reader says and a tooltip shows."""
-    return (
-        f'<svg class="chart" id="{chart_id}" viewBox="0 0 {CHART_WIDTH} {_f(height)}" '
-        f'role="img" aria-labelledby="{chart_id}-title">'
-        f'<title id="{chart_id}-title">{_e(label)}</title>{"".join(body)}</svg>'
-    )
-
-
-def _rect(x: float, y: float, w: float, h: float, fill: str, tip: str = "") -> str:
-    title = f"<title>{_e(tip)}</title>" if tip else ""
-    return (
-        f'<rect x="{_f(x)}" y="{_f(y)}" width="{_f(max(w, 0))}" height="{_f(max(h, 0))}" '
-        f'fill="{fill}">{title}</rect>'
-    )
-
-
-def _text(x: float, y: float, text: str, anchor: str = "start", cls: str = "") -> str:
-    klass = f' class="{cls}"' if cls else ""
-    return f'<text x="{_f(x)}" y="{_f(y)}" text-anchor="{anchor}"{klass}>{_e(text)}</text>'
-
-
-def _hline(x1: float, x2: float, y: float, cls: str = "grid") -> str:
-    return f'<line x1="{_f(x1)}" x2="{_f(x2)}" y1="{_f(y)}" y2="{_f(y)}" class="{cls}"/>'
-
-
-def _ticks(top: float) -> list[int]:
-    """Round, whole-number axis ticks from 0 to at least ``top`` (about five of them)."""
-    if top <= 0:
-        return [0, 1]
-    raw = top / 4
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = max(1, int(next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)))
-    return [i * step for i in range(math.ceil(top / step) + 1)]
-
-
-@dataclass(frozen=True)
-class Plot:
-    """The drawing area inside a chart's margins, with a value axis from 0 to ``ticks[-1]``."""
-
-    left: float
-    top: float
-    width: float
-    height: float
-    ticks: list[int]
-
-    def y(self, value: float) -> float:
-        return self.top + self.height * (1 - value / self.ticks[-1])
-
-    def y_axis(self) -> list[str]:
-        right = self.left + self.width
-        parts = []
-        for tick in self.ticks:
-            parts.append(_hline(self.left, right, self.y(tick)))
-            parts.append(_text(self.left - 6, self.y(tick) + 4, f"{tick:,}", "end"))
-        return parts
-
-
-def _legend(items: Sequence[tuple[str, str, str]]) -> str:
-    """An HTML legend under a chart: (colour, name, value) per item."""
-    entries = "".join(
-        f'<li><span class="swatch" style="background:{colour}"></span>{_e(name)} '
-        f"<b>{_e(value)}</b></li>"
-        for colour, name, value in items
-    )
-    return f'<ul class="legend">{entries}</ul>'
-
-
 def _empty(message: str) -> str:
     return f'<div class="empty">{_e(message)}</div>'
-
-
-# --- time axis -----------------------------------------------------------------------------------
-
-
-Unit = Literal["day", "week", "month"]
-
-
-def _bucket_start(unit: Unit, day: date) -> date:
-    if unit == "week":
-        return day - timedelta(days=day.weekday())
-    if unit == "month":
-        return day.replace(day=1)
-    return day
-
-
-def _next_bucket(unit: Unit, bucket: date) -> date:
-    if unit == "month":
-        return (bucket + timedelta(days=32)).replace(day=1)
-    return bucket + timedelta(days=7 if unit == "week" else 1)
-
-
-@dataclass(frozen=True)
-class Timeline:
-    """The report window cut into days, or weeks or months when it is long."""
-
-    unit: Unit
-    buckets: list[date]
-
-    def key(self, day: date) -> date:
-        return _bucket_start(self.unit, day)
-
-    def label(self, bucket: date) -> str:
-        return bucket.strftime("%Y-%m") if self.unit == "month" else bucket.strftime("%m-%d")
-
-    def tip(self, bucket: date) -> str:
-        if self.unit == "week":
-            return f"week of {bucket.isoformat()}"
-        return self.label(bucket) if self.unit == "month" else bucket.isoformat()
 
 
 def _window(report: Report, days: Sequence[date]) -> tuple[date, date]:
@@ -242,59 +125,15 @@ def _window(report: Report, days: Sequence[date]) -> tuple[date, date]:
     return start, end
 
 
-def _timeline(report: Report, days: Sequence[date]) -> Timeline:
+def _timeline(report: Report, days: Sequence[date]) -> charts.Timeline:
     start, end = _window(report, days)
     span = (end - start).days + 1
-    unit: Unit = "day" if span <= 62 else "week" if span <= 7 * 60 else "month"
-    buckets, bucket = [], _bucket_start(unit, start)
+    unit: charts.Unit = "day" if span <= 62 else "week" if span <= 7 * 60 else "month"
+    buckets, bucket = [], charts.bucket_start(unit, start)
     while bucket <= end:
         buckets.append(bucket)
-        bucket = _next_bucket(unit, bucket)
-    return Timeline(unit, buckets)
-
-
-def _x_labels(timeline: Timeline, x_of: Callable[[int], float], baseline: float) -> list[str]:
-    """At most about nine labels under a time axis, evenly spaced."""
-    step = max(1, math.ceil(len(timeline.buckets) / 9))
-    return [
-        _text(x_of(i), baseline, timeline.label(bucket), "middle")
-        for i, bucket in enumerate(timeline.buckets)
-        if i % step == 0
-    ]
-
-
-@dataclass(frozen=True)
-class Series:
-    name: str
-    colour: str
-    values: list[int]
-
-
-def _columns(chart_id: str, label: str, timeline: Timeline, series: Sequence[Series]) -> str:
-    """Stacked columns, one per time bucket, each segment with a tooltip."""
-    count = len(timeline.buckets)
-    totals = [sum(s.values[i] for s in series) for i in range(count)]
-    plot = Plot(left=44, top=10, width=CHART_WIDTH - 56, height=190, ticks=_ticks(max(totals)))
-    slot = plot.width / count
-    bar = max(slot * 0.72, 1.0)
-    body = plot.y_axis()
-    for i, bucket in enumerate(timeline.buckets):
-        x = plot.left + i * slot + (slot - bar) / 2
-        base = 0
-        for s in series:
-            value = s.values[i]
-            if value:
-                top = plot.y(base + value)
-                tip = f"{timeline.tip(bucket)}: {value:,} {s.name}"
-                body.append(_rect(x, top, bar, plot.y(base) - top, s.colour, tip))
-                base += value
-    body.append(_hline(plot.left, plot.left + plot.width, plot.y(0), "axis"))
-    body += _x_labels(timeline, lambda i: plot.left + (i + 0.5) * slot, plot.y(0) + 16)
-    return _svg(chart_id, label, plot.top + plot.height + 24, body)
-
-
-def _per_unit(timeline: Timeline) -> str:
-    return {"day": "per day", "week": "per week", "month": "per month"}[timeline.unit]
+        bucket = charts.next_bucket(unit, bucket)
+    return charts.Timeline(unit, buckets)
 
 
 # --- the four charts -----------------------------------------------------------------------------
@@ -304,7 +143,7 @@ def _chart_panel(title: str, note: str, body: str) -> str:
     return _section("", title, note, body)
 
 
-def _bucketed(timeline: Timeline, rows: list[Row], column: str) -> list[int]:
+def _bucketed(timeline: charts.Timeline, rows: list[Row], column: str) -> list[int]:
     values = [0] * len(timeline.buckets)
     index = {bucket: i for i, bucket in enumerate(timeline.buckets)}
     for row in rows:
@@ -329,16 +168,16 @@ def _publications_chart(report: Report) -> str:
         if p.get("wait") is not None and not p.get("added_published")
     ]
     note = (
-        f"{_plural(total, 'publication')} in the window, {_per_unit(timeline)}; busiest: "
+        f"{_plural(total, 'publication')} in the window, {charts.per_unit(timeline)}; busiest: "
         f"{timeline.tip(timeline.buckets[busiest])} ({values[busiest]:,})."
     )
     if waits:
         note += f" Median wait before publishing (latest {len(waits)}): "
         note += f"{_duration(statistics.median(waits))}."
-    label = f"Publications {_per_unit(timeline)}, {total:,} in the window"
-    series = [Series("publications", BLUE, values)]
+    label = f"Publications {charts.per_unit(timeline)}, {total:,} in the window"
+    series = [charts.Series("publications", BLUE, values)]
     return _chart_panel(
-        "Publications", note, _columns("chart-publications", label, timeline, series)
+        "Publications", note, charts.columns("chart-publications", label, timeline, series)
     )
 
 
@@ -352,19 +191,25 @@ def _sync_chart(report: Report) -> str:
     if not runs:
         return _chart_panel("Sync runs", "", _empty("No sync runs in this window."))
     timeline = _timeline(report, [_as_date(r["day"]) for r in rows])
-    series = [Series(name, colour, _bucketed(timeline, rows, name)) for name, colour in SYNC_SERIES]
+    series = [
+        charts.Series(name, colour, _bucketed(timeline, rows, name)) for name, colour in SYNC_SERIES
+    ]
     share = totals["succeeded"] / runs
-    note = f"{_plural(runs, 'run')} in the window, {_per_unit(timeline)}: {share:.1%} succeeded."
+    note = (
+        f"{_plural(runs, 'run')} in the window, {charts.per_unit(timeline)}: {share:.1%} succeeded."
+    )
     note += _worst_bucket(timeline, series)
     label = (
-        f"Sync runs {_per_unit(timeline)}: {totals['succeeded']:,} succeeded, "
+        f"Sync runs {charts.per_unit(timeline)}: {totals['succeeded']:,} succeeded, "
         f"{totals['partial']:,} partial, {totals['failed']:,} failed"
     )
-    legend = _legend([(colour, name, f"{totals[name]:,}") for name, colour in SYNC_SERIES])
-    return _chart_panel("Sync runs", note, _columns("chart-sync", label, timeline, series) + legend)
+    legend = charts.legend([(colour, name, f"{totals[name]:,}") for name, colour in SYNC_SERIES])
+    return _chart_panel(
+        "Sync runs", note, charts.columns("chart-sync", label, timeline, series) + legend
+    )
 
 
-def _worst_bucket(timeline: Timeline, series: Sequence[Series]) -> str:
+def _worst_bucket(timeline: charts.Timeline, series: Sequence[charts.Series]) -> str:
     """Where the share of runs that did not succeed was highest, if any did not."""
     succeeded, *others = series
     shares = []
@@ -405,7 +250,7 @@ def _quota_chart(report: Report) -> str:
     note += " Each line runs from 0 to its account's highest reading."
     start, end = _window(report, [day for name in shown for day, _ in readings[name]])
     span = max((end - start).days, 1)
-    left, width = 150.0, CHART_WIDTH - 150.0 - 112.0
+    left, width = 150.0, charts.CHART_WIDTH - 150.0 - 112.0
     row_height = 48.0 if len(shown) <= 4 else 34.0
 
     def x_of(day: date) -> float:
@@ -415,10 +260,10 @@ def _quota_chart(report: Report) -> str:
     for i, name in enumerate(shown):
         body += _quota_row(name, readings[name], i * row_height, row_height, x_of)
     baseline = len(shown) * row_height
-    days = Timeline("day", [start + timedelta(days=i) for i in range(span + 1)])
-    body += _x_labels(days, lambda i: x_of(days.buckets[i]), baseline + 14)
+    days = charts.Timeline("day", [start + timedelta(days=i) for i in range(span + 1)])
+    body += charts.x_labels(days, lambda i: x_of(days.buckets[i]), baseline + 14)
     label = f"Publish quota left over time for the {len(shown)} accounts with the least left"
-    chart = _svg("chart-quota", label, baseline + 20, body)
+    chart = charts.svg("chart-quota", label, baseline + 20, body)
     return _chart_panel("Publish quota left", note, chart)
 
 
@@ -438,19 +283,24 @@ def _quota_row(
         return bottom - (bottom - top) * value / high
 
     xy = [(x_of(day), y_of(value)) for day, value in points]
-    line = " ".join(f"{'M' if i == 0 else 'L'}{_f(x)} {_f(y)}" for i, (x, y) in enumerate(xy))
-    area = f"{line} L{_f(xy[-1][0])} {_f(bottom)} L{_f(xy[0][0])} {_f(bottom)} Z"
-    yield f"<g><title>{_e(name)}</title>{_text(142, middle + 4, _clip(name, 20), 'end')}</g>"
-    yield _hline(x_of(points[0][0]), CHART_WIDTH - 112, bottom)
+    line = " ".join(
+        f"{'M' if i == 0 else 'L'}{charts.f(x)} {charts.f(y)}" for i, (x, y) in enumerate(xy)
+    )
+    (x_first, _), (x_last, y_last) = xy[0], xy[-1]
+    area = (
+        f"{line} L{charts.f(x_last)} {charts.f(bottom)} L{charts.f(x_first)} {charts.f(bottom)} Z"
+    )
+    yield f"<g><title>{_e(name)}</title>{charts.text(142, middle + 4, _clip(name, 20), 'end')}</g>"
+    yield charts.hline(x_of(points[0][0]), charts.CHART_WIDTH - 112, bottom)
     yield f'<path d="{area}" fill="{BLUE}" fill-opacity="0.12" stroke="none"/>'
     tip = f"<title>{_e(name)}: {first:,} → {latest:,} left</title>"
     yield f'<path d="{line}" fill="none" stroke="{BLUE}" stroke-width="2">{tip}</path>'
     end_colour = VERMILLION if latest == 0 else BLUE
-    yield f'<circle cx="{_f(xy[-1][0])}" cy="{_f(xy[-1][1])}" r="3.5" fill="{end_colour}"/>'
+    yield f'<circle cx="{charts.f(x_last)}" cy="{charts.f(y_last)}" r="3.5" fill="{end_colour}"/>'
     tone = "bad" if latest == 0 else "value"
-    yield _text(CHART_WIDTH - 100, middle - 1, f"{latest:,} left", cls=tone)
+    yield charts.text(charts.CHART_WIDTH - 100, middle - 1, f"{latest:,} left", cls=tone)
     was = "unchanged" if first == latest else f"from {first:,}"
-    yield _text(CHART_WIDTH - 100, middle + 12, was, cls="small")
+    yield charts.text(charts.CHART_WIDTH - 100, middle + 12, was, cls="small")
 
 
 STATE_SERIES = (
@@ -484,7 +334,7 @@ def _states_chart(report: Report) -> str:
     height = len(shown) * row_height
     if rest:
         counts = _state_counts(rest)
-        body.append(_hline(0, CHART_WIDTH, height + 4, "axis"))
+        body.append(charts.hline(0, charts.CHART_WIDTH, height + 4, "axis"))
         others = f"{len(rest):,} other accounts"
         body += _state_bar(others, counts, height + 8, row_height, sum(counts.values()) or 1)
         height += 8 + row_height
@@ -500,8 +350,10 @@ def _states_chart(report: Report) -> str:
         f"Rules by state for {_plural(len(rows), 'account')}: {totals['published']:,} published, "
         f"{totals['unpublished']:,} unpublished, {totals['deleted']:,} deleted"
     )
-    legend = _legend([(colour, name, f"{totals[name]:,}") for name, colour in STATE_SERIES])
-    return _chart_panel("Rules by state", note, _svg("chart-states", label, height, body) + legend)
+    legend = charts.legend([(colour, name, f"{totals[name]:,}") for name, colour in STATE_SERIES])
+    return _chart_panel(
+        "Rules by state", note, charts.svg("chart-states", label, height, body) + legend
+    )
 
 
 def _state_counts(rows: list[Row]) -> dict[str, int]:
@@ -513,18 +365,18 @@ def _state_bar(
 ) -> Iterator[str]:
     """One account's (or a group's) bar: label, a segment per state, live rules at the end."""
     middle = y + height / 2 + 4
-    label = _text(STATE_LABELS - 8, middle, _clip(name, 23), "end")
+    label = charts.text(STATE_LABELS - 8, middle, _clip(name, 23), "end")
     yield f"<g><title>{_e(name)}</title>{label}</g>"
-    unit = (CHART_WIDTH - STATE_LABELS - STATE_NUMBERS) / scale
+    unit = (charts.CHART_WIDTH - STATE_LABELS - STATE_NUMBERS) / scale
     x = STATE_LABELS
     for series, colour in STATE_SERIES:
         width = counts[series] * unit
         if width > 0:
             tip = f"{name}: {counts[series]:,} {series}"
-            yield _rect(x, y + 3, width, height - 6, colour, tip)
+            yield charts.rect(x, y + 3, width, height - 6, colour, tip)
             x += width
     live = counts["published"] + counts["unpublished"] + counts["other"]
-    yield _text(CHART_WIDTH - 4, middle, f"{live:,}", "end", "value")
+    yield charts.text(charts.CHART_WIDTH - 4, middle, f"{live:,}", "end", "value")
 
 
 # --- headline numbers ----------------------------------------------------------------------------
