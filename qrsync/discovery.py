@@ -30,6 +30,7 @@ from typing import Any
 
 from qrsync.config import AccountConfig, ComponentConfig, TokenConfig, seed_fingerprint
 from qrsync.errors import AccountError, UsageError
+from qrsync.imports import describe_changes
 from qrsync.masking import register_secret
 from qrsync.store.accounts import AuthorizerRecord, AuthorizerSeen, DefinedAccount
 from qrsync.wechat.tokens import (
@@ -494,26 +495,18 @@ def mass_disable_refusal(plan: DiscoveryPlan, max_fraction: float) -> UsageError
     )
 
 
-MAX_LISTED = 20
-
-
 def describe_plan(plan: DiscoveryPlan) -> list[str]:
     """Lines for people: each kind of change with its count and (up to a limit) names, then
     the authorizers not synced with their reason."""
-    lines = []
-    for label, names in (
-        ("add", plan.added),
-        ("enable again", plan.enabled_again),
-        ("update", plan.updated),
-        ("disable", plan.disabled),
-        ("unchanged", plan.unchanged),
-    ):
-        text = f"  {label}: {len(names)}"
-        if names:
-            text += ": " + ", ".join(names[:MAX_LISTED])
-            if len(names) > MAX_LISTED:
-                text += f", and {len(names) - MAX_LISTED} more"
-        lines.append(text)
+    lines = describe_changes(
+        (
+            ("add", plan.added),
+            ("enable again", plan.enabled_again),
+            ("update", plan.updated),
+            ("disable", plan.disabled),
+            ("unchanged", plan.unchanged),
+        )
+    )
     lines += [f"  {line}" for line in plan.skipped]
     for finding in plan.not_synced:
         lines.append(f"  not synced: {finding.appid}: {finding.reason}")

@@ -297,13 +297,21 @@ def mass_disable_refusal(plan: ImportPlan, file: str, max_fraction: float) -> Us
 
 def describe_plan(plan: ImportPlan) -> list[str]:
     """Lines for --dry-run: each kind of change with its count and (up to a limit) names."""
+    return describe_changes(
+        (
+            ("add", plan.added),
+            ("update", plan.updated),
+            ("disable", plan.disabled),
+            ("unchanged", plan.unchanged),
+        )
+    )
+
+
+def describe_changes(changes: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+    """``  add: 2: a, b``: each kind of change with its count and (up to a limit) names; for
+    the dry runs of imports and discovery."""
     lines = []
-    for label, names in (
-        ("add", plan.added),
-        ("update", plan.updated),
-        ("disable", plan.disabled),
-        ("unchanged", plan.unchanged),
-    ):
+    for label, names in changes:
         text = f"  {label}: {len(names)}"
         if names:
             text += ": " + ", ".join(names[:MAX_LISTED])

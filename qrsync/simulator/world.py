@@ -1357,22 +1357,10 @@ class World:
     def _amplinkget(self, call: ApiCall) -> Reply:
         """wxamplinkget: the mini programs linked to an official account (REFERENCE
         "discovery"), called with its (authorizer) access token."""
-        value = call.query.get("access_token", "")
-        if not value:
-            return error_reply(41001, call.rid)
-        token = self.tokens.get(value)
-        if token is None or token.kind != "access":
-            return error_reply(40001, call.rid)
-        refused = token.errcode(self.clock.now())
-        if refused:
-            return error_reply(refused, call.rid)
-        if not self._admit(token.appid):
-            return error_reply(44990, call.rid)
-        if call.body is None:
-            return error_reply(47001, call.rid)
-        account = self.accounts.get(token.appid)
-        if account is None:
-            return error_reply(40001, call.rid)
+        checked = self._token_account(call)
+        if isinstance(checked, Reply):
+            return checked
+        token, account = checked
         if token.component is not None:
             component = self.components.get(token.component)
             if component is None or account.appid not in component.authorizations:
@@ -1403,8 +1391,9 @@ class World:
 
     # --- the rule endpoints ------------------------------------------------------------------
 
-    def _caller(self, call: ApiCall) -> Account | Reply:
-        """Token, rate limit, body and account checks shared by the qrcodejump* endpoints."""
+    def _token_account(self, call: ApiCall) -> tuple[Token, Account] | Reply:
+        """An account's access token (41001, 40001, 42001...), its rate limit (44990), a JSON
+        body (47001), and the account the token belongs to."""
         value = call.query.get("access_token", "")
         if not value:
             return error_reply(41001, call.rid)
@@ -1421,6 +1410,14 @@ class World:
         account = self.accounts.get(token.appid)
         if account is None:
             return error_reply(40001, call.rid)
+        return token, account
+
+    def _caller(self, call: ApiCall) -> Account | Reply:
+        """Token, rate limit, body and account checks shared by the qrcodejump* endpoints."""
+        checked = self._token_account(call)
+        if isinstance(checked, Reply):
+            return checked
+        token, account = checked
         if token.component is not None:
             component = self.components.get(token.component)
             grant = None if component is None else component.authorizations.get(account.appid)
