@@ -20,6 +20,7 @@ from qrsync.app import App
 from qrsync.config import AccountConfig
 from qrsync.errors import AccountError, DatabaseError, QrsyncError
 from qrsync.masking import mask, one_line
+from qrsync.model import FetchedToken
 from qrsync.store.encryption import sealer_for
 from qrsync.store.engine import Engine, first_line, quote_ident
 from qrsync.store.queries import query
@@ -27,7 +28,7 @@ from qrsync.store.revision import HEAD_REVISION
 from qrsync.store.tokens import PgTokenCache
 from qrsync.wechat.client import ApiCaller, WeChatClient
 from qrsync.wechat.listing import ENDPOINT, PATH, parse_page
-from qrsync.wechat.tokens import FetchedToken, TokenCache, TokenProviders
+from qrsync.wechat.tokens import TokenCache, TokenProviders
 
 REQUIRED_SET = {"miniprogram": 18, "service_account": 3}
 """The permission set qrcodejumpget needs, by account kind (REFERENCE.md; else 61007)."""

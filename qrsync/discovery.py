@@ -32,13 +32,9 @@ from qrsync.config import AccountConfig, ComponentConfig, TokenConfig, seed_fing
 from qrsync.errors import AccountError, UsageError
 from qrsync.imports import describe_changes
 from qrsync.masking import register_secret
+from qrsync.model import FetchedToken
 from qrsync.store.accounts import AuthorizerRecord, AuthorizerSeen, DefinedAccount
-from qrsync.wechat.tokens import (
-    AUTHORIZER_LIST_MAX_PAGES,
-    FetchedToken,
-    TokenCache,
-    TokenProviders,
-)
+from qrsync.wechat.tokens import AUTHORIZER_LIST_MAX_PAGES, TokenCache, TokenProviders
 
 REQUIRED_SET = {"miniprogram": 18, "service_account": 3}
 """The permission set qrcodejumpget needs, by account kind (REFERENCE.md; else 61007)."""

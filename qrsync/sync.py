@@ -33,6 +33,7 @@ from qrsync.errors import (
     TransportError,
 )
 from qrsync.masking import mask, one_line
+from qrsync.model import Page
 from qrsync.store.digests import GROUP_ROWS
 from qrsync.store.encryption import sealer_for
 from qrsync.store.engine import Connection, Engine
@@ -48,7 +49,6 @@ from qrsync.wechat.client import ApiCaller, CallCounter, Observer, WeChatClient
 from qrsync.wechat.errcodes import DAILY_QUOTA, QUOTA_USED_UP, quota_resets_at
 from qrsync.wechat.listing import (
     ListingTally,
-    Page,
     judge_listing,
     miniprogram_listing,
     prefix_listing,

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import IO, NamedTuple
 
-from qrsync.wechat.listing import Rule
+from qrsync.model import Rule
 
 GROUP_ROWS = 5000
 """Rules per digest; stored with the digests, so that changing it only costs one full merge."""

@@ -34,11 +34,11 @@ import psycopg
 
 from qrsync.errors import DatabaseError, RunInterrupted
 from qrsync.masking import mask, one_line
+from qrsync.model import Page, Rule
 from qrsync.store import digests
 from qrsync.store.digests import Group, Spool, chunked, digested
 from qrsync.store.engine import Connection, Engine, first_line
 from qrsync.store.queries import query
-from qrsync.wechat.listing import Page, Rule
 
 COPY_STAGED = (
     "COPY staged_rules (sync_run_id, seq, prefix, path, state, open_version, permit_sub_rule,"

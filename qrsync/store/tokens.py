@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from qrsync.model import FetchedToken, reuse_seconds
 from qrsync.store.encryption import TokenSealer
 from qrsync.store.engine import Engine
 from qrsync.store.queries import query
-from qrsync.wechat.tokens import FetchedToken, reuse_seconds
 
 
 class PgTokenCache:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from qrsync.errors import MalformedResponse
+from qrsync.model import Page, Rule
 from qrsync.wechat.client import INT32_MAX, INT32_MIN, ApiCaller
 
 ENDPOINT = "qrcodejumpget"
@@ -22,32 +23,6 @@ PATH = "/cgi-bin/wxopen/qrcodejumpget"
 MAX_PREFIXES_PER_CALL = 200
 EXTRA_PAGES = 2
 """Pages the pager may read past what total_count announced (rules added while it pages)."""
-
-
-class Rule(NamedTuple):
-    """One rule exactly as WeChat listed it (quirks kept: nothing is trimmed or fixed).
-
-    A named tuple, not a dataclass: a listing makes 100,000 of them, and a tuple is built and
-    unpacked into the staging COPY several times faster."""
-
-    prefix: str
-    path: str | None
-    state: int
-    open_version: int | None = None
-    permit_sub_rule: int | None = None
-    debug_urls: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True)
-class Page:
-    """One answer of qrcodejumpget."""
-
-    page_num: int
-    rules: tuple[Rule, ...]
-    total_count: int | None
-    list_size: int | None
-    qrcodejump_open: int | None
-    qrcodejump_pub_quota: int | None
 
 
 @dataclass

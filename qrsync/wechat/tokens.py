@@ -22,7 +22,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from qrsync.config import (
@@ -34,12 +33,11 @@ from qrsync.config import (
 )
 from qrsync.errors import AccountError, TokenError, TokenRejected
 from qrsync.masking import register_secret
+from qrsync.model import FetchedToken
 from qrsync.wechat.client import WeChatClient
 
 logger = logging.getLogger("qrsync.tokens")
 
-REUSE_MARGIN_S = 300
-"""Tokens are reused until 5 minutes before they expire (REFERENCE.md: WeChat renews then)."""
 MEMO_S = 60.0
 """How long a process reuses the token it last read without asking the shared cache again."""
 CENTRAL_DEFAULT_EXPIRES_S = 900
@@ -50,12 +48,6 @@ AUTHORIZER_LIST_PAGE = 500
 """api_get_authorizer_list answers at most 500 authorizers a call (40170 above; REFERENCE.md)."""
 AUTHORIZER_LIST_MAX_PAGES = 2000
 """How many pages (a million authorizers) are read looking for one authorizer, at most."""
-
-
-@dataclass(frozen=True)
-class FetchedToken:
-    access_token: str
-    expires_in: int
 
 
 class TokenCache(Protocol):
@@ -79,11 +71,6 @@ class TokenCache(Protocol):
         self, component_appid: str, authorizer_appid: str, refresh_token: str, seed_fingerprint: str
     ) -> None:
         """Save (and commit at once) an authorizer refresh token."""
-
-
-def reuse_seconds(expires_in: int) -> int:
-    """How long a token is reused: until 5 minutes before expiry (half its life if shorter)."""
-    return max(expires_in - min(REUSE_MARGIN_S, expires_in // 2), 0)
 
 
 def _read(ref: SecretRef, key: str, account: str) -> str:

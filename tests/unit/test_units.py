@@ -18,10 +18,10 @@ from qrsync.errors import (
     TokenRejected,
 )
 from qrsync.masking import MASK, mask, register_secret
+from qrsync.model import Page, reuse_seconds
 from qrsync.store.queries import parse_queries, query
 from qrsync.wechat.errcodes import api_error, quota_resets_at
-from qrsync.wechat.listing import ListingTally, Page, judge_listing, parse_page
-from qrsync.wechat.tokens import reuse_seconds
+from qrsync.wechat.listing import ListingTally, judge_listing, parse_page
 
 
 def test_access_token_in_a_url_is_masked() -> None:
