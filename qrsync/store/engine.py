@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 import psycopg
-from psycopg.rows import RowMaker
+from psycopg.rows import RowMaker, namedtuple_row, tuple_row
 
 from qrsync.errors import DatabaseError
 from qrsync.masking import mask
@@ -394,6 +394,22 @@ class Engine:
         raises)."""
         with self.connect() as conn, conn.begin():
             yield conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        """A psycopg connection in a transaction working in the schema, its rows named tuples
+        (``namedtuple_row``), committed at the end of the block (rolled back if it raises).
+        Statements are psycopg's own: ``conn.execute(query("name"), {"param": ...})`` with
+        ``%(param)s`` placeholders, ``.fetchone()``, ``.fetchall()``."""
+        raw = self.pool.take()
+        try:
+            raw.row_factory = namedtuple_row
+            with raw.transaction():
+                raw.execute(SET_SEARCH_PATH, (self.search_path,))
+                yield raw
+        finally:
+            raw.row_factory = tuple_row
+            self.pool.give_back(raw)
 
     def dispose(self) -> None:
         self.pool.dispose()

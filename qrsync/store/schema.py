@@ -265,3 +265,30 @@ discovered_authorizers = Table(
     Column("checked_at", TS, nullable=False, server_default=text("now()")),
     PrimaryKeyConstraint("component_appid", "authorizer_appid", name="discovered_authorizers_pkey"),
 )
+
+discovery_runs = Table(
+    "discovery_runs",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("component_appid", Text, nullable=False),
+    Column("trigger", Text, nullable=False, server_default=text("'cli'")),
+    Column("scheduled_for", TS),
+    Column("replica", Text),
+    Column("started_at", TS, nullable=False, server_default=text("now()")),
+    Column("finished_at", TS),
+    Column("status", Text, nullable=False, server_default=text("'running'")),
+    Column("authorizers", Integer),
+    Column("added", Integer),
+    Column("enabled", Integer),
+    Column("disabled", Integer),
+    Column("unsyncable", Integer),
+    Column("errcode", Integer),
+    Column("error", Text),
+    Index(
+        "discovery_runs_slot",
+        "component_appid",
+        "scheduled_for",
+        unique=True,
+        postgresql_where=text("scheduled_for IS NOT NULL"),
+    ),
+)
