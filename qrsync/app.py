@@ -22,7 +22,7 @@ from qrsync.store.accounts import (
     mirror_accounts,
 )
 from qrsync.store.embedded import EmbeddedPostgres, data_home
-from qrsync.store.engine import Engine, connection_budget, first_line, make_engine
+from qrsync.store.engine import Engine, connection_budget, first_line, make_engine, scalar
 from qrsync.store.queries import query
 from qrsync.store.revision import HEAD_REVISION
 
@@ -100,8 +100,8 @@ class App:
                 pool_size=connection_budget(self.config.sync.concurrency),
             )
             try:
-                with engine.connect() as conn:
-                    conn.exec_driver_sql("SELECT 1")
+                with engine.transaction() as conn:
+                    conn.execute("SELECT 1")
             except psycopg.Error as exc:
                 engine.dispose()
                 raise DatabaseError(
@@ -115,8 +115,8 @@ class App:
         engine = self.engine()
         schema = self.config.database.schema
         try:
-            with engine.connect() as conn:
-                revision = conn.execute(query("schema_revision")).scalar_one_or_none()
+            with engine.transaction() as conn:
+                revision = scalar(conn, query("schema_revision"))
         except (psycopg.ProgrammingError, psycopg.OperationalError):
             revision = None
         if revision is None:

@@ -22,7 +22,7 @@ from qrsync.errors import AccountError, DatabaseError, QrsyncError
 from qrsync.masking import mask, one_line
 from qrsync.model import FetchedToken
 from qrsync.store.encryption import sealer_for
-from qrsync.store.engine import Engine, first_line, quote_ident
+from qrsync.store.engine import Engine, first_line, one, quote_ident, scalar, scalars
 from qrsync.store.queries import query
 from qrsync.store.revision import HEAD_REVISION
 from qrsync.store.tokens import PgTokenCache
@@ -100,15 +100,15 @@ def _database(app: App) -> Finding:
 
 
 def _where(engine: Engine) -> str:
-    with engine.connect() as conn:
-        row = conn.execute(query("check_where")).one()
+    with engine.transaction() as conn:
+        row = one(conn, query("check_where"))
     return f"database '{row[0]}' as '{row[1]}' (PostgreSQL {row[2]})"
 
 
 def _schema_state(engine: Engine, schema: str) -> tuple[str | None, str]:
     """(a problem, or None; what state the schema is in)."""
-    with engine.connect() as conn:
-        rights = conn.execute(query("check_database_rights"), {"schema": schema}).one()
+    with engine.transaction() as conn:
+        rights = one(conn, query("check_database_rights"), {"schema": schema})
         if not rights.schema_exists:
             if not rights.may_create_schemas:
                 return (
@@ -118,7 +118,7 @@ def _schema_state(engine: Engine, schema: str) -> tuple[str | None, str]:
                 )
             return None, f"schema '{schema}' not created yet (`qrsync db upgrade` creates it)"
         try:
-            revision = conn.execute(query("schema_revision")).scalar_one_or_none()
+            revision = scalar(conn, query("schema_revision"))
         except psycopg.errors.UndefinedTable:
             revision = None
     if revision is None:
@@ -135,15 +135,16 @@ def _schema_state(engine: Engine, schema: str) -> tuple[str | None, str]:
 def _missing_privileges(engine: Engine, schema: str) -> str | None:
     """What the role lacks of what a sync and a migration need, or None."""
     lacking: list[str] = []
-    with engine.connect() as conn:
-        rights = conn.execute(query("check_database_rights"), {"schema": schema}).one()
+    with engine.transaction() as conn:
+        rights = one(conn, query("check_database_rights"), {"schema": schema})
         if rights.schema_exists:
             if not rights.schema_usage_and_create:
                 lacking.append(f"USAGE and CREATE on schema '{schema}'")
-            tables = conn.execute(
+            tables = scalars(
+                conn,
                 query("check_tables_lacking_privileges"),
                 {"schema": schema, "privileges": TABLE_PRIVILEGES},
-            ).scalars()
+            )
             if tables:
                 lacking.append(f"{TABLE_PRIVILEGES} on {', '.join(tables[:5])}")
     if not rights.may_create_temporary:

@@ -50,7 +50,7 @@ from qrsync.metrics import Metrics
 from qrsync.schedules import Schedule, spread_offset
 from qrsync.status_page import StatusPage
 from qrsync.store.accounts import account_ids
-from qrsync.store.engine import Connection, Engine, first_line
+from qrsync.store.engine import Conn, Engine, first_line, one
 from qrsync.store.leases import Lease, LeaseStore
 from qrsync.sync import RunResult, Syncer, SyncRequest
 
@@ -127,7 +127,7 @@ class LeaseGuard:
         if self.leases.lost(self.lease):
             raise RunInterrupted("the lease was taken over by another replica")
 
-    def fence(self, conn: Connection) -> None:
+    def fence(self, conn: Conn) -> None:
         self.leases.store.fence(conn, self.lease)
 
 
@@ -593,11 +593,12 @@ class Daemon:
 
         def ping(engine: Engine) -> None:
             try:
-                with engine.connect() as conn:
-                    read_only, in_recovery = conn.exec_driver_sql(
+                with engine.transaction() as conn:
+                    read_only, in_recovery = one(
+                        conn,
                         "SELECT current_setting('transaction_read_only') = 'on',"
-                        " pg_is_in_recovery()"
-                    ).one()
+                        " pg_is_in_recovery()",
+                    )
                 if not read_only:
                     answer.append("ok")
                 else:

@@ -130,7 +130,7 @@ class DatabaseGauges(Collector):
             "When the account's last successful run finished (Unix time).",
             labels=["account"],
         )
-        with self.engine.connect() as conn:
+        with self.engine.transaction() as conn:
             for row in conn.execute(query("metrics_rules_by_state")):
                 state = STATE_NAMES.get(row.state, str(row.state))
                 rules.add_metric([row.account, state], row.rules)

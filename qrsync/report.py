@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from qrsync.store.engine import Engine
+from qrsync.store.engine import Engine, dicts
 from qrsync.store.queries import query
 
 RECENT_LIMIT = 20
@@ -59,10 +59,10 @@ def build_report(
     now: datetime | None = None,
 ) -> Report:
     params = {"since": since, "account": account, "limit": limit}
-    with engine.connect() as conn:
+    with engine.transaction() as conn:
 
         def rows(name: str) -> list[Row]:
-            return [dict(r) for r in conn.execute(query(name), params).mappings()]
+            return dicts(conn, query(name), params)
 
         return Report(
             generated_at=now or datetime.now(UTC),
@@ -82,6 +82,6 @@ def build_report(
 
 
 def sync_health(engine: Engine, account: str | None = None) -> list[Row]:
-    with engine.connect() as conn:
-        result = conn.execute(query("sync_health"), {"account": account}).mappings()
+    with engine.transaction() as conn:
+        result = dicts(conn, query("sync_health"), {"account": account})
         return [dict(r) for r in result]

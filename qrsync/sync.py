@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from queue import Full, Queue
-from typing import Protocol
+from typing import Any, Protocol
 
 import psycopg
 
@@ -36,16 +36,17 @@ from qrsync.masking import mask, one_line
 from qrsync.model import Page
 from qrsync.store.digests import GROUP_ROWS
 from qrsync.store.encryption import sealer_for
-from qrsync.store.engine import Connection, Engine
+from qrsync.store.engine import Conn, Engine
 from qrsync.store.runs import (
     ListingWriter,
+    OpenRun,
     QuotaHold,
     RunOutcome,
     RunStore,
     database_error,
 )
 from qrsync.store.tokens import PgTokenCache
-from qrsync.wechat.client import ApiCaller, CallCounter, Observer, WeChatClient
+from qrsync.wechat.client import ApiCaller, CallCounter, Observer, TokenProvider, WeChatClient
 from qrsync.wechat.errcodes import DAILY_QUOTA, QUOTA_USED_UP, quota_resets_at
 from qrsync.wechat.listing import (
     ListingTally,
@@ -113,7 +114,7 @@ class RunGuard(Protocol):
     def check(self) -> None:
         """Raise :class:`RunInterrupted` if the run must stop (lease lost)."""
 
-    def fence(self, conn: Connection) -> None:
+    def fence(self, conn: Conn) -> None:
         """Inside the merge transaction: raise unless the run may still write."""
 
 
@@ -151,6 +152,7 @@ class Syncer:
         self.tokens = TokenProviders(self.client, cache, config.component)
         self.clock = clock
         self.observer = observer
+        self._held: frozenset[str] = frozenset()  # AppIDs whose quota is used up (sync_many)
         self._stopping = threading.Event()
         self._stop_reason = "interrupted"
 
@@ -179,6 +181,7 @@ class Syncer:
                 on_finish(result)
             return result
 
+        self._prime([request.account for request in requests])
         workers = max(1, min(self.config.sync.concurrency, len(requests)))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qrsync-sync")
         try:
@@ -192,6 +195,17 @@ class Syncer:
             raise
         finally:
             pool.shutdown(wait=True)
+
+    def _prime(self, accounts: Sequence[AccountConfig]) -> None:
+        """Read the cached tokens and the quota holds of many accounts at once (two statements
+        instead of two per account); each run still checks its own hold under its lock."""
+        if len(accounts) < 2:
+            return
+        self.tokens.prime(accounts)
+        now = self.clock()
+        self._held = frozenset(
+            hold["appid"] for hold in self.runs.quota_holds(now) if hold["standing"]
+        )
 
     def stop(self, reason: str = "interrupted") -> None:
         """Ask runs in progress to stop before their next page (they change nothing)."""
@@ -215,9 +229,11 @@ class Syncer:
             "slot": request.scheduled_for.isoformat() if request.scheduled_for else None,
             "replica": request.replica,
         }
+        token_error = self._warm_token(account)
         try:
-            run_id = self.runs.start_run(
+            run = self.runs.open_run(
                 request.account_id,
+                account.appid,
                 trigger=request.trigger,
                 started_at=self.clock(),
                 scheduled_for=request.scheduled_for,
@@ -228,6 +244,7 @@ class Syncer:
             return RunResult(
                 account.name, None, "failed", error=f"account '{account.name}': {error}"
             )
+        run_id = run.run_id
         log_extra["run_id"] = run_id
         if request.guard is not None:
             request.guard.attach(run_id)
@@ -240,7 +257,9 @@ class Syncer:
         counter = CallCounter(self.observer)
         tally = ListingTally(on_page=on_page)
         try:
-            result = self._run(request, run_id, counter, tally)
+            if token_error is not None:
+                raise token_error
+            result = self._run(request, run, counter, tally)
         except (AccountError, DatabaseError, psycopg.Error) as exc:
             # psycopg's own errors come straight from COPY, which runs on the driver's cursor.
             if isinstance(exc, psycopg.Error):
@@ -302,45 +321,61 @@ class Syncer:
             return f"; the hold could not be recorded: {database_error(exc)}"
         return f"; {account.appid} is not called again until {_when(hold.until)}"
 
-    def _check_quota(self, account: AccountConfig) -> None:
-        """Raise if the account's AppID is held: its quota is used up (45009, 45011)."""
-        hold = self.runs.quota_hold(account.appid, self.clock())
-        if hold is not None:
-            what = "daily" if hold.errcode == DAILY_QUOTA else "per-minute"
-            raise QuotaHeld(
-                f"not called: WeChat said the {what} API quota of {account.appid} was used up "
-                f"({hold.errcode} at {_when(hold.since)}); calls resume at {_when(hold.until)} "
-                f"(`qrsync quota release {account.appid}` calls it again at once)",
-                account=account.name,
-                errcode=hold.errcode,
-            )
+    def _warm_token(self, account: AccountConfig) -> AccountError | psycopg.Error | None:
+        """Get the account's token before its run holds a connection (a token fetched from
+        WeChat holds one while it is refreshed under its lock); a failure is the run's, and is
+        returned to be recorded on it. A held AppID is not asked (see :meth:`_check_quota`)."""
+        if account.appid in self._held:
+            return None
+        try:
+            self._token_source(account).get()
+        except (AccountError, psycopg.Error) as exc:
+            return exc
+        return None
 
-    def _run(
-        self, request: SyncRequest, run_id: int, counter: CallCounter, tally: ListingTally
-    ) -> RunResult:
-        account = request.account
+    def _token_source(self, account: AccountConfig) -> TokenProvider:
         if account.token.source == "component" and self.config.component is None:
             # An imported component account outlives the [component] table it needs.
             raise TokenError(
                 f"token source component needs a [component] table in {self.config.path}",
                 account=account.name,
             )
-        self._check_quota(account)
+        return self.tokens.for_account(account)
+
+    def _check_quota(self, account: AccountConfig, state: Any) -> None:
+        """Raise if the account's AppID is held: its quota is used up (45009, 45011)."""
+        if state.hold_errcode is not None:
+            what = "daily" if state.hold_errcode == DAILY_QUOTA else "per-minute"
+            since, until = state.held_since, state.held_until
+            raise QuotaHeld(
+                f"not called: WeChat said the {what} API quota of {account.appid} was used up "
+                f"({state.hold_errcode} at {_when(since)}); calls resume at {_when(until)} "
+                f"(`qrsync quota release {account.appid}` calls it again at once)",
+                account=account.name,
+                errcode=state.hold_errcode,
+            )
+
+    def _run(
+        self, request: SyncRequest, run: OpenRun, counter: CallCounter, tally: ListingTally
+    ) -> RunResult:
+        account = request.account
+        self._check_quota(account, run.state)
         api = ApiCaller(
             client=self.client,
-            tokens=self.tokens.for_account(account),
+            tokens=self._token_source(account),
             account=account.name,
             caller=account.appid,
             counter=counter,
         )
         fence = request.guard.fence if request.guard is not None else None
-        with self.runs.listing(run_id, request.account_id, clock=self.clock, fence=fence) as w:
-            if w.closed_dead_runs:
+        run_id = run.run_id
+        with self.runs.listing(run, request.account_id, clock=self.clock, fence=fence) as w:
+            if run.closed_dead_runs:
                 recovery_logger.warning(
                     "account '%s': closed %d earlier run(s) left open by a process that ended "
                     "(sync_runs.abandoned); they had written nothing",
                     account.name,
-                    w.closed_dead_runs,
+                    run.closed_dead_runs,
                     extra={"action": "dead_runs_closed", "account": account.name},
                 )
             complete, status, notes = self._list(request, api, w, tally)

@@ -82,7 +82,7 @@ def empty_database_url(server_url: str) -> Iterator[str]:
 def engine(database_url: str) -> Iterator[Engine]:
     eng = make_engine(database_url, SCHEMA)
     yield eng
-    assert eng.pool.checkedout() == 0, "a test left a database connection checked out"
+    assert eng.checked_out() == 0, "a test left a database connection checked out"
     eng.dispose()
 
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from qrsync.config import AccountConfig, SecretRef, TokenConfig, seed_fingerprint
 from qrsync.errors import UsageError
 from qrsync.store.encryption import TokenSealer
-from qrsync.store.engine import Connection, Engine
+from qrsync.store.engine import Conn, Engine, dicts, scalars
 from qrsync.store.queries import query
 
 
@@ -31,11 +31,9 @@ def mirror_accounts(engine: Engine, accounts: Sequence[AccountConfig]) -> Mirror
         "schedules": [a.schedule for a in accounts],
         "enableds": [a.enabled for a in accounts],
     }
-    with engine.begin() as conn:
+    with engine.transaction() as conn:
         conn.execute(query("mirror_accounts"), params)
-        disabled = conn.execute(
-            query("disable_removed_accounts"), {"names": params["names"]}
-        ).scalars()
+        disabled = scalars(conn, query("disable_removed_accounts"), {"names": params["names"]})
         disabled_names = tuple(disabled)
         ids = {row.name: row.id for row in conn.execute(query("account_ids"))}
     return MirrorResult(ids=ids, disabled=disabled_names)
@@ -43,7 +41,7 @@ def mirror_accounts(engine: Engine, accounts: Sequence[AccountConfig]) -> Mirror
 
 def account_ids(engine: Engine) -> dict[str, int]:
     """Every account's id by name, as the database holds them."""
-    with engine.connect() as conn:
+    with engine.transaction() as conn:
         return {row.name: row.id for row in conn.execute(query("account_ids"))}
 
 
@@ -68,8 +66,8 @@ class AccountOverview:
 
 
 def list_accounts(engine: Engine) -> list[AccountOverview]:
-    with engine.connect() as conn:
-        rows = conn.execute(query("list_accounts")).mappings().all()
+    with engine.transaction() as conn:
+        rows = dicts(conn, query("list_accounts"))
     return [AccountOverview(**row) for row in rows]
 
 
@@ -81,12 +79,12 @@ class ImportResult:
 
 def config_account_names(engine: Engine, names: Sequence[str]) -> list[str]:
     """Those of ``names`` that belong to the configuration file's accounts in the database."""
-    with engine.connect() as conn:
+    with engine.transaction() as conn:
         return _config_account_names(conn, names)
 
 
-def _config_account_names(conn: Connection, names: Sequence[str]) -> list[str]:
-    return list(conn.execute(query("config_account_names"), {"names": list(names)}).scalars())
+def _config_account_names(conn: Conn, names: Sequence[str]) -> list[str]:
+    return list(scalars(conn, query("config_account_names"), {"names": list(names)}))
 
 
 def import_accounts(
@@ -100,36 +98,31 @@ def import_accounts(
     longer lists, seed refresh tokens. Names of the configuration file's accounts are refused."""
     sealer = sealer or TokenSealer()
     names = [a.name for a in accounts]
-    with engine.begin() as conn:
+    with engine.transaction() as conn:
         taken = _config_account_names(conn, names)
         if taken:  # (checked before, with lines, by the CLI; this guards a race with a mirror)
             raise UsageError(
                 f"account '{taken[0]}' belongs to the configuration file; an import may not "
                 "redefine it (rename it in the CSV, or remove it from the file)"
             )
-        written = (
-            conn.execute(
-                query("import_accounts"),
-                {
-                    "names": names,
-                    "kinds": [a.kind for a in accounts],
-                    "appids": [a.appid for a in accounts],
-                    "miniprogram_appids": [a.miniprogram_appid for a in accounts],
-                    "token_sources": [a.token.source for a in accounts],
-                    "schedules": [a.schedule for a in accounts],
-                    "enableds": [a.enabled for a in accounts],
-                    "central_urls": [a.token.url for a in accounts],
-                    "secret_envs": [
-                        a.token.secret.name if a.token.secret else None for a in accounts
-                    ],
-                    "token_envs": [a.token.token.name if a.token.token else None for a in accounts],
-                },
-            )
-            .scalars()
-            .all()
+        written = scalars(
+            conn,
+            query("import_accounts"),
+            {
+                "names": names,
+                "kinds": [a.kind for a in accounts],
+                "appids": [a.appid for a in accounts],
+                "miniprogram_appids": [a.miniprogram_appid for a in accounts],
+                "token_sources": [a.token.source for a in accounts],
+                "schedules": [a.schedule for a in accounts],
+                "enableds": [a.enabled for a in accounts],
+                "central_urls": [a.token.url for a in accounts],
+                "secret_envs": [a.token.secret.name if a.token.secret else None for a in accounts],
+                "token_envs": [a.token.token.name if a.token.token else None for a in accounts],
+            },
         )
-        disabled = conn.execute(query("disable_unimported_accounts"), {"names": names})
-        disabled_names = tuple(disabled.scalars())
+        disabled = scalars(conn, query("disable_unimported_accounts"), {"names": names})
+        disabled_names = tuple(disabled)
         if refresh_tokens and component_appid is None:
             raise UsageError(
                 "the import has refresh tokens but the configuration has no [component] section"
@@ -151,8 +144,8 @@ def import_accounts(
 
 def imported_accounts(engine: Engine) -> list[AccountConfig]:
     """The accounts of the latest imports, as configurations the sync can use."""
-    with engine.connect() as conn:
-        rows = conn.execute(query("imported_accounts")).all()
+    with engine.transaction() as conn:
+        rows = conn.execute(query("imported_accounts")).fetchall()
     accounts = []
     for row in rows:
         token = TokenConfig(
@@ -181,8 +174,8 @@ def imported_accounts(engine: Engine) -> list[AccountConfig]:
 def discovered_accounts(engine: Engine) -> list[AccountConfig]:
     """The accounts discovery made, enabled or not, as configurations the sync can use: their
     token source is component, their refresh token is stored (never in a file)."""
-    with engine.connect() as conn:
-        rows = conn.execute(query("discovered_accounts")).all()
+    with engine.transaction() as conn:
+        rows = conn.execute(query("discovered_accounts")).fetchall()
     return [
         AccountConfig(
             name=row.name,
@@ -209,8 +202,8 @@ class DefinedAccount:
 
 def accounts_defined_elsewhere(engine: Engine) -> list[DefinedAccount]:
     """The file's and the import's accounts, which discovery never makes twice."""
-    with engine.connect() as conn:
-        rows = conn.execute(query("accounts_defined_elsewhere")).mappings().all()
+    with engine.transaction() as conn:
+        rows = dicts(conn, query("accounts_defined_elsewhere"))
     return [DefinedAccount(**row) for row in rows]
 
 
@@ -231,10 +224,8 @@ class AuthorizerRecord:
 
 
 def discovered_authorizers(engine: Engine, component_appid: str) -> list[AuthorizerRecord]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            query("discovered_authorizers"), {"component_appid": component_appid}
-        ).mappings()
+    with engine.transaction() as conn:
+        rows = dicts(conn, query("discovered_authorizers"), {"component_appid": component_appid})
         return [AuthorizerRecord(**row) for row in rows]
 
 
@@ -252,8 +243,8 @@ class UnsyncedAuthorizer:
 
 
 def unsynced_authorizers(engine: Engine) -> list[UnsyncedAuthorizer]:
-    with engine.connect() as conn:
-        rows = conn.execute(query("all_discovered_authorizers")).mappings().all()
+    with engine.transaction() as conn:
+        rows = dicts(conn, query("all_discovered_authorizers"))
     return [UnsyncedAuthorizer(**row) for row in rows]
 
 
@@ -290,22 +281,19 @@ def write_discovery(
     from the list as imported seeds are (sealed; one rotated since the same listed value was
     stored is kept)."""
     sealer = sealer or TokenSealer()
-    with engine.begin() as conn:
-        written = (
-            conn.execute(
-                query("discover_accounts"),
-                {
-                    "names": [a.name for a in accounts],
-                    "kinds": [a.kind for a in accounts],
-                    "appids": [a.appid for a in accounts],
-                    "miniprogram_appids": [a.miniprogram_appid for a in accounts],
-                },
-            )
-            .scalars()
-            .all()
+    with engine.transaction() as conn:
+        written = scalars(
+            conn,
+            query("discover_accounts"),
+            {
+                "names": [a.name for a in accounts],
+                "kinds": [a.kind for a in accounts],
+                "appids": [a.appid for a in accounts],
+                "miniprogram_appids": [a.miniprogram_appid for a in accounts],
+            },
         )
-        disabled = conn.execute(query("disable_discovered_accounts"), {"names": list(disable)})
-        disabled_names = tuple(disabled.scalars())
+        disabled = scalars(conn, query("disable_discovered_accounts"), {"names": list(disable)})
+        disabled_names = tuple(disabled)
         conn.execute(
             query("record_discovered_authorizers"),
             {

@@ -1,5 +1,5 @@
-"""Connecting to PostgreSQL: URL handling, a pool of psycopg connections, the schema in every
-transaction.
+"""Connecting to PostgreSQL: URL handling, a pool of psycopg connections (psycopg_pool), the
+schema in every transaction.
 
 qrsync accepts ``postgresql://`` and ``postgres://`` URLs as well as the SQLAlchemy form
 ``postgresql+psycopg://`` and always drives psycopg 3. Every transaction begins with
@@ -9,47 +9,60 @@ transaction pooling mode each transaction may run on another server connection, 
 ``SET`` would be lost or leak into other clients, and server-side prepared statements (psycopg
 prepares a statement run 5 times) would be missing; they are turned off (``prepare_threshold``).
 
-The commands talk to psycopg through :class:`Engine` and :class:`Connection`, a small subset of
-SQLAlchemy's API (``engine.begin()``, ``conn.execute(query, {"name": ...})``, ``.one()``,
-``.scalars()``, ...) without SQLAlchemy: importing SQLAlchemy and building its engine took
-0.16 s of the 0.36 s every ``qrsync`` command spent starting (README, "Stack"). SQLAlchemy and
-Alembic remain for the schema and its migrations (:mod:`qrsync.store.migrate`).
+The commands use psycopg's own API, as procrastinate's psycopg connector does: a pooled
+connection whose rows are named tuples (``namedtuple_row``), statements from ``queries.sql``
+with ``%(name)s`` parameters::
+
+    with engine.transaction() as conn:
+        row = conn.execute(query("token_get"), {"key": key}).fetchone()
+
+SQLAlchemy and Alembic remain for the schema and its migrations (:mod:`qrsync.store.migrate`);
+importing SQLAlchemy and building its engine took 0.16 s of every command's start.
 """
 
 from __future__ import annotations
 
-import re
+import logging
 import threading
+import time
 from collections import namedtuple
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
-from psycopg.rows import RowMaker, namedtuple_row, tuple_row
+from psycopg.rows import dict_row, scalar_row
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from qrsync.errors import DatabaseError
 from qrsync.masking import mask
 
+Conn = psycopg.Connection[Any]
+"""A pooled connection: rows are named tuples (``row.id``, ``row[0]``)."""
+
+logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+"""The pool's own warnings (a failed connection attempt, retried) are said once, in the error
+of the operation that needed the connection (:meth:`Engine.checkout`), not as log lines."""
+
 CHECKOUT_TIMEOUT_S = 30.0
-"""How long a thread waits for a pooled connection before giving up (as SQLAlchemy's pool)."""
+"""How long a thread waits for a pooled connection before giving up."""
 
-CONNECTIONS_PER_RUN = 2
-"""Connections an account's run holds at once: its run lock's transaction, open for the whole
-run, and its listing's transaction (:class:`qrsync.store.runs.RunStore`)."""
+SHARED_CONNECTIONS = 2
+"""Connections beside the runs' one each, for the short transactions: a run's 'running' row,
+the token cache and its refreshes, quota holds, the daemon's leases, /metrics and /healthz."""
 
-SHARED_CONNECTIONS = 4
-"""Connections beside the runs' for the short transactions: the token cache and its refreshes,
-quota holds, run bookkeeping, the accounts, the daemon's leases, /metrics and /healthz."""
+IDLE_PING_S = 5.0
+"""A pooled connection idle for longer is pinged before it is handed out (the server may have
+restarted meanwhile); one just given back is not, which saves a round trip per transaction."""
 
 
 def connection_budget(concurrency: int) -> int:
     """The most connections a process syncing ``concurrency`` accounts at once opens:
-    ``2 * concurrency + 4`` (:data:`CONNECTIONS_PER_RUN`, :data:`SHARED_CONNECTIONS`).
-    Connections are opened when needed, so fewer accounts than ``concurrency`` open fewer."""
-    return CONNECTIONS_PER_RUN * concurrency + SHARED_CONNECTIONS
+    ``concurrency + 2`` (each run holds one connection, its transaction, for its whole
+    duration; :data:`SHARED_CONNECTIONS` more serve the short transactions). Connections are
+    opened when needed, so fewer accounts than ``concurrency`` open fewer."""
+    return concurrency + SHARED_CONNECTIONS
 
 
 _REFUSED = (
@@ -91,36 +104,19 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-# --- statements ----------------------------------------------------------------------------------
+SET_SEARCH_PATH = "SELECT set_config('search_path', %s, true)"
+"""The first statement of every transaction: its search_path (``SET LOCAL``), which a pooler
+in transaction mode keeps with the transaction."""
 
 
-class TextLike(Protocol):
-    """SQLAlchemy's ``text()`` clause, as tests and Alembic code may hand one over."""
-
-    text: str
-
-
-_TOKENS = re.compile(r"('(?:[^']|'')*')|(--[^\n]*)|(?<![:\w]):(\w+)|(%)")
-
-
-@lru_cache(maxsize=512)
-def bind_style(sql: str) -> str:
-    """``sql`` with its ``:name`` parameters in psycopg's ``%(name)s`` style (and ``%``
-    doubled); string literals, comments and ``::`` casts are left alone."""
-
-    def replace(match: re.Match[str]) -> str:
-        if match.group(3):
-            return f"%({match.group(3)})s"
-        return match.group(0).replace("%", "%%")
-
-    return _TOKENS.sub(replace, sql)
-
-
-def _sql(statement: str | TextLike) -> str:
-    return statement if isinstance(statement, str) else statement.text
-
-
-# --- results -------------------------------------------------------------------------------------
+def first_line_refusal(exc: BaseException | str) -> str | None:
+    """What the server said when it refused a connection for want of slots, else None."""
+    text = str(exc)
+    for marker in _REFUSED:
+        at = text.find(marker)
+        if at >= 0:
+            return text[at:].splitlines()[0].strip()
+    return None
 
 
 @lru_cache(maxsize=512)
@@ -129,290 +125,211 @@ def _row_class(names: tuple[str, ...]) -> Any:
     return namedtuple("Row", names, rename=True)
 
 
-def named_row(cursor: psycopg.Cursor[Any]) -> RowMaker[Any]:
-    """Rows as named tuples (``row.id``, ``row[0]``), as SQLAlchemy's rows read."""
+def named_row(cursor: Any) -> Any:
+    """psycopg's ``namedtuple_row``, except that a column named twice (``count(*), count(*)``)
+    or not an identifier gets a positional name instead of failing."""
     if cursor.description is None:
         return tuple
-    maker: RowMaker[Any] = _row_class(tuple(column.name for column in cursor.description))._make
-    return maker
+    return _row_class(tuple(column.name for column in cursor.description))._make
 
 
-class Result:
-    """The rows of one statement (read at once: its cursor is closed before this is returned,
-    so that no result of the server's outlives the statement), read the ways qrsync reads
-    them."""
-
-    def __init__(self, rows: list[Any], rowcount: int) -> None:
-        self._rows = rows
-        self.rowcount = rowcount
-
-    def all(self) -> list[Any]:
-        return self._rows
-
-    fetchall = all
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._rows)
-
-    def first(self) -> Any | None:
-        return self._rows[0] if self._rows else None
-
-    fetchone = first
-
-    def one_or_none(self) -> Any | None:
-        if len(self._rows) > 1:
-            raise psycopg.ProgrammingError(f"expected at most one row, got {len(self._rows)}")
-        return self.first()
-
-    def one(self) -> Any:
-        row = self.one_or_none()
-        if row is None:
-            raise psycopg.ProgrammingError("expected one row, got none")
-        return row
-
-    def scalar(self) -> Any | None:
-        row = self.first()
-        return None if row is None else row[0]
-
-    def scalar_one(self) -> Any:
-        return self.one()[0]
-
-    def scalar_one_or_none(self) -> Any | None:
-        row = self.one_or_none()
-        return None if row is None else row[0]
-
-    def scalars(self) -> Rows:
-        return Rows([row[0] for row in self._rows])
-
-    def mappings(self) -> Rows:
-        return Rows([row._asdict() for row in self._rows])
-
-
-class Rows(list[Any]):
-    """A list with SQLAlchemy's ``.all()``."""
-
-    def all(self) -> list[Any]:
-        return list(self)
-
-
-# --- connections ---------------------------------------------------------------------------------
-
-
-class Transaction:
-    """``with conn.begin():`` commits at the end, or rolls back if the block raises."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    def __enter__(self) -> Transaction:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if kind is None:
-            self._conn.commit()
-        else:
-            self._conn.rollback()
-
-
-class Connection:
-    """One pooled psycopg connection; a transaction begins with the first statement, which
-    first sets the transaction's search_path to the engine's schema."""
-
-    def __init__(self, engine: Engine, raw: psycopg.Connection[Any]) -> None:
-        self.engine = engine
-        self._raw = raw
-        self._closed = False
-
-    @property
-    def driver_connection(self) -> psycopg.Connection[Any]:
-        """The psycopg connection, in a transaction already working in the schema (for COPY)."""
-        self._begin_in_schema()
-        return self._raw
-
-    def _begin_in_schema(self) -> None:
-        raw = self._raw
-        if raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-            raw.execute(SET_SEARCH_PATH, (self.engine.search_path,))
-
-    def execute(
-        self, statement: str | TextLike, parameters: Mapping[str, Any] | None = None
-    ) -> Result:
-        """Run a statement with ``:name`` parameters."""
-        sql = _sql(statement)
-        if parameters:
-            return self._run(bind_style(sql), parameters)
-        return self._run(sql, None)
-
-    def exec_driver_sql(self, sql: str) -> Result:
-        """Run SQL as it is (no parameters; several statements allowed)."""
-        return self._run(sql, None)
-
-    def _run(self, sql: str, parameters: Mapping[str, Any] | None) -> Result:
-        with self.driver_connection.cursor(row_factory=named_row) as cursor:
-            cursor.execute(sql, parameters)
-            rows = cursor.fetchall() if cursor.description is not None else []
-            return Result(rows, cursor.rowcount)
-
-    def begin(self) -> Transaction:
-        return Transaction(self)
-
-    def commit(self) -> None:
-        self._raw.commit()
-
-    def rollback(self) -> None:
-        self._raw.rollback()
-
-    def close(self) -> None:
-        if not self._closed:  # (closing twice must not hand the connection back twice)
-            self._closed = True
-            self.engine.pool.give_back(self._raw)
-
-    def __enter__(self) -> Connection:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class Pool:
-    """At most ``size`` connections, idle ones reused (last in, first out) after a ping."""
-
-    def __init__(self, connect: Any, size: int) -> None:
-        self._connect = connect
-        self.size = size
-        self._idle: list[psycopg.Connection[Any]] = []
-        self._out = 0
-        self._lock = threading.Condition()
-
-    def checkedout(self) -> int:
-        return self._out
-
-    def take(self) -> psycopg.Connection[Any]:
-        with self._lock:
-            if not self._lock.wait_for(
-                lambda: self._idle or self._out < self.size, timeout=CHECKOUT_TIMEOUT_S
-            ):
-                raise psycopg.OperationalError(
-                    f"all {self.size} database connections stayed busy for "
-                    f"{CHECKOUT_TIMEOUT_S:.0f} s"
-                )
-            idle = self._idle.pop() if self._idle else None
-            self._out += 1
-        try:
-            if idle is not None and _alive(idle):
-                return idle
-            if idle is not None:
-                idle.close()
-            return self._connect()  # type: ignore[no-any-return]
-        except BaseException:
-            with self._lock:
-                self._out -= 1
-                self._lock.notify()
-            raise
-
-    def give_back(self, raw: psycopg.Connection[Any]) -> None:
-        try:
-            if not raw.closed and raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                raw.rollback()
-        except psycopg.Error:
-            raw.close()
-        with self._lock:
-            self._out -= 1
-            if not raw.closed:
-                self._idle.append(raw)
-            self._lock.notify()
-
-    def dispose(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for raw in idle:
-            raw.close()
-
-
-def _alive(raw: psycopg.Connection[Any]) -> bool:
-    """Whether an idle connection still answers (the server may have restarted meanwhile)."""
-    if raw.closed:
-        return False
+def _read_only(conn: Conn) -> bool:
     # A session opened while the database was read-only (a failover, a standby, or
     # default_transaction_read_only set) stays so: a fresh one sees whether writes work again.
     # PostgreSQL 14+ reports both settings to the client on every change, no round trip.
-    if "on" in (
-        raw.info.parameter_status("default_transaction_read_only"),
-        raw.info.parameter_status("in_hot_standby"),
-    ):
-        return False
-    try:  # an empty query: one round trip, no transaction begun
-        return raw.pgconn.exec_(b"").status == psycopg.pq.ExecStatus.EMPTY_QUERY
-    except psycopg.Error:
-        return False
-
-
-SET_SEARCH_PATH = "SELECT set_config('search_path', %s, true)"
-"""The first statement of every transaction: its search_path (``SET LOCAL``), which a pooler
-in transaction mode keeps with the transaction."""
+    return "on" in (
+        conn.info.parameter_status("default_transaction_read_only"),
+        conn.info.parameter_status("in_hot_standby"),
+    )
 
 
 class Engine:
     """Connections to one database, every transaction working in ``schema``; at most
-    ``pool_size`` connections open at once."""
+    ``pool_size`` connections open at once (a psycopg_pool ``ConnectionPool``)."""
 
     def __init__(self, url: str, schema: str, *, pool_size: int = 10) -> None:
         self.url = libpq_url(url)
         self.schema = schema
         self.search_path = quote_ident(schema)
-        self.pool = Pool(self._new_connection, pool_size)
+        self.pool_size = pool_size
+        self._returned: dict[int, float] = {}  # id(conn) -> when it was given back
+        self._last_refusal: tuple[str, float] | None = None
+        self._pool: ConnectionPool[Conn] | None = None
+        self._opening = threading.Lock()
+        self._out = 0
+        self._suspect_until = 0.0  # until then every pooled connection is pinged (one broke)
 
-    def _new_connection(self) -> psycopg.Connection[Any]:
+    # --- the pool ---------------------------------------------------------------------------
+
+    @property
+    def pool(self) -> ConnectionPool[Conn]:
+        """The pool, opened at first use (a command that never reaches the database opens no
+        connection and starts no pool thread)."""
+        pool = self._pool
+        if pool is None:
+            with self._opening:
+                if self._pool is None:
+                    self._pool = self._open_pool()
+                pool = self._pool
+        return pool
+
+    def _open_pool(self) -> ConnectionPool[Conn]:
+        engine = self
+
+        class _Connection(psycopg.Connection[Any]):
+            @classmethod
+            def connect(cls, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return super().connect(*args, **kwargs)
+                except psycopg.OperationalError as exc:
+                    engine._last_refusal = (first_line(exc), time.monotonic())
+                    raise
+
+        return ConnectionPool(
+            self.url,
+            connection_class=_Connection,
+            # No server-side prepared statements: behind PgBouncer in transaction mode the
+            # next execution may reach a server connection that never prepared it.
+            kwargs={"prepare_threshold": None, "row_factory": named_row},
+            min_size=0,
+            max_size=self.pool_size,
+            configure=self._configure,
+            check=self._check,
+            reset=self._reset,
+            timeout=CHECKOUT_TIMEOUT_S,
+            max_idle=300.0,
+            reconnect_timeout=CHECKOUT_TIMEOUT_S,
+            name="qrsync",
+            open=True,
+        )
+
+    def _check(self, conn: Conn) -> None:
+        """Refuse (the pool then opens another) a pooled connection that is read-only, or that
+        does not answer after being idle for long or after another connection broke. A new
+        connection is taken as it is: if the database is read-only, the statement says so."""
+        returned = self._returned.get(id(conn))
+        if returned is None:  # just opened
+            return
+        if _read_only(conn):
+            conn.close()  # (a connection that fails the check but is open goes back to the pool)
+            raise psycopg.OperationalError("the session is read-only")
+        now = time.monotonic()
+        if now - returned < IDLE_PING_S and now >= self._suspect_until:
+            return
+        # An empty query: one round trip, no transaction begun.
+        if conn.pgconn.exec_(b"").status != psycopg.pq.ExecStatus.EMPTY_QUERY:
+            conn.close()
+            raise psycopg.OperationalError("the connection does not answer")
+
+    def _configure(self, conn: Conn) -> None:
+        self._returned.pop(id(conn), None)
+
+    def _reset(self, conn: Conn) -> None:
+        self._returned[id(conn)] = time.monotonic()
+
+    def checkout(self) -> Conn:
+        """A pooled connection, to give back with :meth:`give_back` (a run holds one for its
+        whole duration); raises :class:`psycopg.OperationalError` with one clear line when the
+        server refuses connections or none is free in time."""
+        deadline = time.monotonic() + CHECKOUT_TIMEOUT_S
+        asked = time.monotonic()
+        while True:
+            try:
+                conn = self.pool.getconn(timeout=min(1.0, max(0.05, deadline - time.monotonic())))
+            except PoolTimeout:
+                refusal = self._last_refusal
+                if refusal is not None and refusal[1] >= asked - 1.0:
+                    raise self._refused(refusal[0]) from None
+                if time.monotonic() >= deadline:
+                    raise psycopg.OperationalError(
+                        f"all {self.pool_size} database connections stayed busy for "
+                        f"{CHECKOUT_TIMEOUT_S:.0f} s"
+                    ) from None
+            else:
+                with self._opening:
+                    self._out += 1
+                return conn
+
+    def _refused(self, said: str) -> psycopg.OperationalError:
+        reason = first_line_refusal(said)
+        if reason is None:
+            return psycopg.OperationalError(said)
+        return psycopg.OperationalError(
+            f"the server refused a connection to database '{self.database}' ({reason}; "
+            f"this process opens at most {self.pool_size}): lower sync.concurrency, or "
+            "raise max_connections or the role's CONNECTION LIMIT, or put PgBouncer in "
+            "front of the database"
+        )
+
+    def suspect(self) -> None:
+        """A connection broke: the server may have restarted or terminated every session, the
+        idle ones too, so each is pinged before it is handed out for a while."""
+        self._suspect_until = time.monotonic() + IDLE_PING_S
+
+    def give_back(self, conn: Conn) -> None:
+        """Return a connection from :meth:`checkout`; what it did not commit is rolled back."""
+        if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            try:
+                conn.rollback()
+            except psycopg.Error:
+                conn.close()
+        if conn.closed or conn.broken:
+            self.suspect()
+        with self._opening:
+            self._out -= 1
+        self.pool.putconn(conn)
+
+    # --- transactions -----------------------------------------------------------------------
+
+    def begin_in_schema(self, conn: Conn) -> None:
+        """Begin a transaction on ``conn`` working in the schema (the first statement begins
+        it: psycopg is not in autocommit)."""
+        conn.execute(SET_SEARCH_PATH, (self.search_path,))
+
+    @contextmanager
+    def connection(self) -> Iterator[Conn]:
+        """A pooled connection, given back at the end of the block (what it did not commit
+        is rolled back); each transaction begins with :meth:`begin_in_schema`."""
+        conn = self.checkout()
         try:
-            # No server-side prepared statements: behind PgBouncer in transaction mode the next
-            # execution may reach a server connection that never prepared it.
-            return psycopg.connect(self.url, prepare_threshold=None)
-        except psycopg.OperationalError as exc:
-            reason = first_line_refusal(exc)
-            if reason is None:
-                raise
-            raise psycopg.OperationalError(
-                f"the server refused a connection to database '{self.database}' ({reason}; "
-                f"this process opens at most {self.pool.size}): lower sync.concurrency, or "
-                "raise max_connections or the role's CONNECTION LIMIT, or put PgBouncer in "
-                "front of the database"
-            ) from None
+            yield conn
+        finally:
+            self.give_back(conn)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Conn]:
+        """A connection in a transaction working in the schema, committed at the end of the
+        block (rolled back if it raises)."""
+        with self.connection() as conn:
+            self.begin_in_schema(conn)
+            yield conn
+            conn.commit()
+
+    def read(self, sql: str, params: Any = None) -> list[Any]:
+        """The rows of one read-only statement, in a transaction of its own."""
+        with self.transaction() as conn:
+            return conn.execute(sql, params).fetchall()
 
     @property
     def database(self) -> str:
         """The database name of the URL, for messages."""
         return str(psycopg.conninfo.conninfo_to_dict(self.url).get("dbname") or "?")
 
-    def connect(self) -> Connection:
-        return Connection(self, self.pool.take())
+    def checked_out(self) -> int:
+        """Connections handed out and not given back yet (tests check none is forgotten)."""
+        with self._opening:
+            return self._out
 
-    @contextmanager
-    def begin(self) -> Iterator[Connection]:
-        """A connection in a transaction, committed at the end of the block (rolled back if it
-        raises)."""
-        with self.connect() as conn, conn.begin():
-            yield conn
-
-    @contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
-        """A psycopg connection in a transaction working in the schema, its rows named tuples
-        (``namedtuple_row``), committed at the end of the block (rolled back if it raises).
-        Statements are psycopg's own: ``conn.execute(query("name"), {"param": ...})`` with
-        ``%(param)s`` placeholders, ``.fetchone()``, ``.fetchall()``."""
-        raw = self.pool.take()
-        try:
-            raw.row_factory = namedtuple_row
-            with raw.transaction():
-                raw.execute(SET_SEARCH_PATH, (self.search_path,))
-                yield raw
-        finally:
-            raw.row_factory = tuple_row
-            self.pool.give_back(raw)
+    def connections_open(self) -> int:
+        """Connections the pool holds now, busy or idle (tests and the bench)."""
+        if self._pool is None:
+            return 0
+        return int(self._pool.get_stats().get("pool_size", 0))
 
     def dispose(self) -> None:
-        self.pool.dispose()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close(timeout=5.0)
 
 
 def make_engine(url: str, schema: str, *, pool_size: int = 10) -> Engine:
@@ -422,11 +339,31 @@ def make_engine(url: str, schema: str, *, pool_size: int = 10) -> Engine:
     return Engine(url, schema, pool_size=pool_size)
 
 
-def first_line_refusal(exc: BaseException) -> str | None:
-    """What the server said when it refused a connection for want of slots, else None."""
-    text = str(exc)
-    for marker in _REFUSED:
-        at = text.find(marker)
-        if at >= 0:
-            return text[at:].splitlines()[0].strip()
-    return None
+# --- reading rows in the other shapes qrsync wants (psycopg's row factories) ----------------------
+
+
+def scalar(conn: Conn, sql: str, params: Any = None) -> Any | None:
+    """The first column of the first row, or None without a row."""
+    with conn.cursor(row_factory=scalar_row) as cursor:
+        return cursor.execute(sql, params).fetchone()
+
+
+def scalars(conn: Conn, sql: str, params: Any = None) -> list[Any]:
+    """The first column of every row."""
+    with conn.cursor(row_factory=scalar_row) as cursor:
+        return cursor.execute(sql, params).fetchall()
+
+
+def dicts(conn: Conn, sql: str, params: Any = None) -> list[dict[str, Any]]:
+    """Every row as a dict of its columns."""
+    with conn.cursor(row_factory=dict_row) as cursor:
+        return cursor.execute(sql, params).fetchall()
+
+
+def one(conn: Conn, sql: str, params: Any = None) -> Any:
+    """The one row a statement always returns (an aggregate, an UPDATE ... RETURNING of a row
+    known to exist)."""
+    row = conn.execute(sql, params).fetchone()
+    if row is None:
+        raise psycopg.ProgrammingError("the statement returned no row")
+    return row

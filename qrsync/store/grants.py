@@ -8,7 +8,7 @@ Run it again after `qrsync db upgrade` so that new views are granted too.
 from __future__ import annotations
 
 from qrsync.errors import UsageError
-from qrsync.store.engine import Engine, quote_ident
+from qrsync.store.engine import Engine, quote_ident, scalars
 from qrsync.store.queries import query
 
 READABLE_TABLES = (
@@ -25,14 +25,15 @@ SECRET_TABLES = ("tokens", "authorizer_refresh_tokens", "staged_rules")
 
 def readable_objects(engine: Engine, schema: str) -> list[str]:
     """The user tables and every view of the schema."""
-    with engine.connect() as conn:
-        views = conn.execute(
+    with engine.transaction() as conn:
+        views = scalars(
+            conn,
             (
                 "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE n.nspname = :schema AND c.relkind = 'v' ORDER BY 1"
+                " WHERE n.nspname = %(schema)s AND c.relkind = 'v' ORDER BY 1"
             ),
             {"schema": schema},
-        ).scalars()
+        )
         return [*READABLE_TABLES, *views]
 
 
@@ -40,8 +41,8 @@ def grant_readonly(engine: Engine, schema: str, role: str) -> list[str]:
     """Grant ``role`` read access to the views and user tables; return what was granted."""
     objects = readable_objects(engine, schema)
     quoted_role, quoted_schema = quote_ident(role), quote_ident(schema)
-    with engine.begin() as conn:
-        if conn.execute(query("role_exists"), {"role": role}).first() is None:
+    with engine.transaction() as conn:
+        if conn.execute(query("role_exists"), {"role": role}).fetchone() is None:
             raise UsageError(
                 f"role '{role}' does not exist: create it first, e.g. "
                 f"CREATE ROLE {quoted_role} LOGIN PASSWORD '...'; (see docs/analysts.md)"

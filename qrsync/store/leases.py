@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from qrsync.errors import RunInterrupted
-from qrsync.store.engine import Connection, Engine
+from qrsync.store.engine import Conn, Engine, one, scalars
 from qrsync.store.queries import query
 
 
@@ -50,17 +50,18 @@ class LeaseStore:
 
     def database_now(self) -> datetime:
         """The database's clock, the one every replica names slots and leases by."""
-        with self.engine.begin() as conn:
-            now: datetime = conn.execute(query("database_now")).one().now
+        with self.engine.transaction() as conn:
+            now: datetime = one(conn, query("database_now")).now
         return now
 
     def ensure_rows(self) -> None:
-        with self.engine.begin() as conn:
+        with self.engine.transaction() as conn:
             conn.execute(query("ensure_leases"))
 
     def claim(self, account_id: int, slot: datetime, *, retried: bool = False) -> Claim:
-        with self.engine.begin() as conn:
-            row = conn.execute(
+        with self.engine.transaction() as conn:
+            row = one(
+                conn,
                 query("claim_slot"),
                 {
                     "account_id": account_id,
@@ -68,7 +69,7 @@ class LeaseStore:
                     "replica": self.replica,
                     "lease_s": self.lease_s,
                 },
-            ).one()
+            )
         if row.done is None and not retried:
             # No lease row yet (an account added since start): create rows and try again.
             self.ensure_rows()
@@ -76,7 +77,7 @@ class LeaseStore:
         return Claim(account_id, slot, row.epoch, row.holder, bool(row.done), row.abandoned_runs)
 
     def attach(self, lease: Lease, run_id: int) -> None:
-        with self.engine.begin() as conn:
+        with self.engine.transaction() as conn:
             conn.execute(
                 query("attach_run"),
                 {"run_id": run_id, "account_id": lease.account_id, "epoch": lease.epoch},
@@ -86,8 +87,9 @@ class LeaseStore:
         """Renew ``leases``; return the account ids whose lease is still ours."""
         if not leases:
             return set()
-        with self.engine.begin() as conn:
-            kept = conn.execute(
+        with self.engine.transaction() as conn:
+            kept = scalars(
+                conn,
                 query("renew_leases"),
                 {
                     "account_ids": [lease.account_id for lease in leases],
@@ -95,22 +97,22 @@ class LeaseStore:
                     "replica": self.replica,
                     "lease_s": self.lease_s,
                 },
-            ).scalars()
+            )
             return set(kept)
 
-    def fence(self, conn: Connection, lease: Lease) -> None:
+    def fence(self, conn: Conn, lease: Lease) -> None:
         """Raise inside the merge transaction unless the lease is still ours."""
         held = conn.execute(
             query("fence"),
             {"account_id": lease.account_id, "epoch": lease.epoch, "replica": self.replica},
-        ).first()
+        ).fetchone()
         if held is None:
             raise RunInterrupted(
                 "the account's lease was taken over by another replica; nothing written"
             )
 
     def release(self, lease: Lease) -> None:
-        with self.engine.begin() as conn:
+        with self.engine.transaction() as conn:
             conn.execute(
                 query("release_lease"),
                 {"account_id": lease.account_id, "epoch": lease.epoch, "replica": self.replica},

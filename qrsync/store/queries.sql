@@ -1,6 +1,6 @@
 -- Every statement qrsync runs against its database, each under a "-- name: NAME --" header
 -- followed by a one-line description (procrastinate style). Tables are unqualified: every
--- connection's search_path is the configured schema. Parameters are :named.
+-- connection's search_path is the configured schema. Parameters are %(named)s.
 
 -- name: mirror_accounts --
 -- Insert or update the configured accounts in one statement, writing only rows that changed.
@@ -8,9 +8,9 @@ INSERT INTO accounts AS a (name, kind, appid, miniprogram_appid, token_source, s
                            in_config, source)
 SELECT c.name, c.kind, c.appid, c.miniprogram_appid, c.token_source, c.schedule, c.enabled, true,
        'config'
-FROM unnest(CAST(:names AS text[]), CAST(:kinds AS text[]), CAST(:appids AS text[]),
-            CAST(:miniprogram_appids AS text[]), CAST(:token_sources AS text[]),
-            CAST(:schedules AS text[]), CAST(:enableds AS boolean[]))
+FROM unnest(CAST(%(names)s AS text[]), CAST(%(kinds)s AS text[]), CAST(%(appids)s AS text[]),
+            CAST(%(miniprogram_appids)s AS text[]), CAST(%(token_sources)s AS text[]),
+            CAST(%(schedules)s AS text[]), CAST(%(enableds)s AS boolean[]))
      AS c(name, kind, appid, miniprogram_appid, token_source, schedule, enabled)
 ON CONFLICT (name) DO UPDATE
 SET kind = EXCLUDED.kind, appid = EXCLUDED.appid, miniprogram_appid = EXCLUDED.miniprogram_appid,
@@ -26,7 +26,7 @@ WHERE (a.kind, a.appid, a.miniprogram_appid, a.token_source, a.schedule, a.enabl
 -- Disable the accounts no longer in the configuration; their history stays.
 UPDATE accounts
 SET enabled = false, in_config = false, updated_at = now()
-WHERE name <> ALL (CAST(:names AS text[])) AND (enabled OR in_config) AND source = 'config'
+WHERE name <> ALL (CAST(%(names)s AS text[])) AND (enabled OR in_config) AND source = 'config'
 RETURNING name;
 
 -- name: account_ids --
@@ -47,80 +47,81 @@ LEFT JOIN LATERAL (
 ) r ON true
 ORDER BY a.name;
 
--- name: reserve_run --
--- A new run's id, its run lock taken at once by the transaction that stays open for the whole
--- run (transaction-level: PgBouncer-safe): the lock is held before the run's row exists, so a
--- 'running' row whose lock is free is always a dead run (close_dead_runs).
-SELECT id, pg_advisory_xact_lock(1903260013, CAST(id % 2147483647 AS integer))
-FROM (SELECT nextval(pg_get_serial_sequence('sync_runs', 'id')) AS id) AS reserved;
+-- name: open_run --
+-- The first statement of a run's transaction, which stays open for the whole run on the one
+-- connection the run holds: the transaction's search_path, a new run id, its run lock (so that a
+-- 'running' row whose lock is free is always a dead run: the lock is held before the row exists)
+-- and the lock that serialises the runs of an account. Transaction-level locks: PgBouncer-safe.
+-- The statements after it (run_state) see every run of the account that committed meanwhile.
+SELECT set_config('search_path', %(search_path)s, true) AS search_path, reserved.id,
+       pg_advisory_xact_lock(1903260011, CAST(%(account_id)s AS integer)) AS account_locked,
+       pg_advisory_xact_lock(1903260013, CAST(reserved.id %% 2147483647 AS integer)) AS run_locked
+FROM (SELECT nextval(pg_get_serial_sequence(%(runs_table)s, 'id')) AS id) AS reserved;
 
 -- name: start_run --
--- Open the sync_runs row of a reserved run; the run is 'running' until finished or failed.
-INSERT INTO sync_runs (id, account_id, trigger, scheduled_for, replica, started_at)
-VALUES (:run_id, :account_id, :trigger, :scheduled_for, :replica, :started_at)
-RETURNING id, started_at;
-
--- name: close_dead_runs --
--- Close the account's runs left 'running' by a process that died (SIGKILL, OOM, power loss).
--- A live run holds its run lock (reserve_run) from before its row exists until after it is
--- closed; one whose lock is free is dead however young, and PostgreSQL rolled back all it had
--- not committed (nothing it listed was written). Its staged rows, if any, go with it.
+-- Open the sync_runs row of a reserved run (committed at once, from another connection than
+-- the run's: the run is 'running' for everybody until finished or failed), and close the
+-- account's runs left 'running' by a process that died (SIGKILL, OOM, power loss): a live run
+-- holds its run lock (open_run) from before its row exists until after it is closed, so one
+-- whose lock is free is dead however young, and PostgreSQL rolled back all it had not committed
+-- (nothing it listed was written). Its staged rows, if any, go with it.
 WITH closed AS (
     UPDATE sync_runs r
     SET status = 'failed', finished_at = now(), abandoned = true,
         error = 'abandoned: the process running it ended before the run did (closed by run '
-                || CAST(:run_id AS text) || ')'
-    WHERE r.account_id = :account_id AND r.status = 'running' AND r.id <> :run_id
-      AND pg_try_advisory_xact_lock(1903260013, CAST(r.id % 2147483647 AS integer))
+                || CAST(%(run_id)s AS text) || ')'
+    WHERE r.account_id = %(account_id)s AND r.status = 'running' AND r.id <> %(run_id)s
+      AND pg_try_advisory_xact_lock(1903260013, CAST(r.id %% 2147483647 AS integer))
     RETURNING r.id
 ),
 forgotten AS (
     DELETE FROM staged_rules s USING closed c WHERE s.sync_run_id = c.id
+),
+started AS (
+    INSERT INTO sync_runs (id, account_id, trigger, scheduled_for, replica, started_at)
+    VALUES (%(run_id)s, %(account_id)s, %(trigger)s, %(scheduled_for)s, %(replica)s,
+            %(started_at)s)
+    RETURNING id
 )
-SELECT count(*) AS closed FROM closed;
-
--- name: lock_run --
--- The lock that serialises the listings of an account (a transaction-level advisory lock:
--- PgBouncer-safe); says whether the run is still open, i.e. was not taken over (claim_slot) or
--- closed as dead (its run lock lost with its connection) before it got here.
-SELECT pg_advisory_xact_lock(1903260011, CAST(:account_id AS integer)),
-       (SELECT status = 'running' FROM sync_runs WHERE id = :run_id) AS open;
+SELECT (SELECT count(*) FROM closed) AS closed_dead_runs, (SELECT id FROM started) AS id;
 
 -- name: quota_hold --
 -- The hold on a caller AppID whose quota is used up, if it still stands.
 SELECT errcode, held_since, held_until FROM quota_holds
-WHERE appid = :appid AND held_until > :now;
+WHERE appid = %(appid)s AND held_until > %(now)s;
 
 -- name: quota_holds --
 -- Every hold, standing or expired (an expired one is harmless: it is replaced by the next).
-SELECT appid, errcode, held_since, held_until, sync_run_id, held_until > :now AS standing
+SELECT appid, errcode, held_since, held_until, sync_run_id, held_until > %(now)s AS standing
 FROM quota_holds
 ORDER BY held_until DESC, appid;
 
 -- name: release_quota_hold --
 -- Lift the hold on a caller AppID: it is called again at once.
-DELETE FROM quota_holds WHERE appid = :appid
+DELETE FROM quota_holds WHERE appid = %(appid)s
 RETURNING errcode, held_since, held_until;
 
 -- name: hold_quota --
 -- Stop calling a caller AppID until its quota resets (45009, 45011).
 INSERT INTO quota_holds (appid, errcode, held_since, held_until, sync_run_id)
-VALUES (:appid, :errcode, :held_since, :held_until, :run_id)
+VALUES (%(appid)s, %(errcode)s, %(held_since)s, %(held_until)s, %(run_id)s)
 ON CONFLICT (appid) DO UPDATE
 SET errcode = EXCLUDED.errcode, held_since = EXCLUDED.held_since,
     held_until = EXCLUDED.held_until, sync_run_id = EXCLUDED.sync_run_id;
 
--- name: listing_state --
--- What a listing starts from, read once the account's listing lock is held (lock_run: this
--- statement sees a run of the account that committed while the lock was awaited): whether the
--- account has rules, and live ones (a first listing is merged in one piece, a later one
--- compared with them), and the digests of its last complete listing, if kept.
-SELECT EXISTS (SELECT FROM rules WHERE account_id = :account_id AND deleted_at IS NULL)
+-- name: run_state --
+-- What a run starts from, read on its own connection once the account's lock is held
+-- (open_run): whether the account has rules, and live ones (a first listing is merged in one
+-- piece, a later one compared with them), the digests of its last complete listing if kept,
+-- and the hold on its caller AppID if its quota is used up.
+SELECT EXISTS (SELECT FROM rules WHERE account_id = %(account_id)s AND deleted_at IS NULL)
          AS has_live_rules,
-       EXISTS (SELECT FROM rules WHERE account_id = :account_id) AS has_rules,
-       d.chunk_rows, d.rules_seen, d.digests
+       EXISTS (SELECT FROM rules WHERE account_id = %(account_id)s) AS has_rules,
+       d.chunk_rows, d.rules_seen, d.digests,
+       h.errcode AS hold_errcode, h.held_since, h.held_until
 FROM (SELECT) AS one
-LEFT JOIN listing_digests d ON d.account_id = :account_id;
+LEFT JOIN listing_digests d ON d.account_id = %(account_id)s
+LEFT JOIN quota_holds h ON h.appid = %(appid)s AND h.held_until > %(now)s;
 
 -- name: create_listed_rules --
 -- The rules of a run's listing as they arrive, for an account that has live rules: COPYed
@@ -146,7 +147,7 @@ WITH compared AS MATERIALIZED (
     FULL JOIN (
         SELECT prefix, path, state, open_version, permit_sub_rule, debug_urls
         FROM rules
-        WHERE account_id = :account_id AND deleted_at IS NULL
+        WHERE account_id = %(account_id)s AND deleted_at IS NULL
     ) r ON r.prefix = l.prefix
 ),
 tally AS MATERIALIZED (
@@ -155,7 +156,7 @@ tally AS MATERIALIZED (
     SELECT count(*) FILTER (WHERE prefix IS NOT NULL AND live_prefix IS NOT NULL)
              AS matched_rows,
            count(*) FILTER (WHERE prefix IS NULL) AS missing,
-           (SELECT count(*) FROM rules WHERE account_id = :account_id AND deleted_at IS NULL)
+           (SELECT count(*) FROM rules WHERE account_id = %(account_id)s AND deleted_at IS NULL)
              AS live_rules
     FROM compared
 ),
@@ -170,7 +171,7 @@ listed_twice AS (
 staged AS (
     INSERT INTO staged_rules (sync_run_id, seq, prefix, path, state, open_version,
                               permit_sub_rule, debug_urls)
-    SELECT :run_id, seq, prefix, path, state, open_version, permit_sub_rule, debug_urls
+    SELECT %(run_id)s, seq, prefix, path, state, open_version, permit_sub_rule, debug_urls
     FROM compared
     WHERE prefix IS NOT NULL
       AND (differs OR prefix IN (SELECT t.prefix FROM listed_twice t))
@@ -191,13 +192,13 @@ SELECT (SELECT live_rules - missing FROM tally)
 WITH listing AS MATERIALIZED (
     SELECT DISTINCT ON (prefix) prefix, path, state, open_version, permit_sub_rule, debug_urls
     FROM staged_rules
-    WHERE sync_run_id = :run_id AND seq >= :lo AND seq < :hi
+    WHERE sync_run_id = %(run_id)s AND seq >= %(lo)s AND seq < %(hi)s
     ORDER BY prefix, seq DESC
 ),
 previous AS (
     SELECT max(taken_at) AS listed_at
     FROM account_snapshots
-    WHERE account_id = :account_id AND complete
+    WHERE account_id = %(account_id)s AND complete
 ),
 diff AS MATERIALIZED (
     SELECT l.prefix, l.path, l.state, l.open_version, l.permit_sub_rule, l.debug_urls,
@@ -218,8 +219,8 @@ diff AS MATERIALIZED (
     FROM listing l
     -- An account with no rule at all (its first listing) has nothing to compare with: the
     -- join is skipped as a whole rather than probed per rule.
-    LEFT JOIN rules r ON CAST(:has_rules AS boolean)
-                     AND r.account_id = :account_id AND r.prefix = l.prefix
+    LEFT JOIN rules r ON CAST(%(has_rules)s AS boolean)
+                     AND r.account_id = %(account_id)s AND r.prefix = l.prefix
 ),
 changed AS MATERIALIZED (
     SELECT * FROM diff WHERE is_changed OR is_back
@@ -227,9 +228,9 @@ changed AS MATERIALIZED (
 inserted AS (
     INSERT INTO rules (account_id, prefix, path, state, open_version, permit_sub_rule, debug_urls,
                        first_seen_at, changed_at, published_at, version_run_id)
-    SELECT :account_id, prefix, path, state, open_version, permit_sub_rule, debug_urls,
-           :observed_at, :observed_at,
-           CASE WHEN state = 2 THEN CAST(:observed_at AS timestamptz) END, :run_id
+    SELECT %(account_id)s, prefix, path, state, open_version, permit_sub_rule, debug_urls,
+           %(observed_at)s, %(observed_at)s,
+           CASE WHEN state = 2 THEN CAST(%(observed_at)s AS timestamptz) END, %(run_id)s
     FROM diff
     WHERE is_new
     RETURNING 1
@@ -238,11 +239,11 @@ updated AS (
     UPDATE rules r
     SET path = d.path, state = d.state, open_version = d.open_version,
         permit_sub_rule = d.permit_sub_rule, debug_urls = d.debug_urls,
-        changed_at = :observed_at, deleted_at = NULL, version_run_id = :run_id,
+        changed_at = %(observed_at)s, deleted_at = NULL, version_run_id = %(run_id)s,
         published_at = COALESCE(r.published_at,
-                                CASE WHEN d.state = 2 THEN CAST(:observed_at AS timestamptz) END)
+                                CASE WHEN d.state = 2 THEN CAST(%(observed_at)s AS timestamptz) END)
     FROM changed d
-    WHERE r.account_id = :account_id AND r.prefix = d.prefix
+    WHERE r.account_id = %(account_id)s AND r.prefix = d.prefix
       -- Probe the few changed prefixes (the planner cannot see that they are few).
       AND r.prefix = ANY (ARRAY(SELECT prefix FROM changed))
       AND EXISTS (SELECT FROM changed)
@@ -251,12 +252,12 @@ updated AS (
 state_changes AS (
     INSERT INTO rule_state_changes (account_id, prefix, from_state, to_state, observed_at,
                                     previous_seen_at, sync_run_id)
-    SELECT :account_id, d.prefix,
+    SELECT %(account_id)s, d.prefix,
            CASE WHEN d.is_new OR d.is_back THEN NULL ELSE d.old_state END,
-           d.state, :observed_at,
+           d.state, %(observed_at)s,
            CASE WHEN d.is_new OR d.is_back THEN p.listed_at
                 ELSE GREATEST(d.old_changed_at, p.listed_at) END,
-           :run_id
+           %(run_id)s
     FROM diff d, previous p
     WHERE d.is_new OR d.is_back OR (d.is_changed AND d.old_state IS DISTINCT FROM d.state)
     RETURNING 1
@@ -267,7 +268,7 @@ closed_versions AS (
     INSERT INTO rule_past_versions (account_id, prefix, valid_from, valid_to, path, state,
                                     open_version, permit_sub_rule, debug_urls, deleted,
                                     sync_run_id)
-    SELECT :account_id, prefix, COALESCE(old_deleted_at, old_changed_at), :observed_at,
+    SELECT %(account_id)s, prefix, COALESCE(old_deleted_at, old_changed_at), %(observed_at)s,
            old_path, old_state, old_open_version, old_permit_sub_rule, old_debug_urls,
            old_deleted_at IS NOT NULL, old_version_run_id
     FROM changed
@@ -282,7 +283,7 @@ urls_changed AS (
 removed_urls AS (
     DELETE FROM rule_debug_urls u
     USING urls_changed c
-    WHERE u.account_id = :account_id AND u.prefix = c.prefix
+    WHERE u.account_id = %(account_id)s AND u.prefix = c.prefix
       AND u.prefix = ANY (ARRAY(SELECT prefix FROM urls_changed))
       AND EXISTS (SELECT FROM urls_changed)
       AND u.url <> ALL (COALESCE(c.debug_urls, CAST('{}' AS text[])))
@@ -290,7 +291,7 @@ removed_urls AS (
 ),
 added_urls AS (
     INSERT INTO rule_debug_urls AS t (account_id, prefix, url, position)
-    SELECT :account_id, c.prefix, u.url, min(u.pos)
+    SELECT %(account_id)s, c.prefix, u.url, min(u.pos)
     FROM urls_changed c
     CROSS JOIN LATERAL unnest(c.debug_urls) WITH ORDINALITY AS u(url, pos)
     GROUP BY c.prefix, u.url
@@ -323,27 +324,27 @@ WITH chunk AS MATERIALIZED (
 previous AS (
     SELECT max(taken_at) AS listed_at
     FROM account_snapshots
-    WHERE account_id = :account_id AND complete
+    WHERE account_id = %(account_id)s AND complete
 ),
 inserted AS (
     INSERT INTO rules (account_id, prefix, path, state, open_version, permit_sub_rule, debug_urls,
                        first_seen_at, changed_at, published_at, version_run_id)
-    SELECT :account_id, prefix, path, state, open_version, permit_sub_rule, debug_urls,
-           :observed_at, :observed_at,
-           CASE WHEN state = 2 THEN CAST(:observed_at AS timestamptz) END, :run_id
+    SELECT %(account_id)s, prefix, path, state, open_version, permit_sub_rule, debug_urls,
+           %(observed_at)s, %(observed_at)s,
+           CASE WHEN state = 2 THEN CAST(%(observed_at)s AS timestamptz) END, %(run_id)s
     FROM chunk  -- (in prefix order already: the index pages fill in order)
     RETURNING prefix, path, state, open_version, permit_sub_rule, debug_urls
 ),
 state_changes AS (
     INSERT INTO rule_state_changes (account_id, prefix, from_state, to_state, observed_at,
                                     previous_seen_at, sync_run_id)
-    SELECT :account_id, i.prefix, NULL, i.state, :observed_at, p.listed_at, :run_id
+    SELECT %(account_id)s, i.prefix, NULL, i.state, %(observed_at)s, p.listed_at, %(run_id)s
     FROM inserted i, previous p
     RETURNING 1
 ),
 urls AS (
     INSERT INTO rule_debug_urls (account_id, prefix, url, position)
-    SELECT :account_id, i.prefix, u.url, min(u.pos)
+    SELECT %(account_id)s, i.prefix, u.url, min(u.pos)
     FROM inserted i
     CROSS JOIN LATERAL unnest(i.debug_urls) WITH ORDINALITY AS u(url, pos)
     WHERE i.debug_urls IS NOT NULL
@@ -360,12 +361,12 @@ SELECT (SELECT count(*) FROM inserted) AS inserted,
 WITH repeated AS (
     DELETE FROM listed_rules l
     USING rules r
-    WHERE r.account_id = :account_id AND r.prefix = l.prefix
+    WHERE r.account_id = %(account_id)s AND r.prefix = l.prefix
     RETURNING l.seq, l.prefix, l.path, l.state, l.open_version, l.permit_sub_rule, l.debug_urls
 )
 INSERT INTO staged_rules (sync_run_id, seq, prefix, path, state, open_version, permit_sub_rule,
                           debug_urls)
-SELECT :run_id, seq, prefix, path, state, open_version, permit_sub_rule, debug_urls
+SELECT %(run_id)s, seq, prefix, path, state, open_version, permit_sub_rule, debug_urls
 FROM repeated;
 
 -- name: repeat_first_rules --
@@ -375,7 +376,7 @@ FROM repeated;
 WITH later AS MATERIALIZED (
     SELECT DISTINCT ON (prefix) prefix, path, state, open_version, permit_sub_rule, debug_urls
     FROM staged_rules
-    WHERE sync_run_id = :run_id
+    WHERE sync_run_id = %(run_id)s
     ORDER BY prefix, seq DESC
 ),
 updated_rules AS (
@@ -384,7 +385,7 @@ updated_rules AS (
         permit_sub_rule = l.permit_sub_rule, debug_urls = l.debug_urls,
         published_at = CASE WHEN l.state = 2 THEN r.first_seen_at END
     FROM later l
-    WHERE r.account_id = :account_id AND r.prefix = l.prefix
+    WHERE r.account_id = %(account_id)s AND r.prefix = l.prefix
       AND (r.path, r.state, r.open_version, r.permit_sub_rule, r.debug_urls)
           IS DISTINCT FROM (l.path, l.state, l.open_version, l.permit_sub_rule, l.debug_urls)
     RETURNING r.prefix
@@ -393,18 +394,18 @@ updated_states AS (
     UPDATE rule_state_changes c
     SET to_state = l.state
     FROM later l
-    WHERE c.account_id = :account_id AND c.prefix = l.prefix AND c.sync_run_id = :run_id
+    WHERE c.account_id = %(account_id)s AND c.prefix = l.prefix AND c.sync_run_id = %(run_id)s
       AND c.to_state IS DISTINCT FROM l.state
 ),
 removed_urls AS (
     DELETE FROM rule_debug_urls u
     USING later l
-    WHERE u.account_id = :account_id AND u.prefix = l.prefix
+    WHERE u.account_id = %(account_id)s AND u.prefix = l.prefix
       AND l.prefix IN (SELECT prefix FROM updated_rules)
       AND u.url <> ALL (COALESCE(l.debug_urls, CAST('{}' AS text[])))
 )
 INSERT INTO rule_debug_urls AS t (account_id, prefix, url, position)
-SELECT :account_id, l.prefix, u.url, min(u.pos)
+SELECT %(account_id)s, l.prefix, u.url, min(u.pos)
 FROM later l
 CROSS JOIN LATERAL unnest(l.debug_urls) WITH ORDINALITY AS u(url, pos)
 WHERE l.prefix IN (SELECT prefix FROM updated_rules)
@@ -421,29 +422,29 @@ WHERE t.position IS DISTINCT FROM EXCLUDED.position;
 WITH previous AS (
     SELECT max(taken_at) AS listed_at
     FROM account_snapshots
-    WHERE account_id = :account_id AND complete
+    WHERE account_id = %(account_id)s AND complete
 ),
 candidates AS MATERIALIZED (
     SELECT r.*
-    FROM unnest(CAST(:candidates AS text[])) AS c(prefix)
+    FROM unnest(CAST(%(candidates)s AS text[])) AS c(prefix)
     -- One index probe per candidate, whatever the statistics say.
     CROSS JOIN LATERAL (
         SELECT x.prefix, x.path, x.state, x.open_version, x.permit_sub_rule, x.debug_urls,
                x.changed_at, x.version_run_id
         FROM rules x
-        WHERE x.account_id = :account_id AND x.prefix = c.prefix AND x.deleted_at IS NULL
+        WHERE x.account_id = %(account_id)s AND x.prefix = c.prefix AND x.deleted_at IS NULL
         LIMIT 1
     ) r
 ),
 guard AS (
-    SELECT count(*) AS would_delete, CAST(:live_rules AS bigint) AS live_rules
+    SELECT count(*) AS would_delete, CAST(%(live_rules)s AS bigint) AS live_rules
     FROM candidates
 ),
 verdict AS (
     SELECT would_delete, live_rules,
            would_delete = 0
-             OR CAST(:allow_mass_delete AS boolean)
-             OR (would_delete <= CAST(:max_delete_fraction AS float8) * live_rules
+             OR CAST(%(allow_mass_delete)s AS boolean)
+             OR (would_delete <= CAST(%(max_delete_fraction)s AS float8) * live_rules
                  AND would_delete < live_rules) AS allowed
     FROM guard
 ),
@@ -452,16 +453,16 @@ gone AS MATERIALIZED (
 ),
 marked_deleted AS (
     UPDATE rules r
-    SET deleted_at = :observed_at, version_run_id = :run_id
+    SET deleted_at = %(observed_at)s, version_run_id = %(run_id)s
     FROM gone g
-    WHERE r.account_id = :account_id AND r.prefix = g.prefix
+    WHERE r.account_id = %(account_id)s AND r.prefix = g.prefix
     RETURNING 1
 ),
 state_changes AS (
     INSERT INTO rule_state_changes (account_id, prefix, from_state, to_state, observed_at,
                                     previous_seen_at, sync_run_id)
-    SELECT :account_id, g.prefix, g.state, NULL, :observed_at,
-           GREATEST(g.changed_at, p.listed_at), :run_id
+    SELECT %(account_id)s, g.prefix, g.state, NULL, %(observed_at)s,
+           GREATEST(g.changed_at, p.listed_at), %(run_id)s
     FROM gone g, previous p
     RETURNING 1
 ),
@@ -471,7 +472,7 @@ closed_versions AS (
     INSERT INTO rule_past_versions (account_id, prefix, valid_from, valid_to, path, state,
                                     open_version, permit_sub_rule, debug_urls, deleted,
                                     sync_run_id)
-    SELECT :account_id, prefix, changed_at, :observed_at, path, state, open_version,
+    SELECT %(account_id)s, prefix, changed_at, %(observed_at)s, path, state, open_version,
            permit_sub_rule, debug_urls, false, version_run_id
     FROM gone
     RETURNING 1
@@ -488,53 +489,61 @@ FROM verdict v;
 WITH snapshot AS (
     INSERT INTO account_snapshots (account_id, sync_run_id, taken_at, qrcodejump_open,
                                    qrcodejump_pub_quota, total_count, rule_count, complete)
-    VALUES (:account_id, :run_id, :observed_at, :qrcodejump_open, :qrcodejump_pub_quota,
-            :total_count, :rules_seen, :complete)
+    VALUES (%(account_id)s, %(run_id)s, %(observed_at)s, %(qrcodejump_open)s, %(qrcodejump_pub_quota)s,
+            %(total_count)s, %(rules_seen)s, %(complete)s)
 ),
 kept_digests AS (
     INSERT INTO listing_digests (account_id, sync_run_id, chunk_rows, rules_seen, digests)
-    SELECT :account_id, :run_id, :digest_rows, :rules_seen, :digests
-    WHERE CAST(:digests AS bytea[]) IS NOT NULL
+    SELECT %(account_id)s, %(run_id)s, %(digest_rows)s, %(rules_seen)s, %(digests)s
+    WHERE CAST(%(digests)s AS bytea[]) IS NOT NULL
     ON CONFLICT (account_id) DO UPDATE
     SET sync_run_id = EXCLUDED.sync_run_id, chunk_rows = EXCLUDED.chunk_rows,
         rules_seen = EXCLUDED.rules_seen, digests = EXCLUDED.digests
 ),
 dropped_digests AS (
-    DELETE FROM listing_digests WHERE account_id = :account_id AND :drop_digests
+    DELETE FROM listing_digests WHERE account_id = %(account_id)s AND %(drop_digests)s
 ),
 staged AS (
-    DELETE FROM staged_rules WHERE sync_run_id = :run_id
+    DELETE FROM staged_rules WHERE sync_run_id = %(run_id)s
 )
 UPDATE sync_runs
-SET finished_at = :finished_at, status = :status, api_calls = :api_calls, pages = :pages,
-    rules_seen = :rules_seen, inserted = :inserted, updated = :updated, unchanged = :unchanged,
-    deleted = :deleted, state_changes = :state_changes, total_count = :total_count,
-    message = :message
-WHERE id = :run_id;
+SET finished_at = %(finished_at)s, status = %(status)s, api_calls = %(api_calls)s, pages = %(pages)s,
+    rules_seen = %(rules_seen)s, inserted = %(inserted)s, updated = %(updated)s, unchanged = %(unchanged)s,
+    deleted = %(deleted)s, state_changes = %(state_changes)s, total_count = %(total_count)s,
+    message = %(message)s
+WHERE id = %(run_id)s;
 
 -- name: fail_run --
 -- Close a run as failed with its errcode and one-line error (its staged rows were rolled back
 -- with its listing's transaction).
 UPDATE sync_runs
-SET finished_at = :finished_at, status = 'failed', errcode = :errcode, error = :error,
-    api_calls = :api_calls, pages = :pages, abandoned = :abandoned
-WHERE id = :run_id AND status = 'running';
+SET finished_at = %(finished_at)s, status = 'failed', errcode = %(errcode)s, error = %(error)s,
+    api_calls = %(api_calls)s, pages = %(pages)s, abandoned = %(abandoned)s
+WHERE id = %(run_id)s AND status = 'running';
 
 -- name: token_lock --
 -- Serialise refreshes of one token across processes (transaction-level: PgBouncer-safe).
-SELECT pg_advisory_xact_lock(1903260012, hashtext(:key));
+SELECT pg_advisory_xact_lock(1903260012, hashtext(%(key)s));
+
+-- name: tokens_reusable --
+-- The cached tokens among these keys that may still be reused, with how many seconds they may
+-- (read once by a sync of many accounts, instead of once per account).
+SELECT key, access_token,
+       EXTRACT(EPOCH FROM reuse_until - now()) AS reuse_s
+FROM tokens
+WHERE key = ANY(CAST(%(keys)s AS text[])) AND reuse_until > now();
 
 -- name: token_get --
 -- A cached token that may still be reused (until shortly before it expires).
 SELECT access_token
 FROM tokens
-WHERE key = :key AND reuse_until > now();
+WHERE key = %(key)s AND reuse_until > now();
 
 -- name: token_put --
 -- Store a freshly fetched token for every process to share, reused until :reuse_s from now.
 INSERT INTO tokens (key, access_token, expires_at, reuse_until, fetched_at)
-VALUES (:key, :access_token, now() + make_interval(secs => :expires_in),
-        now() + make_interval(secs => :reuse_s), now())
+VALUES (%(key)s, %(access_token)s, now() + make_interval(secs => %(expires_in)s),
+        now() + make_interval(secs => %(reuse_s)s), now())
 ON CONFLICT (key) DO UPDATE
 SET access_token = EXCLUDED.access_token, expires_at = EXCLUDED.expires_at,
     reuse_until = EXCLUDED.reuse_until, fetched_at = EXCLUDED.fetched_at;
@@ -543,13 +552,13 @@ SET access_token = EXCLUDED.access_token, expires_at = EXCLUDED.expires_at,
 -- The stored authorizer refresh token and the fingerprint of the config value it came from.
 SELECT refresh_token, seed_fingerprint
 FROM authorizer_refresh_tokens
-WHERE component_appid = :component_appid AND authorizer_appid = :authorizer_appid;
+WHERE component_appid = %(component_appid)s AND authorizer_appid = %(authorizer_appid)s;
 
 -- name: refresh_token_put --
 -- Save an authorizer refresh token (committed at once: the old one dies within minutes).
 INSERT INTO authorizer_refresh_tokens (component_appid, authorizer_appid, refresh_token,
                                        seed_fingerprint, updated_at)
-VALUES (:component_appid, :authorizer_appid, :refresh_token, :seed_fingerprint, now())
+VALUES (%(component_appid)s, %(authorizer_appid)s, %(refresh_token)s, %(seed_fingerprint)s, now())
 ON CONFLICT (component_appid, authorizer_appid) DO UPDATE
 SET refresh_token = EXCLUDED.refresh_token, seed_fingerprint = EXCLUDED.seed_fingerprint,
     updated_at = now();
@@ -562,11 +571,11 @@ SELECT 'authorizer_refresh_tokens', component_appid, authorizer_appid, refresh_t
 FROM authorizer_refresh_tokens;
 
 -- name: reseal_token --
-UPDATE tokens SET access_token = :value WHERE key = :id AND access_token = :old;
+UPDATE tokens SET access_token = %(value)s WHERE key = %(id)s AND access_token = %(old)s;
 
 -- name: reseal_refresh_token --
-UPDATE authorizer_refresh_tokens SET refresh_token = :value
-WHERE component_appid = :id AND authorizer_appid = :id2 AND refresh_token = :old;
+UPDATE authorizer_refresh_tokens SET refresh_token = %(value)s
+WHERE component_appid = %(id)s AND authorizer_appid = %(id2)s AND refresh_token = %(old)s;
 
 -- name: schema_revision --
 -- The Alembic revision of the schema, to refuse to run on an unmigrated database.
@@ -581,7 +590,7 @@ SELECT a.name AS account, a.kind,
        count(r.prefix) FILTER (WHERE r.deleted_at IS NOT NULL) AS deleted
 FROM accounts a
 LEFT JOIN rules r ON r.account_id = a.id
-WHERE (CAST(:account AS text) IS NULL OR a.name = :account)
+WHERE (CAST(%(account)s AS text) IS NULL OR a.name = %(account)s)
 GROUP BY a.name, a.kind
 ORDER BY a.name;
 
@@ -592,20 +601,20 @@ ORDER BY a.name;
 SELECT account, prefix, path, published_observed_at, wait, previous_seen_at,
        from_state IS NULL AS added_published
 FROM publications
-WHERE published_observed_at >= :since AND NOT in_baseline
-  AND (CAST(:account AS text) IS NULL OR account = :account)
+WHERE published_observed_at >= %(since)s AND NOT in_baseline
+  AND (CAST(%(account)s AS text) IS NULL OR account = %(account)s)
 ORDER BY published_observed_at DESC, account, prefix
-LIMIT :limit;
+LIMIT %(limit)s;
 
 -- name: report_deletions --
 -- The most recent deletions since :since.
 SELECT a.name AS account, c.prefix, c.from_state, c.observed_at, c.previous_seen_at
 FROM rule_state_changes c
 JOIN accounts a ON a.id = c.account_id
-WHERE c.to_state IS NULL AND c.observed_at >= :since
-  AND (CAST(:account AS text) IS NULL OR a.name = :account)
+WHERE c.to_state IS NULL AND c.observed_at >= %(since)s
+  AND (CAST(%(account)s AS text) IS NULL OR a.name = %(account)s)
 ORDER BY c.observed_at DESC, a.name, c.prefix
-LIMIT :limit;
+LIMIT %(limit)s;
 
 -- name: report_quota --
 -- The latest publish quota and open flag per account, and the quota a week before.
@@ -621,7 +630,7 @@ LEFT JOIN LATERAL (
     WHERE y.account_id = a.id AND y.taken_at <= s.taken_at - interval '7 days'
     ORDER BY y.taken_at DESC LIMIT 1
 ) w ON true
-WHERE (CAST(:account AS text) IS NULL OR a.name = :account)
+WHERE (CAST(%(account)s AS text) IS NULL OR a.name = %(account)s)
 ORDER BY a.name;
 
 -- name: sync_health --
@@ -631,22 +640,22 @@ SELECT h.account, h.enabled, h.last_status, h.last_run_at, h.last_success_at, h.
        h.failure_streak, h.last_errcode, h.last_error, r.message AS last_message
 FROM sync_health h
 LEFT JOIN sync_runs r ON r.id = h.last_run_id
-WHERE (CAST(:account AS text) IS NULL OR h.account = :account)
+WHERE (CAST(%(account)s AS text) IS NULL OR h.account = %(account)s)
 ORDER BY h.failure_streak DESC, h.last_success_at ASC NULLS FIRST, h.account;
 
 -- name: report_publish_queue --
 -- The rules waiting longest unpublished (the publish queue), oldest first.
 SELECT account, prefix, path, unpublished_since, waiting
 FROM unpublished_rules
-WHERE (CAST(:account AS text) IS NULL OR account = :account)
+WHERE (CAST(%(account)s AS text) IS NULL OR account = %(account)s)
 ORDER BY unpublished_since, account, prefix
-LIMIT :limit;
+LIMIT %(limit)s;
 
 -- name: report_publish_queue_by_account --
 -- Per account: rules waiting unpublished and the longest wait.
 SELECT account, count(*) AS waiting_rules, max(waiting) AS longest_wait
 FROM unpublished_rules
-WHERE (CAST(:account AS text) IS NULL OR account = :account)
+WHERE (CAST(%(account)s AS text) IS NULL OR account = %(account)s)
 GROUP BY account
 ORDER BY max(waiting) DESC, account;
 
@@ -654,8 +663,8 @@ ORDER BY max(waiting) DESC, account;
 -- Publications seen happening per day (session time zone) since :since.
 SELECT CAST(published_observed_at AS date) AS day, count(*) AS publications
 FROM publications
-WHERE published_observed_at >= :since AND NOT in_baseline
-  AND (CAST(:account AS text) IS NULL OR account = :account)
+WHERE published_observed_at >= %(since)s AND NOT in_baseline
+  AND (CAST(%(account)s AS text) IS NULL OR account = %(account)s)
 GROUP BY 1
 ORDER BY 1;
 
@@ -663,7 +672,7 @@ ORDER BY 1;
 -- Publish quota per account and day since :since (quota_daily).
 SELECT account, day, qrcodejump_pub_quota
 FROM quota_daily
-WHERE taken_at >= :since AND (CAST(:account AS text) IS NULL OR account = :account)
+WHERE taken_at >= %(since)s AND (CAST(%(account)s AS text) IS NULL OR account = %(account)s)
 ORDER BY account, day;
 
 -- name: report_sync_per_day --
@@ -674,14 +683,14 @@ SELECT CAST(r.started_at AS date) AS day,
        count(*) FILTER (WHERE r.status = 'failed') AS failed
 FROM sync_runs r
 JOIN accounts a ON a.id = r.account_id
-WHERE r.started_at >= :since AND r.status <> 'running'
-  AND (CAST(:account AS text) IS NULL OR a.name = :account)
+WHERE r.started_at >= %(since)s AND r.status <> 'running'
+  AND (CAST(%(account)s AS text) IS NULL OR a.name = %(account)s)
 GROUP BY 1
 ORDER BY 1;
 
 -- name: role_exists --
 -- Whether a database role exists (grant-readonly refuses to invent one).
-SELECT 1 FROM pg_roles WHERE rolname = :role;
+SELECT 1 FROM pg_roles WHERE rolname = %(role)s;
 
 -- name: ensure_leases --
 -- Give every account a lease row (claims then lock an existing row).
@@ -695,13 +704,13 @@ ON CONFLICT (account_id) DO NOTHING;
 WITH current AS (
     SELECT l.account_id, l.holder, l.epoch, l.lease_until > now() AS active, l.sync_run_id
     FROM account_leases l
-    WHERE l.account_id = :account_id
+    WHERE l.account_id = %(account_id)s
     FOR UPDATE
 ),
 done AS (
     SELECT EXISTS (
         SELECT 1 FROM sync_runs r
-        WHERE r.account_id = :account_id AND r.scheduled_for = :slot
+        WHERE r.account_id = %(account_id)s AND r.scheduled_for = %(slot)s
           AND r.status <> 'running' AND NOT r.abandoned
     ) AS done
 ),
@@ -716,7 +725,7 @@ closed AS (
     FROM decision x
     -- The holder's run of this account: the one attached to the lease, or one it started
     -- but had not attached yet when it died.
-    WHERE x.granted AND r.account_id = :account_id AND r.status = 'running'
+    WHERE x.granted AND r.account_id = %(account_id)s AND r.status = 'running'
       AND (r.id = x.sync_run_id OR r.replica = x.holder)
     RETURNING r.id
 ),
@@ -725,11 +734,11 @@ forgotten AS (
 ),
 granted AS (
     UPDATE account_leases l
-    SET holder = :replica, epoch = l.epoch + 1,
-        lease_until = now() + make_interval(secs => :lease_s),
-        scheduled_for = :slot, sync_run_id = NULL, claimed_at = now()
+    SET holder = %(replica)s, epoch = l.epoch + 1,
+        lease_until = now() + make_interval(secs => %(lease_s)s),
+        scheduled_for = %(slot)s, sync_run_id = NULL, claimed_at = now()
     FROM decision x
-    WHERE x.granted AND l.account_id = :account_id
+    WHERE x.granted AND l.account_id = %(account_id)s
     RETURNING l.epoch
 )
 SELECT (SELECT epoch FROM granted) AS epoch,
@@ -744,28 +753,28 @@ SELECT clock_timestamp() AS now;
 
 -- name: attach_run --
 -- Record which run a lease covers (so a takeover can close it).
-UPDATE account_leases SET sync_run_id = :run_id
-WHERE account_id = :account_id AND epoch = :epoch;
+UPDATE account_leases SET sync_run_id = %(run_id)s
+WHERE account_id = %(account_id)s AND epoch = %(epoch)s;
 
 -- name: renew_leases --
 -- Extend this replica's leases; the ones not returned were taken over (stale epoch).
 UPDATE account_leases l
-SET lease_until = now() + make_interval(secs => :lease_s)
-FROM unnest(CAST(:account_ids AS bigint[]), CAST(:epochs AS bigint[])) AS h(account_id, epoch)
-WHERE l.account_id = h.account_id AND l.epoch = h.epoch AND l.holder = :replica
+SET lease_until = now() + make_interval(secs => %(lease_s)s)
+FROM unnest(CAST(%(account_ids)s AS bigint[]), CAST(%(epochs)s AS bigint[])) AS h(account_id, epoch)
+WHERE l.account_id = h.account_id AND l.epoch = h.epoch AND l.holder = %(replica)s
 RETURNING l.account_id;
 
 -- name: fence --
 -- Inside the merge transaction: the lease must still be ours (the epoch fences a replica whose
 -- lease was taken over); FOR SHARE keeps a takeover waiting until the merge commits.
 SELECT 1 FROM account_leases
-WHERE account_id = :account_id AND epoch = :epoch AND holder = :replica
+WHERE account_id = %(account_id)s AND epoch = %(epoch)s AND holder = %(replica)s
 FOR SHARE;
 
 -- name: release_lease --
 -- Give the lease up at the end of a run.
 UPDATE account_leases SET lease_until = now()
-WHERE account_id = :account_id AND epoch = :epoch AND holder = :replica;
+WHERE account_id = %(account_id)s AND epoch = %(epoch)s AND holder = %(replica)s;
 
 -- name: metrics_rules_by_state --
 -- Live rules per account and state, for the Prometheus gauge.
@@ -790,11 +799,11 @@ INSERT INTO accounts AS a (name, kind, appid, miniprogram_appid, token_source, s
                            in_config, source, central_url, secret_env, token_env)
 SELECT c.name, c.kind, c.appid, c.miniprogram_appid, c.token_source, c.schedule, c.enabled, false,
        'import', c.central_url, c.secret_env, c.token_env
-FROM unnest(CAST(:names AS text[]), CAST(:kinds AS text[]), CAST(:appids AS text[]),
-            CAST(:miniprogram_appids AS text[]), CAST(:token_sources AS text[]),
-            CAST(:schedules AS text[]), CAST(:enableds AS boolean[]),
-            CAST(:central_urls AS text[]), CAST(:secret_envs AS text[]),
-            CAST(:token_envs AS text[]))
+FROM unnest(CAST(%(names)s AS text[]), CAST(%(kinds)s AS text[]), CAST(%(appids)s AS text[]),
+            CAST(%(miniprogram_appids)s AS text[]), CAST(%(token_sources)s AS text[]),
+            CAST(%(schedules)s AS text[]), CAST(%(enableds)s AS boolean[]),
+            CAST(%(central_urls)s AS text[]), CAST(%(secret_envs)s AS text[]),
+            CAST(%(token_envs)s AS text[]))
      AS c(name, kind, appid, miniprogram_appid, token_source, schedule, enabled, central_url,
           secret_env, token_env)
 ON CONFLICT (name) DO UPDATE
@@ -814,12 +823,12 @@ RETURNING name;
 -- Disable imported accounts the latest import no longer lists (their history stays).
 UPDATE accounts
 SET enabled = false, updated_at = now()
-WHERE source = 'import' AND enabled AND name <> ALL (CAST(:names AS text[]))
+WHERE source = 'import' AND enabled AND name <> ALL (CAST(%(names)s AS text[]))
 RETURNING name;
 
 -- name: config_account_names --
 -- Names that belong to the configuration file (an import may not take them).
-SELECT name FROM accounts WHERE source = 'config' AND name = ANY (CAST(:names AS text[]));
+SELECT name FROM accounts WHERE source = 'config' AND name = ANY (CAST(%(names)s AS text[]));
 
 -- name: imported_accounts --
 -- The imported accounts, for building their configuration at start.
@@ -849,8 +858,8 @@ WHERE (source = 'config' AND in_config) OR (source = 'import' AND enabled);
 INSERT INTO accounts AS a (name, kind, appid, miniprogram_appid, token_source, enabled,
                            in_config, source)
 SELECT c.name, c.kind, c.appid, c.miniprogram_appid, 'component', true, false, 'discover'
-FROM unnest(CAST(:names AS text[]), CAST(:kinds AS text[]), CAST(:appids AS text[]),
-            CAST(:miniprogram_appids AS text[]))
+FROM unnest(CAST(%(names)s AS text[]), CAST(%(kinds)s AS text[]), CAST(%(appids)s AS text[]),
+            CAST(%(miniprogram_appids)s AS text[]))
      AS c(name, kind, appid, miniprogram_appid)
 ON CONFLICT (name) DO UPDATE
 SET kind = EXCLUDED.kind, appid = EXCLUDED.appid, miniprogram_appid = EXCLUDED.miniprogram_appid,
@@ -866,7 +875,7 @@ RETURNING name;
 -- history stays.
 UPDATE accounts
 SET enabled = false, updated_at = now()
-WHERE source = 'discover' AND enabled AND name = ANY (CAST(:names AS text[]))
+WHERE source = 'discover' AND enabled AND name = ANY (CAST(%(names)s AS text[]))
 RETURNING name;
 
 -- name: discovered_authorizers --
@@ -874,7 +883,7 @@ RETURNING name;
 SELECT authorizer_appid, kind, nick_name, auth_time, listed, synced, reason, errcode,
        first_seen_at, checked_at
 FROM discovered_authorizers
-WHERE component_appid = :component_appid
+WHERE component_appid = %(component_appid)s
 ORDER BY authorizer_appid;
 
 -- name: all_discovered_authorizers --
@@ -889,11 +898,11 @@ ORDER BY component_appid, authorizer_appid;
 -- errcode keeps the kind and name seen before.
 INSERT INTO discovered_authorizers AS d (component_appid, authorizer_appid, kind, nick_name,
                                          auth_time, listed, synced, reason, errcode)
-SELECT :component_appid, c.appid, c.kind, c.nick_name, c.auth_time, true, c.synced, c.reason,
+SELECT %(component_appid)s, c.appid, c.kind, c.nick_name, c.auth_time, true, c.synced, c.reason,
        c.errcode
-FROM unnest(CAST(:appids AS text[]), CAST(:kinds AS text[]), CAST(:nick_names AS text[]),
-            CAST(:auth_times AS bigint[]), CAST(:synceds AS boolean[]),
-            CAST(:reasons AS text[]), CAST(:errcodes AS integer[]))
+FROM unnest(CAST(%(appids)s AS text[]), CAST(%(kinds)s AS text[]), CAST(%(nick_names)s AS text[]),
+            CAST(%(auth_times)s AS bigint[]), CAST(%(synceds)s AS boolean[]),
+            CAST(%(reasons)s AS text[]), CAST(%(errcodes)s AS integer[]))
      AS c(appid, kind, nick_name, auth_time, synced, reason, errcode)
 ON CONFLICT (component_appid, authorizer_appid) DO UPDATE
 SET kind = COALESCE(EXCLUDED.kind, d.kind), nick_name = COALESCE(EXCLUDED.nick_name, d.nick_name),
@@ -905,15 +914,15 @@ SET kind = COALESCE(EXCLUDED.kind, d.kind), nick_name = COALESCE(EXCLUDED.nick_n
 UPDATE discovered_authorizers
 SET listed = false, synced = false, checked_at = now(),
     reason = 'no longer in the platform''s authorizer list (authorisation withdrawn)'
-WHERE component_appid = :component_appid AND listed
-  AND authorizer_appid <> ALL (CAST(:appids AS text[]));
+WHERE component_appid = %(component_appid)s AND listed
+  AND authorizer_appid <> ALL (CAST(%(appids)s AS text[]));
 
 -- name: seed_refresh_token --
 -- Store an imported authorizer refresh token, unless the same seed was stored before (then the
 -- stored one, possibly rotated since, is kept).
 INSERT INTO authorizer_refresh_tokens AS t (component_appid, authorizer_appid, refresh_token,
                                             seed_fingerprint, updated_at)
-VALUES (:component_appid, :authorizer_appid, :refresh_token, :seed_fingerprint, now())
+VALUES (%(component_appid)s, %(authorizer_appid)s, %(refresh_token)s, %(seed_fingerprint)s, now())
 ON CONFLICT (component_appid, authorizer_appid) DO UPDATE
 SET refresh_token = EXCLUDED.refresh_token, seed_fingerprint = EXCLUDED.seed_fingerprint,
     updated_at = now()
@@ -925,19 +934,19 @@ SELECT current_database(), current_user, current_setting('server_version');
 
 -- name: check_database_rights --
 -- What the role may do in the database and the schema qrsync lives in (`qrsync check`).
-SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = :schema) AS schema_exists,
+SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = %(schema)s) AS schema_exists,
        has_database_privilege(current_database(), 'CREATE') AS may_create_schemas,
        has_database_privilege(current_database(), 'TEMPORARY') AS may_create_temporary,
-       CASE WHEN EXISTS (SELECT FROM pg_namespace WHERE nspname = :schema)
-            THEN has_schema_privilege(:schema, 'USAGE, CREATE') END AS schema_usage_and_create;
+       CASE WHEN EXISTS (SELECT FROM pg_namespace WHERE nspname = %(schema)s)
+            THEN has_schema_privilege(%(schema)s, 'USAGE, CREATE') END AS schema_usage_and_create;
 
 -- name: check_tables_lacking_privileges --
 -- Tables of the schema the role may not read and write (`qrsync check`).
 SELECT c.relname
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = :schema AND c.relkind IN ('r', 'p')
-  AND NOT has_table_privilege(c.oid, :privileges)
+WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p')
+  AND NOT has_table_privilege(c.oid, %(privileges)s)
 ORDER BY 1;
 
 -- name: cached_tokens --
@@ -946,4 +955,4 @@ SELECT key, fetched_at, expires_at, reuse_until FROM tokens ORDER BY key;
 
 -- name: drop_token --
 -- Forget a cached token: the next run that needs it fetches a fresh one (`qrsync tokens drop`).
-DELETE FROM tokens WHERE key = :key RETURNING key, expires_at;
+DELETE FROM tokens WHERE key = %(key)s RETURNING key, expires_at;

@@ -32,12 +32,12 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-from qrsync.errors import DatabaseError, RunInterrupted
+from qrsync.errors import DatabaseError
 from qrsync.masking import mask, one_line
 from qrsync.model import Page, Rule
 from qrsync.store import digests
 from qrsync.store.digests import Group, Spool, chunked, digested
-from qrsync.store.engine import Connection, Engine, first_line
+from qrsync.store.engine import Conn, Engine, dicts, first_line, one, quote_ident
 from qrsync.store.queries import query
 
 COPY_STAGED = (
@@ -50,7 +50,7 @@ COPY_LISTED = COPY_STAGED.replace("staged_rules", "listed_rules")
 
 DEAD_RUN_GRACE_S = 0.0
 """How old a run left 'running' without its run lock must be to be closed as dead: no age at
-all, since a live run holds its lock from before its row exists (``reserve_run``)."""
+all, since a live run holds its lock from before its row exists (``open_run``)."""
 
 LISTING_MEMORY = "SET LOCAL work_mem = '64MB'"
 """A first listing is sorted by prefix in one piece, and a later one compared with the stored
@@ -115,32 +115,57 @@ class QuotaHold(NamedTuple):
     until: datetime
 
 
+class OpenRun(NamedTuple):
+    """A run just opened: its id, its connection (whose transaction holds the run's locks for
+    its whole duration), what it starts from, and the dead runs of the account it closed."""
+
+    run_id: int
+    conn: Conn
+    state: Any
+    closed_dead_runs: int
+
+
 class RunStore:
-    """The database operations of sync runs; every method is one short transaction, beside
-    the one that holds each open run's run lock (see :meth:`start_run`)."""
+    """The database operations of sync runs. A run holds one connection for its whole
+    duration (:meth:`open_run`): its transaction holds the run's locks and applies its listing;
+    the other operations are one short transaction each."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._run_locks: dict[int, Connection] = {}
+        self._runs_table = f"{quote_ident(engine.schema)}.sync_runs"
+        self._run_conns: dict[int, Conn] = {}
         self._guard = threading.Lock()
 
-    def start_run(
+    def open_run(
         self,
         account_id: int,
+        appid: str,
         *,
         trigger: str,
         started_at: datetime,
         scheduled_for: datetime | None = None,
         replica: str | None = None,
-    ) -> int:
-        """Open a run: its run lock is taken, by a transaction that stays open until the run
-        is closed (:meth:`end_run`), before its 'running' row is committed, so that a run whose
-        lock is free is dead (``close_dead_runs``) however young it is."""
-        holder = self.engine.connect()
+    ) -> OpenRun:
+        """Open a run: its run lock and the account's lock are taken by the transaction that
+        stays open until the run is closed (:meth:`end_run`), before its 'running' row is
+        committed from another connection, so that a run whose lock is free is dead however
+        young it is. Three statements, beside the one that closes the run."""
+        conn = self.engine.checkout()
         try:
-            run_id = int(holder.execute(query("reserve_run")).one().id)
-            with self.engine.begin() as conn:
-                conn.execute(
+            run_id = int(
+                one(
+                    conn,
+                    query("open_run"),
+                    {
+                        "search_path": self.engine.search_path,
+                        "account_id": account_id,
+                        "runs_table": self._runs_table,
+                    },
+                ).id
+            )
+            with self.engine.transaction() as other:
+                started = one(
+                    other,
                     query("start_run"),
                     {
                         "run_id": run_id,
@@ -151,55 +176,51 @@ class RunStore:
                         "started_at": started_at,
                     },
                 )
+            state = one(
+                conn,
+                query("run_state"),
+                {"account_id": account_id, "appid": appid, "now": started_at},
+            )
         except BaseException:
-            holder.close()
+            self.engine.give_back(conn)
             raise
         with self._guard:
-            self._run_locks[run_id] = holder
-        return run_id
+            self._run_conns[run_id] = conn
+        return OpenRun(run_id, conn, state, int(started.closed_dead_runs))
 
     def end_run(self, run_id: int) -> None:
-        """Let the run lock of a closed run go (closing its row must come first)."""
+        """Let the run's connection go, and its locks with its transaction (closing its row
+        must come first)."""
         with self._guard:
-            holder = self._run_locks.pop(run_id, None)
-        if holder is not None:
-            holder.close()  # rolls back the transaction that held the lock
+            conn = self._run_conns.pop(run_id, None)
+        if conn is not None:
+            self.engine.give_back(conn)  # rolls back whatever finish() did not commit
 
     def listing(
         self,
-        run_id: int,
+        run: OpenRun,
         account_id: int,
         *,
         clock: Callable[[], datetime],
-        fence: Callable[[Connection], None] | None = None,
+        fence: Callable[[Conn], None] | None = None,
     ) -> ListingWriter:
-        """The run's one transaction: stage and merge its listing as it arrives, then close
-        it (see :class:`ListingWriter`)."""
-        return ListingWriter(
-            self.engine, run_id, account_id, clock=clock, fence=fence, on_close=self.end_run
-        )
-
-    def quota_hold(self, appid: str, now: datetime) -> QuotaHold | None:
-        """The hold on ``appid`` if its quota is still used up at ``now``."""
-        with self.engine.begin() as conn:
-            row = conn.execute(query("quota_hold"), {"appid": appid, "now": now}).first()
-        return None if row is None else QuotaHold(row.errcode, row.held_since, row.held_until)
+        """The run's transaction: stage and merge its listing as it arrives, then close it
+        (see :class:`ListingWriter`)."""
+        return ListingWriter(run, account_id, clock=clock, fence=fence, on_close=self.end_run)
 
     def quota_holds(self, now: datetime) -> list[dict[str, Any]]:
         """Every hold (``standing``: still in force at ``now``), latest first."""
-        with self.engine.connect() as conn:
-            return [
-                dict(row) for row in conn.execute(query("quota_holds"), {"now": now}).mappings()
-            ]
+        with self.engine.transaction() as conn:
+            return dicts(conn, query("quota_holds"), {"now": now})
 
     def release_quota_hold(self, appid: str) -> QuotaHold | None:
         """Lift the hold on ``appid`` (``qrsync quota release``); the hold it was, if any."""
-        with self.engine.begin() as conn:
-            row = conn.execute(query("release_quota_hold"), {"appid": appid}).first()
+        with self.engine.transaction() as conn:
+            row = conn.execute(query("release_quota_hold"), {"appid": appid}).fetchone()
         return None if row is None else QuotaHold(row.errcode, row.held_since, row.held_until)
 
     def hold_quota(self, appid: str, hold: QuotaHold, run_id: int) -> None:
-        with self.engine.begin() as conn:
+        with self.engine.transaction() as conn:
             conn.execute(
                 query("hold_quota"),
                 {
@@ -224,8 +245,12 @@ class RunStore:
     ) -> None:
         """Close a run as failed (``abandoned``: interrupted, its slot may be run again); a run
         already closed by another replica's takeover is left as that replica wrote it."""
+        with self._guard:
+            own = self._run_conns.get(run_id)
+        if own is not None and (own.closed or own.broken):
+            self.engine.suspect()  # the others idle in the pool may be gone as well
         try:
-            with self.engine.begin() as conn:
+            with self.engine.transaction() as conn:
                 conn.execute(
                     query("fail_run"),
                     {
@@ -270,24 +295,22 @@ class ListingWriter:
 
     def __init__(
         self,
-        engine: Engine,
-        run_id: int,
+        run: OpenRun,
         account_id: int,
         *,
         clock: Callable[[], datetime],
-        fence: Callable[[Connection], None] | None,
+        fence: Callable[[Conn], None] | None,
         on_close: Callable[[int], None] | None = None,
     ) -> None:
-        self.engine = engine
-        self.on_close = on_close  # lets the run lock go once the run is closed (finish)
-        self.run_id = run_id
+        self.on_close = on_close  # lets the run's connection go once the run is closed
+        self.run_id = run.run_id
         self.account_id = account_id
         self.clock = clock
         self.fence = fence
-        self._conn: Connection | None = None
-        self.closed_dead_runs = 0  # runs of the account found dead and closed before this one
-        self._compare = False  # the account has live rules: compare the listing, then stage
+        self._conn: Conn | None = run.conn
+        self._savepoint = False  # a savepoint marks where the listing began (restart)
         self._reset()
+        self._start(run.state)
 
     def _reset(self) -> None:
         self._candidates: list[str] | None = None
@@ -309,38 +332,12 @@ class ListingWriter:
         self.history_rows = 0
 
     def __enter__(self) -> ListingWriter:
-        conn = self.engine.connect()
-        try:
-            with conn.begin():
-                found = conn.execute(
-                    query("close_dead_runs"),
-                    {
-                        "run_id": self.run_id,
-                        "account_id": self.account_id,
-                    },
-                ).one()
-            self.closed_dead_runs = int(found.closed)
-            self._begin(conn)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
         return self
 
-    def _begin(self, conn: Connection) -> None:
-        conn.begin()
-        params = {"account_id": self.account_id}
-        run = conn.execute(query("lock_run"), {"run_id": self.run_id, **params}).one()
-        if not run.open:
-            raise RunInterrupted(
-                f"run {self.run_id} was closed by another run of the account before its listing "
-                "began (it looked abandoned); nothing was written"
-            )
-        row = conn.execute(query("listing_state"), params).one()
+    def _start(self, row: Any) -> None:
+        """What the listing starts from (``run_state``, read under the account's lock)."""
         self._compare = bool(row.has_live_rules)
         self._has_rules = bool(row.has_rules)
-        if not row.has_live_rules:
-            conn.exec_driver_sql(LISTING_MEMORY)
         self._expected: list[bytes] | None = None
         self._expected_seen = 0
         if row.has_live_rules and row.digests is not None and row.chunk_rows == digests.GROUP_ROWS:
@@ -348,21 +345,36 @@ class ListingWriter:
             self._expected_seen = row.rules_seen
 
     def __exit__(self, *exc_info: object) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()  # rolls back whatever was not committed by finish()
+        # What finish() did not commit is rolled back when the run's connection is given back
+        # (RunStore.end_run), after the run is recorded as failed: its lock is held until then.
+        self._conn = None
 
     @property
-    def conn(self) -> Connection:
+    def conn(self) -> Conn:
         if self._conn is None:
             raise RuntimeError("the listing's transaction is closed")
         return self._conn
 
+    def _before_writing(self) -> None:
+        """Mark where the listing began before its first write, so that :meth:`restart` can
+        undo it without letting the run's locks go (a listing that writes nothing needs no
+        mark: most runs)."""
+        if not self._savepoint:
+            # A first listing is sorted by prefix in one piece: in memory (LISTING_MEMORY).
+            memory = "" if self._compare else f"; {LISTING_MEMORY}"
+            self.conn.execute(f"SAVEPOINT listing{memory}")
+            self._savepoint = True
+
     def restart(self) -> None:
-        """Forget everything staged and merged: roll back and begin again."""
-        self.conn.rollback()
+        """Forget everything staged and merged, keeping the run's locks."""
+        if self._savepoint:  # (nothing was written without one)
+            memory = "" if self._compare else f"; {LISTING_MEMORY}"
+            self.conn.execute(f"ROLLBACK TO SAVEPOINT listing{memory}")
+        compare, has_rules = self._compare, self._has_rules
+        expected, expected_seen = self._expected, self._expected_seen
         self._reset()
-        self._begin(self.conn)
+        self._compare, self._has_rules = compare, has_rules
+        self._expected, self._expected_seen = expected, expected_seen
 
     def stage(self, pages: Iterable[Page], *, listing: bool = True) -> None:
         """COPY the pages' rules to the database as they arrive, and merge them at the end.
@@ -396,7 +408,7 @@ class ListingWriter:
             self._copy(chunk)
         if self.next_seq > self.merged_seq:
             if self._compare:
-                self.conn.exec_driver_sql(PROBE_PLANS)
+                self.conn.execute(PROBE_PLANS)
             # (A prefix found by get_type 1 is one the listing lacked: newly seen.)
             self.seen += self._merge(self.merged_seq, self.next_seq)
 
@@ -414,15 +426,17 @@ class ListingWriter:
             return  # equal to the last listing
         self._ensure_listed()  # (an empty listing lacks every live rule)
         # The whole listing against the whole account: hash joins, in memory.
-        self.conn.exec_driver_sql(f"{LISTING_PLANS}; {LISTING_MEMORY}")
-        found = self.conn.execute(
-            query("compare_listing"), {"run_id": self.run_id, "account_id": self.account_id}
-        ).one()
+        self.conn.execute(f"{LISTING_PLANS}; {LISTING_MEMORY}")
+        found = one(
+            self.conn,
+            query("compare_listing"),
+            {"run_id": self.run_id, "account_id": self.account_id},
+        )
         self.seen += found.seen
         self._live_rules = found.live_rules
         self._missing = list(found.missing)
         if found.staged:
-            self.conn.exec_driver_sql(PROBE_PLANS)  # the few staged rules: index probes
+            self.conn.execute(PROBE_PLANS)  # the few staged rules: index probes
             self._merge(lo, self.next_seq)
         self.merged_seq = self.next_seq
 
@@ -439,15 +453,15 @@ class ListingWriter:
             self._ensure_listed()
             self.rows_in += len(chunk)
             self._copy(chunk, COPY_LISTED)
-            self.conn.exec_driver_sql("SAVEPOINT first_chunk")
+            self.conn.execute("SAVEPOINT first_chunk")
             try:
-                row = self.conn.execute(query("insert_first_chunk"), params).one()
+                row = one(self.conn, query("insert_first_chunk"), params)
             except psycopg.errors.UniqueViolation:
-                self.conn.exec_driver_sql("ROLLBACK TO SAVEPOINT first_chunk")
+                self.conn.execute("ROLLBACK TO SAVEPOINT first_chunk")
                 self.conn.execute(query("set_aside_repeats"), params)
-                row = self.conn.execute(query("insert_first_chunk"), params).one()
+                row = one(self.conn, query("insert_first_chunk"), params)
                 repeats = True
-            self.conn.exec_driver_sql("RELEASE SAVEPOINT first_chunk; TRUNCATE listed_rules")
+            self.conn.execute("RELEASE SAVEPOINT first_chunk; TRUNCATE listed_rules")
             self.seen += row.inserted
             self.inserted += row.inserted
             self.state_changes += row.state_changes
@@ -459,6 +473,7 @@ class ListingWriter:
 
     def _ensure_listed(self) -> None:
         if not self._listed_ready:
+            self._before_writing()
             # (temp_buffers is left alone: once a session has used a temporary table, setting
             # it to another size is an error, and behind PgBouncer sessions are shared.)
             self.conn.execute(query("create_listed_rules"))
@@ -496,8 +511,8 @@ class ListingWriter:
     def _copy(self, rules: list[Rule], statement: str = COPY_STAGED) -> None:
         """COPY ``rules`` into staged_rules (or, with COPY_LISTED, listed_rules), numbered
         from :attr:`next_seq` in listing order."""
-        dbapi = self.conn.driver_connection
-        with dbapi.cursor() as cursor, cursor.copy(statement) as copy:
+        self._before_writing()
+        with self.conn.cursor() as cursor, cursor.copy(statement) as copy:
             copy.set_types(STAGED_TYPES)
             for rule in rules:
                 copy.write_row(_staged_row(self.run_id, self.next_seq, rule))
@@ -506,7 +521,8 @@ class ListingWriter:
     def _merge(self, lo: int, hi: int) -> int:
         """Merge the staged rules with seq in [lo, hi); return how many distinct prefixes
         they hold."""
-        row = self.conn.execute(
+        row = one(
+            self.conn,
             query("merge_chunk"),
             {
                 "run_id": self.run_id,
@@ -516,7 +532,7 @@ class ListingWriter:
                 "hi": hi,
                 "has_rules": self._has_rules,
             },
-        ).one()
+        )
         self.merged_seq = hi
         self._has_rules = True  # (it may have written some; probing is always right)
         self.inserted += row.inserted
@@ -528,16 +544,16 @@ class ListingWriter:
 
     def attempt(self, step: Callable[[], None]) -> None:
         """Run ``step``; if it raises, undo what it staged and merged, then re-raise."""
-        self.conn.exec_driver_sql("SAVEPOINT attempt")
+        self.conn.execute("SAVEPOINT attempt")
         saved = {name: getattr(self, name) for name in _TOTALS}
         try:
             step()
         except BaseException:
-            self.conn.exec_driver_sql("ROLLBACK TO SAVEPOINT attempt")
+            self.conn.execute("ROLLBACK TO SAVEPOINT attempt")
             for name, value in saved.items():
                 setattr(self, name, value)
             raise
-        self.conn.exec_driver_sql("RELEASE SAVEPOINT attempt")
+        self.conn.execute("RELEASE SAVEPOINT attempt")
 
     def deletion_candidates(self) -> list[str]:
         """Live rules the listing does not hold: what finishing would delete (less those that
@@ -569,7 +585,8 @@ class ListingWriter:
         observed_at = self.clock()
         deletions = Deletions()
         if complete and candidates:
-            found = conn.execute(
+            found = one(
+                conn,
                 query("apply_deletions"),
                 {
                     "run_id": self.run_id,
@@ -580,7 +597,7 @@ class ListingWriter:
                     "allow_mass_delete": allow_mass_delete,
                     "max_delete_fraction": max_delete_fraction,
                 },
-            ).one()
+            )
             deletions = Deletions(**found._asdict())
         counts = MergeCounts(
             rules_seen=self.seen,

@@ -8,12 +8,14 @@ refreshing the same token at once make one call and the others reuse its result.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from qrsync.model import FetchedToken, reuse_seconds
 from qrsync.store.encryption import TokenSealer
-from qrsync.store.engine import Engine
+from qrsync.store.engine import Engine, dicts, scalar
 from qrsync.store.queries import query
 
 
@@ -23,21 +25,40 @@ class PgTokenCache:
     def __init__(self, engine: Engine, sealer: TokenSealer | None = None) -> None:
         self.engine = engine
         self.sealer = sealer or TokenSealer()
+        self._primed: dict[str, tuple[str, float]] = {}  # key -> (stored value, monotonic end)
+        self._primed_lock = threading.Lock()
+
+    def prime(self, keys: Sequence[str]) -> None:
+        """Read the reusable tokens among ``keys`` in one statement; :meth:`get` answers from
+        them until they are no longer reusable (timed by this process's clock from the
+        seconds the database gave, so that a skewed clock cannot stretch them)."""
+        if not keys:
+            return
+        with self.engine.transaction() as conn:
+            rows = conn.execute(query("tokens_reusable"), {"keys": list(keys)}).fetchall()
+        now = time.monotonic()
+        with self._primed_lock:
+            for row in rows:
+                self._primed[row.key] = (row.access_token, now + float(row.reuse_s))
 
     def cached(self) -> list[dict[str, Any]]:
         """Every cached token's key and times, never its value (``qrsync tokens``)."""
-        with self.engine.connect() as conn:
-            return [dict(row) for row in conn.execute(query("cached_tokens")).mappings()]
+        with self.engine.transaction() as conn:
+            return dicts(conn, query("cached_tokens"))
 
     def drop(self, key: str) -> bool:
         """Forget the token cached under ``key`` (``qrsync tokens drop``); whether there was one.
         A run holding it keeps it until WeChat refuses it, then fetches a fresh one."""
-        with self.engine.begin() as conn:
-            return conn.execute(query("drop_token"), {"key": key}).first() is not None
+        with self.engine.transaction() as conn:
+            return conn.execute(query("drop_token"), {"key": key}).fetchone() is not None
 
     def get(self, key: str) -> str | None:
-        with self.engine.connect() as conn:
-            value = conn.execute(query("token_get"), {"key": key}).scalar_one_or_none()
+        with self._primed_lock:
+            primed = self._primed.pop(key, None)
+        if primed is not None and time.monotonic() < primed[1]:
+            return self._open_token(primed[0], key)
+        with self.engine.transaction() as conn:
+            value = scalar(conn, query("token_get"), {"key": key})
         return None if value is None else self._open_token(value, key)
 
     def _open_token(self, stored: str, key: str) -> str:
@@ -46,9 +67,11 @@ class PgTokenCache:
     def refresh(
         self, key: str, fetch: Callable[[str | None], FetchedToken], failed: str | None
     ) -> str:
-        with self.engine.begin() as conn:
+        with self._primed_lock:
+            self._primed.pop(key, None)
+        with self.engine.transaction() as conn:
             conn.execute(query("token_lock"), {"key": key})
-            stored = conn.execute(query("token_get"), {"key": key}).scalar_one_or_none()
+            stored = scalar(conn, query("token_get"), {"key": key})
             cached = None if stored is None else self._open_token(stored, key)
             if cached is not None and cached != failed:
                 # Another process refreshed it while we waited for the lock.
@@ -68,11 +91,11 @@ class PgTokenCache:
     def load_refresh_token(
         self, component_appid: str, authorizer_appid: str
     ) -> tuple[str, str] | None:
-        with self.engine.connect() as conn:
+        with self.engine.transaction() as conn:
             row = conn.execute(
                 query("refresh_token_get"),
                 {"component_appid": component_appid, "authorizer_appid": authorizer_appid},
-            ).one_or_none()
+            ).fetchone()
         if row is None:
             return None
         refresh_token = self.sealer.open(row.refresh_token, _refresh_token_name(authorizer_appid))
@@ -81,7 +104,7 @@ class PgTokenCache:
     def save_refresh_token(
         self, component_appid: str, authorizer_appid: str, refresh_token: str, seed_fingerprint: str
     ) -> None:
-        with self.engine.begin() as conn:
+        with self.engine.transaction() as conn:
             conn.execute(
                 query("refresh_token_put"),
                 {
@@ -97,8 +120,8 @@ def reseal_tokens(engine: Engine, sealer: TokenSealer) -> int:
     """Seal every stored token with the first configured key (after a key was added or put
     first); return how many were rewritten. Tokens that cannot be opened stop it unchanged."""
     rewritten = 0
-    with engine.begin() as conn:
-        for row in conn.execute(query("sealed_tokens")).all():
+    with engine.transaction() as conn:
+        for row in conn.execute(query("sealed_tokens")).fetchall():
             if row.tab == "tokens":
                 name, statement = _access_token_name(row.id), "reseal_token"
             else:

@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from qrsync.config import (
@@ -212,6 +212,14 @@ class TokenProviders:
         self.component = component
         self._providers: dict[str, CachedTokenProvider | StaticTokenProvider] = {}
         self._lock = threading.Lock()
+
+    def prime(self, accounts: Sequence[AccountConfig]) -> None:
+        """Read the reusable cached tokens of ``accounts`` in one go (a sync of many accounts)."""
+        prime: Callable[[Sequence[str]], None] | None = getattr(self.cache, "prime", None)
+        if prime is None:  # (a cache that reads nothing ahead)
+            return
+        keys = {cached_under(account, self.component) for account in accounts}
+        prime(sorted(key for key in keys if key is not None))
 
     def for_account(self, account: AccountConfig) -> CachedTokenProvider | StaticTokenProvider:
         token = account.token

@@ -4,10 +4,13 @@ never stopped under psql."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -21,13 +24,18 @@ EMBEDDED = "[database]\nembedded = true\n"
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
+def home(tmp_path: Path) -> Iterator[Path]:
     """The data home; the tests run in ``tmp_path``, whose qrsync.toml asks for the embedded
-    PostgreSQL."""
-    data = tmp_path / "data"
-    data.mkdir()
+    PostgreSQL. The data home is not under pytest's base directory: run as root, the package
+    runs PostgreSQL as another user, who must reach it, and a pytest session started meanwhile
+    makes its own base directory private again (the cause of a rare "pg_ctl exited 1")."""
+    data = Path(tempfile.mkdtemp(prefix="qrsync-embedded-test-"))
+    data.chmod(0o755)
     (tmp_path / "qrsync.toml").write_text(EMBEDDED, encoding="utf-8")
-    return data
+    try:
+        yield data
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def _env(home: Path) -> dict[str, str]:

@@ -6,10 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from qrsync.errors import RunInterrupted
-from qrsync.store.engine import Engine
+from qrsync.store.engine import Engine, scalar
 from qrsync.store.leases import Lease, LeaseStore
 
 SLOT = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
@@ -17,27 +16,25 @@ SLOT = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
 
 @pytest.fixture
 def account_id(engine: Engine) -> int:
-    with engine.begin() as conn:
-        account = conn.execute(
-            text(
-                "INSERT INTO accounts (name, kind, appid, token_source)"
-                " VALUES ('a', 'miniprogram', 'wx1', 'static') RETURNING id"
-            )
-        ).scalar_one()
+    with engine.transaction() as conn:
+        account = scalar(
+            conn,
+            "INSERT INTO accounts (name, kind, appid, token_source)"
+            " VALUES ('a', 'miniprogram', 'wx1', 'static') RETURNING id",
+        )
     LeaseStore(engine, "r0", 60).ensure_rows()
     return int(account)
 
 
 def _start_run(engine: Engine, account_id: int, replica: str) -> int:
-    with engine.begin() as conn:
+    with engine.transaction() as conn:
         return int(
-            conn.execute(
-                text(
-                    "INSERT INTO sync_runs (account_id, trigger, scheduled_for, replica)"
-                    " VALUES (:a, 'schedule', :s, :r) RETURNING id"
-                ),
+            scalar(
+                conn,
+                "INSERT INTO sync_runs (account_id, trigger, scheduled_for, replica)"
+                " VALUES (%(a)s, 'schedule', %(s)s, %(r)s) RETURNING id",
                 {"a": account_id, "s": SLOT, "r": replica},
-            ).scalar_one()
+            )
         )
 
 
@@ -53,8 +50,8 @@ def test_a_finished_slot_is_not_run_again(engine: Engine, account_id: int) -> No
     claim = r1.claim(account_id, SLOT)
     assert claim.epoch is not None
     run = _start_run(engine, account_id, "r1")
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE sync_runs SET status = 'succeeded' WHERE id = :r"), {"r": run})
+    with engine.transaction() as conn:
+        conn.execute("UPDATE sync_runs SET status = 'succeeded' WHERE id = %(r)s", {"r": run})
     r1.release(Lease(account_id, claim.epoch, "r1"))
     again = LeaseStore(engine, "r2", 60).claim(account_id, SLOT)
     assert not again.granted and again.done
@@ -79,7 +76,7 @@ def test_expired_lease_is_taken_over_and_its_run_closed(
     assert error == "abandoned by replica r1 (its lease expired)"
     # The old holder is fenced: its renewal and its merge are refused.
     assert r1.renew([lease]) == set()
-    with engine.begin() as conn, pytest.raises(RunInterrupted):
+    with engine.transaction() as conn, pytest.raises(RunInterrupted):
         r1.fence(conn, lease)
 
 
@@ -89,7 +86,7 @@ def test_renewal_keeps_the_lease(engine: Engine, db: Any, account_id: int) -> No
     assert claim.epoch is not None
     lease = Lease(account_id, claim.epoch, "r1")
     assert r1.renew([lease]) == {account_id}
-    with engine.begin() as conn:
+    with engine.transaction() as conn:
         r1.fence(conn, lease)
     assert not LeaseStore(engine, "r2", 60).claim(account_id, SLOT).granted
 

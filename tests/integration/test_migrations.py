@@ -8,10 +8,9 @@ from typing import Any
 import psycopg
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
 
 from qrsync.store import migrate
-from qrsync.store.engine import make_engine
+from qrsync.store.engine import make_engine, one, scalar, scalars
 from qrsync.store.schema import HEAD_REVISION, metadata
 
 VIEWS = {
@@ -80,21 +79,21 @@ def test_downgrade_to_base_and_up_again(empty_database_url: str) -> None:
 
 
 def test_every_view_and_its_columns_have_comments(engine: Any) -> None:
-    with engine.connect() as conn:
+    with engine.transaction() as conn:
         for view in VIEWS:
-            comment = conn.execute(
-                text("SELECT obj_description(CAST(:v AS regclass), 'pg_class')"),
+            comment = scalar(
+                conn,
+                "SELECT obj_description(CAST(%(v)s AS regclass), 'pg_class')",
                 {"v": f"qrsync.{view}"},
-            ).scalar()
+            )
             assert comment, view
-            uncommented = conn.execute(
-                text(
-                    "SELECT count(*) FILTER (WHERE col_description(a.attrelid, a.attnum) IS NULL),"
-                    " count(*) FROM pg_attribute a WHERE a.attrelid = CAST(:v AS regclass)"
-                    " AND a.attnum > 0"
-                ),
+            uncommented = one(
+                conn,
+                "SELECT count(*) FILTER (WHERE col_description(a.attrelid, a.attnum) IS NULL),"
+                " count(*) FROM pg_attribute a WHERE a.attrelid = CAST(%(v)s AS regclass)"
+                " AND a.attnum > 0",
                 {"v": f"qrsync.{view}"},
-            ).one()
+            )
             assert uncommented[0] == 0, f"{view}: {uncommented[0]} columns without a comment"
 
 
@@ -115,8 +114,8 @@ def test_plain_postgresql_urls_are_accepted(empty_database_url: str) -> None:
     for spelling in ("postgresql://", "postgres://", "postgresql+psycopg://"):
         url = empty_database_url.replace("postgresql://", spelling, 1)
         engine = make_engine(url, "qrsync")
-        with engine.connect() as conn:
-            assert conn.execute(text("SELECT 1")).scalar() == 1
+        with engine.transaction() as conn:
+            assert scalar(conn, "SELECT 1") == 1
         engine.dispose()
 
 
@@ -130,20 +129,15 @@ def test_every_column_of_the_user_tables_has_a_comment(engine: Any) -> None:
         "account_snapshots",
         "sync_runs",
     ]
-    with engine.connect() as conn:
-        missing = (
-            conn.execute(
-                text(
-                    "SELECT c.relname || '.' || a.attname FROM pg_attribute a"
-                    " JOIN pg_class c ON c.oid = a.attrelid"
-                    " JOIN pg_namespace n ON n.oid = c.relnamespace"
-                    " WHERE n.nspname = 'qrsync' AND c.relname = ANY(:tables) AND a.attnum > 0"
-                    " AND NOT a.attisdropped AND col_description(a.attrelid, a.attnum) IS NULL"
-                ),
-                {"tables": tables},
-            )
-            .scalars()
-            .all()
+    with engine.transaction() as conn:
+        missing = scalars(
+            conn,
+            "SELECT c.relname || '.' || a.attname FROM pg_attribute a"
+            " JOIN pg_class c ON c.oid = a.attrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'qrsync' AND c.relname = ANY(%(tables)s) AND a.attnum > 0"
+            " AND NOT a.attisdropped AND col_description(a.attrelid, a.attnum) IS NULL",
+            {"tables": tables},
         )
     assert missing == []
 
