@@ -429,7 +429,7 @@ class Syncer:
                 notes.append(f"{wanted - writer.seen} not found (nothing deleted)")
             return False, "succeeded", notes
         if account.kind == "miniprogram":
-            self._stage(writer, miniprogram_listing(api, tally), request)
+            self._stage(writer, miniprogram_listing(api, tally), request, paged=False)
             page = tally.last
             total = page.total_count if page else None
             if tally.short_pages:
@@ -539,10 +539,15 @@ class Syncer:
         request: SyncRequest,
         *,
         listing: bool = True,
+        paged: bool = True,
     ) -> None:
         """Stage and merge the pages as they arrive, the next pages being fetched meanwhile
-        (memory: a few pages). ``listing``: the account's listing, not rules asked by prefix."""
-        writer.stage(self._checked(prefetched(pages), request.guard), listing=listing)
+        (memory: a few pages). ``listing``: the account's listing, not rules asked by prefix.
+        ``paged``: more than one answer may come (a mini program's listing is one answer:
+        nothing to fetch meanwhile, and no thread to start for it)."""
+        if paged:
+            pages = prefetched(pages)
+        writer.stage(self._checked(pages, request.guard), listing=listing)
 
     def _checked(self, pages: Iterator[Page], guard: RunGuard | None) -> Iterator[Page]:
         """Stop between pages when the run must (lease lost, shutdown)."""

@@ -19,8 +19,17 @@ def parse_queries(source: str) -> dict[str, str]:
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         if name in queries:
             raise ValueError(f"queries.sql defines '{name}' twice")
-        queries[name] = body.strip().rstrip(";")
+        queries[name] = _without_leading_comments(body.strip().rstrip(";"))
     return queries
+
+
+def _without_leading_comments(body: str) -> str:
+    """The statement without the comment lines above it: they are for people reading the
+    file, and would otherwise travel to the server with every execution."""
+    lines = body.splitlines()
+    while lines and lines[0].lstrip().startswith("--"):
+        lines.pop(0)
+    return "\n".join(lines)
 
 
 @cache
@@ -30,6 +39,5 @@ def _all() -> dict[str, str]:
 
 
 def query(name: str) -> str:
-    """The named statement, its parameters written ``:name``
-    (:meth:`qrsync.store.engine.Connection.execute` binds them)."""
+    """The named statement, its parameters written ``%(name)s`` (psycopg binds them)."""
     return _all()[name]
