@@ -25,6 +25,9 @@ Kinds and their formats (each platform's own):
   characters a section, 150 the header. No signing.
 - ``webhook``: qrsync's own JSON, documented below.
 
+Every title (and so every message a person reads) contains "qrsync": a DingTalk or Feishu robot
+secured by a keyword rather than a signature can be given that keyword.
+
 The webhook schema (version 1). One ``POST`` carries a list of events as
 ``Content-Type: application/json; charset=utf-8``::
 
@@ -352,7 +355,7 @@ class _Line:
     event_ids: tuple[int, ...] = ()
 
 
-_TITLE_RESERVE = 100  # characters; a title is cut to this
+_TITLE_RESERVE = 100  # bytes; a title is cut to this
 _HEAD_RESERVE = 300  # bytes (escaped) of a digest's heading
 _SIGN_RESERVE = 160  # bytes Feishu's timestamp and sign add to the body
 _SLACK_FALLBACK_RESERVE = 400  # bytes (escaped) of Slack's fallback text
@@ -698,7 +701,8 @@ def _finish(
 
 
 def _single(flavour: _Flavour, event: Event) -> Message:
-    title = _cut(f"{_clean(event.account)} · {_label(event.kind)}", _TITLE_RESERVE)
+    # "qrsync" in every title: a robot whose security is a keyword can be given that one.
+    title = _cut(f"qrsync · {_clean(event.account)} · {_label(event.kind)}", _TITLE_RESERVE)
     line = describe(event)
     when = f"observed {_when(event.occurred_at)} · event #{event.id}"
     if isinstance(flavour, _Slack):

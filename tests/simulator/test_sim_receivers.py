@@ -357,6 +357,9 @@ def test_a_robot_with_a_keyword_refuses_messages_without_it(
 ) -> None:
     target = setup(sim, kind, secret=None, keyword="qrsync")
     assert deliver(session, target, test_message(target)).ok  # qrsync's titles say qrsync
+    for count in (1, 9):  # an event's own message, a digest
+        for message in channels.compose(target, events(count), max_messages=2, more_hint=HINT):
+            assert deliver(session, target, message).ok
     target = setup(sim, kind, secret=None, keyword="告警")
     answer = deliver(session, target, test_message(target))
     assert not answer.ok and f" {code} " in answer.detail and "keyword" in answer.detail
