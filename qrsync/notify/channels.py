@@ -978,6 +978,8 @@ def send(
         return Answer(False, False, None, "the URL is not valid: check url_env / url_file")
     except requests.RequestException as exc:
         return Answer(False, True, None, f"request to {name} failed ({type(exc).__name__})")
+    except ValueError:  # e.g. a host name that cannot be encoded
+        return Answer(False, False, None, "the URL is not valid: check url_env / url_file")
     try:
         raw = response.raw.read(_ANSWER_BYTES, decode_content=True) or b""
     except (requests.RequestException, OSError, ValueError) as exc:
@@ -1035,22 +1037,28 @@ def _interpret(kind: str, status: int, headers: Mapping[str, str], text: str) ->
         return _slack(status, text)
     if kind == "webhook":
         return _webhook(status, text)
-    if status != 200:
-        retryable = status == 408
-        return Answer(False, retryable, status, f"{name} answered HTTP {status}: {_short(text)}")
     try:
         body = json.loads(text)
     except ValueError:
         body = None
+    code: object = None
+    words = ""
+    if isinstance(body, dict):
+        if kind in ("wecom", "dingtalk"):
+            code, words = body.get("errcode"), str(body.get("errmsg", ""))
+        else:
+            code = body.get("code", body.get("StatusCode"))
+            words = str(body.get("msg", body.get("StatusMessage", "")))
+    if status != 200:
+        # Feishu answers some refusals with HTTP 400 and its code in the body.
+        if isinstance(code, int) and code != 0:
+            return _refusal(kind, status, code, words)
+        retryable = status == 408
+        return Answer(False, retryable, status, f"{name} answered HTTP {status}: {_short(text)}")
     if not isinstance(body, dict):
         return Answer(
             False, True, status, f"{name} answered HTTP 200 with no JSON object: {_short(text)}"
         )
-    if kind in ("wecom", "dingtalk"):
-        code, words = body.get("errcode"), str(body.get("errmsg", ""))
-    else:
-        code = body.get("code", body.get("StatusCode"))
-        words = str(body.get("msg", body.get("StatusMessage", "")))
     if code == 0:
         return Answer(True, False, status, f"{name} answered ok")
     if not isinstance(code, int):

@@ -530,6 +530,17 @@ def test_an_unsigned_webhook_has_a_timestamp_and_no_signature() -> None:
             "Lark answered code 11232",
         ),
         ("feishu", 200, '{"code":9499,"msg":"too many request"}', {}, False, True, 60.0, "9499"),
+        (
+            "feishu",
+            400,
+            '{"code":19001,"msg":"param invalid: incoming webhook access token invalid"}',
+            {},
+            False,
+            False,
+            None,
+            "Feishu answered code 19001 (param invalid: incoming webhook access token invalid): "
+            "the hook id is wrong or the bot was removed: check url_env",
+        ),
         ("slack", 200, "ok", {}, True, False, None, "Slack answered ok"),
         ("slack", 200, "invalid_payload", {}, False, False, None, "malformed"),
         ("slack", 429, "rate_limited", {"Retry-After": "7"}, False, True, 7.0, "429"),
