@@ -966,10 +966,7 @@ def send(
     except requests.Timeout:
         return Answer(False, True, None, f"{name} gave no answer within {timeout_s:g} s", None)
     except requests.ConnectionError as exc:
-        what = type(exc.__context__ or exc).__name__
-        return Answer(
-            False, True, None, f"could not reach {name} ({what}): connection refused or closed"
-        )
+        return Answer(False, True, None, f"could not reach {name}: {_connection_problem(exc)}")
     except (
         requests.exceptions.InvalidURL,
         requests.exceptions.InvalidSchema,
@@ -997,6 +994,28 @@ def send(
         _clean_detail(answer.detail),
         answer.retry_after_s,
     )
+
+
+def _connection_problem(exc: BaseException) -> str:
+    """What went wrong on the line, in words, from the innermost cause (never its text, which
+    holds the URL)."""
+    names: list[str] = []
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        names.append(type(seen).__name__)
+        reason = getattr(seen, "reason", None)
+        nested = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        seen = reason if isinstance(reason, BaseException) else nested or seen.__cause__
+    found = " ".join(names)
+    if "NewConnectionError" in found or "ConnectionRefused" in found:
+        return "connection refused"
+    if "NameResolution" in found or "gaierror" in found:
+        return "its host name does not resolve"
+    if "SSL" in found:
+        return "the TLS handshake failed"
+    return "the connection was closed without an answer"
 
 
 def _clean_detail(text: str) -> str:
