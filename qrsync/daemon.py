@@ -302,12 +302,15 @@ class Daemon:
         self.notifier = self._notifier(config)
 
     def _notifier(self, config: Config) -> Notifier:
+        enabled = [a for a in self.accounts if a.enabled]
+        periods = schedule_periods(enabled, config.daemon, datetime.now(UTC))
         return Notifier(
             self.engine,
             config.notify,
             config_file=config.path,
             replica=self.name,
             on_delivery=self.metrics.notification,
+            schedule_periods={name: p.total_seconds() for name, p in periods.items()},
         )
 
     def _publish_schedules(self) -> None:
@@ -370,6 +373,7 @@ class Daemon:
         self.accounts, self.ids = accounts, ids
         self.leases.store.ensure_rows()
         self._reschedule()
+        self.notifier = self._notifier(self.config)
         logger.info(
             "accounts changed in the database: %d enabled",
             len(self._enabled()),

@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -50,6 +50,7 @@ from qrsync.store.notifications import (
     ChannelTransaction,
     Claimed,
     channel_transaction,
+    record_stale_accounts,
     record_waiting_rules,
 )
 
@@ -60,7 +61,8 @@ MAX_EVENTS_PER_SWEEP = 2000
 MAX_MESSAGES_PER_SWEEP = 10
 """Messages sent per channel and sweep: bounds how long a claim is held."""
 WAITING_EVERY_S = 60.0
-"""How often a process looks for rules waiting longer than a channel's waiting_days."""
+"""How often a process looks for rules waiting longer than a channel's waiting_days (and, in a
+daemon, for accounts without a success for failing_runs periods of their schedule)."""
 BACKOFF_S = 10.0
 MAX_BACKOFF_S = 600.0
 """A failed delivery is tried again after 10 s, 20 s, 40 s ... at most 10 minutes (jittered)."""
@@ -87,6 +89,7 @@ class Sweep:
 
     outcomes: list[ChannelOutcome] = field(default_factory=list)
     waiting: int = 0
+    stale: int = 0
 
     @property
     def sent(self) -> int:
@@ -146,7 +149,10 @@ class Notifier:
         sleep: Callable[[float], None] = time.sleep,
         on_delivery: Callable[[str, str, int], None] | None = None,
         timeout_s: float = TIMEOUT_S,
+        schedule_periods: Mapping[str, float] | None = None,
     ) -> None:
+        """``schedule_periods`` (seconds per account, a daemon's schedules): an account
+        without a success for ``failing_runs`` of its periods is failing too."""
         self.engine = engine
         self.channels = tuple(channels)
         self.config_file = config_file
@@ -156,6 +162,7 @@ class Notifier:
         self.sleep = sleep
         self.on_delivery = on_delivery
         self.timeout_s = timeout_s
+        self.schedule_periods = dict(schedule_periods or {})
         self._waiting_checked = float("-inf")
 
     def close(self) -> None:
@@ -170,10 +177,12 @@ class Notifier:
         if time.monotonic() - self._waiting_checked >= WAITING_EVERY_S:
             try:
                 result.waiting = record_waiting_rules(self.engine)
+                if self.schedule_periods:
+                    result.stale = record_stale_accounts(self.engine, self.schedule_periods)
                 self._waiting_checked = time.monotonic()
             except psycopg.Error as exc:
                 logger.error(
-                    "cannot look for waiting rules: %s",
+                    "cannot look for waiting rules and stale accounts: %s",
                     first_line(exc),
                     extra={"action": "notify_waiting_failed"},
                 )

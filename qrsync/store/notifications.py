@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -164,6 +164,14 @@ def record_waiting_rules(engine: Engine) -> int:
     """Write the ``rule_waiting`` events that are due; how many."""
     with engine.transaction() as conn:
         return conn.execute(query("notify_record_waiting")).rowcount
+
+
+def record_stale_accounts(engine: Engine, periods: Mapping[str, float]) -> int:
+    """Write ``account_failing`` for the accounts without a success for ``failing_runs``
+    periods of their schedule (``periods``: seconds, per account name); how many."""
+    document = json.dumps([{"account": a, "period_s": s} for a, s in periods.items()])
+    with engine.transaction() as conn:
+        return conn.execute(query("notify_record_stale_accounts"), {"periods": document}).rowcount
 
 
 def channel_status(engine: Engine) -> list[dict[str, Any]]:

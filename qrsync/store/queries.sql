@@ -1103,3 +1103,48 @@ LEFT JOIN notifications n ON n.channel = c.name AND n.status = 'pending'
 LEFT JOIN notify_events e ON e.id = n.event_id
 WHERE c.configured
 GROUP BY c.name;
+
+-- name: notify_record_stale_accounts --
+-- account_failing for an enabled account without a successful run for failing_runs of its schedule's periods (:periods, JSON), once per last success and threshold, unless its failed runs already said so.
+INSERT INTO notify_events (kind, account_id, occurred_at, details, dedup_key)
+SELECT 'account_failing', a.id, clock_timestamp(),
+       jsonb_build_object(
+           'threshold', t.runs, 'failed_runs', f.failed, 'last_success_at', s.finished_at,
+           'no_success_hours',
+           round(CAST(extract(epoch FROM clock_timestamp()
+                                         - COALESCE(s.finished_at, a.created_at)) / 3600
+                      AS numeric), 1),
+           'error', 'no successful run for ' || t.runs || ' periods of its schedule'),
+       concat_ws(' ', 'account_stale', a.id,
+                 COALESCE(CAST(extract(epoch FROM s.finished_at) AS text), 'never'),
+                 CAST(t.runs AS text))
+FROM jsonb_to_recordset(CAST(%(periods)s AS jsonb)) AS p(account text, period_s double precision)
+JOIN accounts a ON a.name = p.account AND a.enabled
+CROSS JOIN (
+    SELECT DISTINCT failing_runs AS runs
+    FROM notify_channels
+    WHERE configured AND 'account_failing' = ANY (events)
+) AS t
+LEFT JOIN LATERAL (
+    SELECT r.finished_at
+    FROM sync_runs r
+    WHERE r.account_id = a.id AND r.status IN ('succeeded', 'partial')
+    ORDER BY r.started_at DESC
+    LIMIT 1
+) AS s ON true
+CROSS JOIN LATERAL (
+    SELECT count(*) AS failed
+    FROM sync_runs r
+    WHERE r.account_id = a.id AND r.status = 'failed'
+      AND r.started_at > COALESCE(s.finished_at, '-infinity')
+) AS f
+WHERE COALESCE(s.finished_at, a.created_at)
+      < clock_timestamp() - make_interval(secs => t.runs * p.period_s)
+  AND NOT EXISTS (
+      SELECT FROM notify_events e
+      WHERE e.account_id = a.id AND e.kind = 'account_failing'
+        AND e.occurred_at > COALESCE(s.finished_at, '-infinity'))
+  AND EXISTS (
+      SELECT FROM notify_channels c
+      WHERE notify_wants(c, 'account_failing', a.name, jsonb_build_object('threshold', t.runs)))
+ON CONFLICT (dedup_key) DO NOTHING;

@@ -231,3 +231,39 @@ def test_no_channel_no_event(simulator: Any, qrsync: Any, db: Any, env: None) ->
     simulator.admin.put_rules(MP, [rule("https://a.example.com/1", state=2)])
     assert qrsync("sync").exit_code == 0
     assert events(db) == []
+
+
+def test_no_success_for_a_duration_is_failing_too(
+    simulator: Any, qrsync: Any, db: Any, env: None, database_url: str
+) -> None:
+    from qrsync.config import load_config
+    from qrsync.notify.delivery import Notifier
+    from qrsync.store.engine import make_engine
+
+    simulator.admin.add_account(mp_world())
+    simulator.admin.put_rules(MP, [rule("https://a.example.com/1")])
+    qrsync.write_config(toml_config(simulator.url, mp_account() + channel()))
+    assert qrsync("sync").exit_code == 0
+    # The last success was an hour ago; the account's schedule says every 10 minutes.
+    db.execute(
+        "UPDATE sync_runs SET started_at = started_at - interval '1 hour',"
+        " finished_at = finished_at - interval '1 hour'"
+    )
+    config = load_config(qrsync.config_path)
+    engine = make_engine(database_url, "qrsync")
+    try:
+        for _ in range(2):
+            notifier = Notifier(
+                engine,
+                config.notify,
+                config_file=config.path,
+                replica="test",
+                schedule_periods={"mp": 600.0},
+            )
+            notifier.sweep()
+            notifier.close()
+    finally:
+        engine.dispose()
+    [(kind, _prefix, details)] = events(db)
+    assert kind == "account_failing" and details["threshold"] == 3
+    assert details["error"] == "no successful run for 3 periods of its schedule"
