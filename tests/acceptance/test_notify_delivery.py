@@ -186,22 +186,41 @@ def test_an_oversized_digest_is_cut_within_the_limit(
 
 
 def test_a_bad_signature_secret_is_a_clear_error_naming_the_channel(
-    simulator: Any, qrsync: Any, monkeypatch: pytest.MonkeyPatch, db: Any
+    simulator: Any, qrsync: Any, monkeypatch: pytest.MonkeyPatch, db: Any, database_url: str
 ) -> None:
     use_channel(simulator, monkeypatch, "feishu-ops", "feishu", "hook-id-4", SECRET)
     baseline(simulator, qrsync, monkeypatch, channel("feishu-ops", "feishu"), 2)
     simulator.admin.set_receiver("feishu", "hook-id-4", secret="the-robots-real-secret")
     simulator.admin.put_rules(MP, published(2))
-    result = qrsync("sync")
+    result = qrsync("-v", "sync")
     assert result.exit_code == 0  # the sync went through; the notifications wait
+    assert "channel 'feishu-ops': " in result.stderr and "19021" in result.stderr
     assert "notifications: 0 sent, 2 to retry" in result.output
     status = qrsync("notify", "status", "--channel", "feishu-ops")
     assert "feishu-ops (feishu): 2 pending, 2 failing, 0 sent" in status.output
     assert "19021" in status.output
     errors = [r[0] for r in rows(db, "SELECT last_error FROM notifications")]
     assert all("19021" in e for e in errors)
-    for text in [result.output, status.output, *errors]:
+    answers = [r[0] for r in rows(db, "SELECT detail FROM notify_messages")]
+    as_json = qrsync("notify", "status", "--json").output
+    metrics = _metrics(database_url)
+    assert 'qrsync_notifications_pending{channel="feishu-ops"} 2.0' in metrics
+    assert "qrsync_notifications_oldest_pending_age_seconds" in metrics
+    for text in [result.output, result.stderr, status.output, as_json, metrics, *errors, *answers]:
         assert SECRET not in text and "hook-id-4" not in text
+
+
+def _metrics(database_url: str) -> str:
+    from prometheus_client import generate_latest
+
+    from qrsync.metrics import Metrics
+    from qrsync.store.engine import make_engine
+
+    engine = make_engine(database_url, "qrsync")
+    try:
+        return generate_latest(Metrics(engine).registry).decode()
+    finally:
+        engine.dispose()
 
 
 def _deliver(config: Path) -> subprocess.Popen[bytes]:
