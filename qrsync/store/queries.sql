@@ -1034,6 +1034,7 @@ SELECT (SELECT id FROM message) AS message_id, (SELECT count(*) FROM sent) AS se
 
 -- name: notify_record_waiting --
 -- rule_waiting: rules whose current version stayed unpublished longer than a channel's waiting_days, once per version and threshold (crossed since the channel was configured).
+WITH ev AS (
 INSERT INTO notify_events (kind, account_id, prefix, occurred_at, details, sync_run_id, dedup_key)
 SELECT 'rule_waiting', r.account_id, r.prefix, clock_timestamp(),
        jsonb_build_object(
@@ -1056,7 +1057,14 @@ JOIN accounts a ON a.id = r.account_id AND a.enabled
 WHERE EXISTS (SELECT FROM notify_channels c
               WHERE notify_wants(c, 'rule_waiting', a.name,
                                  jsonb_build_object('threshold', t.days)))
-ON CONFLICT (dedup_key) DO NOTHING;
+ON CONFLICT (dedup_key) DO NOTHING
+RETURNING id, kind, account_id, details
+)
+INSERT INTO notifications (event_id, channel)
+SELECT ev.id, c.name
+FROM ev
+JOIN accounts a ON a.id = ev.account_id
+JOIN notify_channels c ON notify_wants(c, ev.kind, a.name, ev.details);
 
 -- name: notify_status --
 -- Per channel: what is pending (and failing: tried and not delivered), sent, the oldest pending event, the last answer.
@@ -1106,6 +1114,7 @@ GROUP BY c.name;
 
 -- name: notify_record_stale_accounts --
 -- account_failing for an enabled account without a successful run for failing_runs of its schedule's periods (:periods, JSON), once per last success and threshold, unless its failed runs already said so.
+WITH ev AS (
 INSERT INTO notify_events (kind, account_id, occurred_at, details, dedup_key)
 SELECT 'account_failing', a.id, clock_timestamp(),
        jsonb_build_object(
@@ -1147,4 +1156,11 @@ WHERE COALESCE(s.finished_at, a.created_at)
   AND EXISTS (
       SELECT FROM notify_channels c
       WHERE notify_wants(c, 'account_failing', a.name, jsonb_build_object('threshold', t.runs)))
-ON CONFLICT (dedup_key) DO NOTHING;
+ON CONFLICT (dedup_key) DO NOTHING
+RETURNING id, kind, account_id, details
+)
+INSERT INTO notifications (event_id, channel)
+SELECT ev.id, c.name
+FROM ev
+JOIN accounts a ON a.id = ev.account_id
+JOIN notify_channels c ON notify_wants(c, ev.kind, a.name, ev.details);

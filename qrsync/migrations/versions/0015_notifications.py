@@ -184,18 +184,6 @@ $$;
 COMMENT ON FUNCTION notify_wants(notify_channels, text, text, jsonb) IS
     'Whether channel c wants an event of this kind, account and details (thresholds).';
 
-CREATE FUNCTION notify_fan_out() RETURNS trigger LANGUAGE plpgsql
-SET search_path FROM CURRENT AS $$
-BEGIN
-    INSERT INTO notifications (event_id, channel)
-    SELECT e.id, c.name
-    FROM new_events e
-    JOIN accounts a ON a.id = e.account_id
-    JOIN notify_channels c ON notify_wants(c, e.kind, a.name, e.details);
-    RETURN NULL;
-END
-$$;
-
 CREATE FUNCTION notify_rule_state_changes() RETURNS trigger LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $$
 BEGIN
@@ -204,6 +192,7 @@ BEGIN
     END IF;
     -- A first sighting without an earlier complete listing (previous_seen_at null) is the
     -- account's baseline: no event. A rule seen again after a deletion was first seen before.
+    WITH ev AS (
     INSERT INTO notify_events (kind, account_id, prefix, occurred_at, details, sync_run_id)
     SELECT e.kind, e.account_id, e.prefix, e.observed_at, e.details, e.sync_run_id
     FROM (
@@ -227,7 +216,14 @@ BEGIN
     ) e
     JOIN accounts a ON a.id = e.account_id
     WHERE e.kind IS NOT NULL
-      AND EXISTS (SELECT FROM notify_channels n WHERE notify_wants(n, e.kind, a.name, e.details));
+      AND EXISTS (SELECT FROM notify_channels n WHERE notify_wants(n, e.kind, a.name, e.details))
+    RETURNING id, kind, account_id, details
+    )
+    INSERT INTO notifications (event_id, channel)
+    SELECT ev.id, c.name
+    FROM ev
+    JOIN accounts a ON a.id = ev.account_id
+    JOIN notify_channels c ON notify_wants(c, ev.kind, a.name, ev.details);
     RETURN NULL;
 END
 $$;
@@ -240,6 +236,7 @@ BEGIN
     END IF;
     -- A live version closed by a change of the rule (not by its deletion, nor its return)
     -- whose path differs from the rule's new one.
+    WITH ev AS (
     INSERT INTO notify_events (kind, account_id, prefix, occurred_at, details, sync_run_id)
     SELECT 'rule_path_changed', v.account_id, v.prefix, v.valid_to,
            jsonb_build_object('path', r.path, 'old_path', v.path, 'state', r.state),
@@ -250,7 +247,14 @@ BEGIN
     WHERE NOT v.deleted AND r.deleted_at IS NULL AND r.changed_at = v.valid_to
       AND r.path IS DISTINCT FROM v.path
       AND EXISTS (SELECT FROM notify_channels n
-                  WHERE notify_wants(n, 'rule_path_changed', a.name, '{{}}'));
+                  WHERE notify_wants(n, 'rule_path_changed', a.name, '{{}}'))
+    RETURNING id, kind, account_id, details
+    )
+    INSERT INTO notifications (event_id, channel)
+    SELECT ev.id, c.name
+    FROM ev
+    JOIN accounts a ON a.id = ev.account_id
+    JOIN notify_channels c ON notify_wants(c, ev.kind, a.name, ev.details);
     RETURN NULL;
 END
 $$;
@@ -258,12 +262,17 @@ $$;
 CREATE FUNCTION notify_account_snapshots() RETURNS trigger LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $$
 BEGIN
-    IF NOT EXISTS (SELECT FROM notify_channels WHERE configured AND 'quota_low' = ANY (events))
+    -- Most snapshots are above every threshold: nothing to look up.
+    IF NOT EXISTS (
+        SELECT FROM new_snapshots s
+        WHERE s.qrcodejump_pub_quota <= (SELECT max(quota_below) FROM notify_channels
+                                         WHERE configured AND 'quota_low' = ANY (events)))
     THEN
         RETURN NULL;
     END IF;
     -- Once per crossing of each channel's threshold: the quota is at or below it now and was
     -- above it (or unknown) in the account's previous snapshot that knew it.
+    WITH ev AS (
     INSERT INTO notify_events (kind, account_id, occurred_at, details, sync_run_id)
     SELECT 'quota_low', s.account_id, s.taken_at,
            jsonb_build_object('quota', s.qrcodejump_pub_quota, 'threshold', t.threshold,
@@ -288,7 +297,14 @@ BEGIN
                            jsonb_build_object('threshold', c.quota_below))
     ) AS t
     WHERE s.qrcodejump_pub_quota <= t.threshold
-      AND (s.previous_quota IS NULL OR s.previous_quota > t.threshold);
+      AND (s.previous_quota IS NULL OR s.previous_quota > t.threshold)
+    RETURNING id, kind, account_id, details
+    )
+    INSERT INTO notifications (event_id, channel)
+    SELECT ev.id, c.name
+    FROM ev
+    JOIN accounts a ON a.id = ev.account_id
+    JOIN notify_channels c ON notify_wants(c, ev.kind, a.name, ev.details);
     RETURN NULL;
 END
 $$;
@@ -299,30 +315,38 @@ BEGIN
     IF NOT EXISTS (SELECT FROM notify_channels WHERE configured) THEN
         RETURN NULL;
     END IF;
-    -- Runs that closed in this statement (an abandoned run says nothing about the account).
-    -- streak: the account's failed runs since its last success, this one included.
+    -- Runs that closed in this statement (an abandoned run says nothing about the account),
+    -- each with the account's run before it; streak: the account's failed runs since its last
+    -- success, this one included, counted only when this run or the one before it failed.
     WITH closed AS MATERIALIZED (
         SELECT n.id, n.account_id, n.status, n.errcode, n.error, n.message, n.finished_at,
-               a.name AS account,
-               (SELECT count(*)
-                FROM sync_runs f
-                WHERE f.account_id = n.account_id AND f.status = 'failed' AND NOT f.abandoned
-                  AND f.started_at <= n.started_at
-                  AND f.started_at > COALESCE(
-                      (SELECT max(g.started_at) FROM sync_runs g
-                       WHERE g.account_id = n.account_id AND g.id <> n.id
-                         AND g.status IN ('succeeded', 'partial')
-                         AND g.started_at <= n.started_at),
-                      '-infinity')) AS streak,
-               (SELECT g.errcode FROM sync_runs g
-                WHERE g.account_id = n.account_id AND g.id <> n.id
-                  AND g.status <> 'running' AND NOT g.abandoned
-                  AND g.started_at <= n.started_at
-                ORDER BY g.started_at DESC, g.id DESC
-                LIMIT 1) AS previous_errcode
+               a.name AS account, p.status AS previous_status, p.errcode AS previous_errcode,
+               CASE WHEN n.status = 'failed' OR p.status = 'failed' THEN
+                   (SELECT count(*)
+                    FROM sync_runs f
+                    WHERE f.account_id = n.account_id AND f.status = 'failed' AND NOT f.abandoned
+                      AND f.started_at <= n.started_at
+                      AND f.started_at > COALESCE(
+                          (SELECT g.started_at FROM sync_runs g
+                           WHERE g.account_id = n.account_id AND g.id <> n.id
+                             AND g.status IN ('succeeded', 'partial')
+                             AND g.started_at <= n.started_at
+                           ORDER BY g.started_at DESC
+                           LIMIT 1),
+                          '-infinity'))
+               ELSE 0 END AS streak
         FROM new_runs n
         JOIN old_runs o ON o.id = n.id
         JOIN accounts a ON a.id = n.account_id
+        LEFT JOIN LATERAL (
+            SELECT g.status, g.errcode
+            FROM sync_runs g
+            WHERE g.account_id = n.account_id AND g.id <> n.id
+              AND g.status <> 'running' AND NOT g.abandoned
+              AND g.started_at <= n.started_at
+            ORDER BY g.started_at DESC
+            LIMIT 1
+        ) AS p ON true
         WHERE o.status = 'running' AND n.status <> 'running' AND NOT n.abandoned
     ),
     events AS (
@@ -341,7 +365,8 @@ BEGIN
         SELECT 'account_recovered', c.account_id, c.account, c.finished_at, c.id,
                jsonb_build_object('failed_runs', c.streak, 'status', c.status)
         FROM closed c
-        WHERE c.status IN ('succeeded', 'partial') AND c.streak > 0
+        WHERE c.status IN ('succeeded', 'partial') AND c.previous_status = 'failed'
+          AND c.streak > 0
         UNION ALL
         SELECT 'deletions_held', c.account_id, c.account, c.finished_at, c.id,
                jsonb_build_object(
@@ -356,19 +381,24 @@ BEGIN
                    'message', c.message)
         FROM closed c
         WHERE c.status = 'partial' AND c.message LIKE '%--allow-mass-delete%'
-    )
+    ),
+    ev AS (
     INSERT INTO notify_events (kind, account_id, occurred_at, details, sync_run_id)
     SELECT e.kind, e.account_id, e.finished_at, e.details, e.id
     FROM events e
     WHERE EXISTS (SELECT FROM notify_channels n
-                  WHERE notify_wants(n, e.kind, e.account, e.details));
+                  WHERE notify_wants(n, e.kind, e.account, e.details))
+    RETURNING id, kind, account_id, details
+    )
+    INSERT INTO notifications (event_id, channel)
+    SELECT ev.id, c.name
+    FROM ev
+    JOIN accounts a ON a.id = ev.account_id
+    JOIN notify_channels c ON notify_wants(c, ev.kind, a.name, ev.details);
     RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER notify_fan_out AFTER INSERT ON notify_events
-    REFERENCING NEW TABLE AS new_events
-    FOR EACH STATEMENT EXECUTE FUNCTION notify_fan_out();
 CREATE TRIGGER notify_rule_state_changes AFTER INSERT ON rule_state_changes
     REFERENCING NEW TABLE AS new_changes
     FOR EACH STATEMENT EXECUTE FUNCTION notify_rule_state_changes();
@@ -396,7 +426,6 @@ DROP FUNCTION notify_sync_runs();
 DROP FUNCTION notify_account_snapshots();
 DROP FUNCTION notify_rule_versions();
 DROP FUNCTION notify_rule_state_changes();
-DROP FUNCTION notify_fan_out();
 DROP FUNCTION notify_wants(notify_channels, text, text, jsonb);
 DROP TABLE notify_channels;
 """
