@@ -247,7 +247,7 @@ class Notifier:
                     message.event_ids,
                     ok=True,
                     http_status=answer.status,
-                    detail=answer.detail,
+                    detail=one_line(mask(answer.detail)),
                     replica=self.replica,
                 )
                 sent += len(message.event_ids)
