@@ -1,5 +1,6 @@
-"""Two and three `qrsync daemon` replicas on one database, sweeping the same outbox while syncs
-add events to it: every event reaches every channel once (none twice, none lost)."""
+"""Two and three `qrsync daemon` replicas on one database sync an account every second and
+sweep the same outbox while rounds of changes add events to it: every event reaches every
+channel once (none twice, none lost), sent by the replicas only."""
 
 from __future__ import annotations
 
@@ -42,12 +43,11 @@ def config(simulator: Any, qrsync: Any, monkeypatch: pytest.MonkeyPatch) -> Path
     )
     simulator.admin.add_account(mp_world())
     simulator.admin.put_rules(MP, [rule(f"{PREFIX}{i}") for i in range(RULES)])
-    # The daemons only deliver: their schedule is far away; syncs are run by hand.
-    daemon = '[daemon]\nschedule = "0 0 1 1 *"\nhttp_port = 0\nshutdown_grace_s = 5\n'
+    # The replicas sync and deliver: no `qrsync sync` runs here (it would deliver at its end).
+    daemon = '[daemon]\nschedule = "@every 1s"\nlease_s = 5\nhttp_port = 0\nshutdown_grace_s = 5\n'
     path: Path = qrsync.write_config(
         toml_config(simulator.url, mp_account() + channels, extra=daemon)
     )
-    assert qrsync("sync").exit_code == 0  # the baseline
     return path
 
 
@@ -101,12 +101,22 @@ def test_replicas_deliver_each_event_once_per_channel(
     replicas: int,
 ) -> None:
     stop.extend(start_replicas(config, replicas, tmp_path))
+    wait_for(
+        lambda: scalar(db, "SELECT count(*) FROM rules") == RULES,
+        "the replicas' first sync (the baseline)",
+        timeout_s=120,
+    )
     for round_ in range(ROUNDS):
         # Each round publishes or unpublishes every rule: 60 events, while the replicas sweep.
         state = 2 if round_ % 2 == 0 else 1
         simulator.admin.put_rules(MP, [rule(f"{PREFIX}{i}", state=state) for i in range(RULES)])
-        synced = qrsync("sync")
-        assert synced.exit_code == 0
+        wait_for(
+            lambda round_=round_: (
+                scalar(db, "SELECT count(*) FROM notify_events") == RULES * (round_ + 1)
+            ),
+            f"the events of round {round_ + 1}",
+            timeout_s=120,
+        )
     events = [r[0] for r in rows(db, "SELECT id FROM notify_events ORDER BY id")]
     assert len(events) == RULES * ROUNDS
     wait_for(
@@ -115,7 +125,7 @@ def test_replicas_deliver_each_event_once_per_channel(
             == 2 * len(events)
         ),
         "every notification to be sent",
-        timeout_s=120,
+        timeout_s=180,
     )
     hook = [
         i
@@ -130,4 +140,4 @@ def test_replicas_deliver_each_event_once_per_channel(
     sent = scalar(db, "SELECT count(*) FROM notify_messages WHERE channel = 'ding' AND ok")
     assert len(ding) == sent
     senders = {r[0] for r in rows(db, "SELECT DISTINCT replica FROM notify_messages")}
-    assert senders  # (which replicas sent depends on timing; each message was sent once)
+    assert senders <= {f"r{index}" for index in range(replicas)}  # (which ones: timing)
