@@ -141,3 +141,6 @@ def test_replicas_deliver_each_event_once_per_channel(
     assert len(ding) == sent
     senders = {r[0] for r in rows(db, "SELECT DISTINCT replica FROM notify_messages")}
     assert senders <= {f"r{index}" for index in range(replicas)}  # (which ones: timing)
+    for index in range(replicas):
+        log = (tmp_path / f"r{index}.log").read_text(encoding="utf-8", errors="replace")
+        assert SECRET not in log and "fleet-hook" not in log and "fleet-ding" not in log
