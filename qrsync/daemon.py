@@ -311,6 +311,7 @@ class Daemon:
             replica=self.name,
             on_delivery=self.metrics.notification,
             schedule_periods={name: p.total_seconds() for name, p in periods.items()},
+            stopping=self._stop.is_set,
         )
 
     def _publish_schedules(self) -> None:

@@ -150,9 +150,12 @@ class Notifier:
         on_delivery: Callable[[str, str, int], None] | None = None,
         timeout_s: float = TIMEOUT_S,
         schedule_periods: Mapping[str, float] | None = None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         """``schedule_periods`` (seconds per account, a daemon's schedules): an account
-        without a success for ``failing_runs`` of its periods is failing too."""
+        without a success for ``failing_runs`` of its periods is failing too. ``stopping``: the
+        process is shutting down; no further message is sent (what was not sent stays
+        pending)."""
         self.engine = engine
         self.channels = tuple(channels)
         self.config_file = config_file
@@ -163,6 +166,7 @@ class Notifier:
         self.on_delivery = on_delivery
         self.timeout_s = timeout_s
         self.schedule_periods = dict(schedule_periods or {})
+        self.stopping = stopping
         self._waiting_checked = float("-inf")
 
     def close(self) -> None:
@@ -187,6 +191,8 @@ class Notifier:
                     extra={"action": "notify_waiting_failed"},
                 )
         for config in self.channels:
+            if self.stopping():
+                break
             try:
                 outcome = self.deliver(config)
             except psycopg.Error as exc:
@@ -236,6 +242,8 @@ class Notifier:
         gap = 1.0 / per_second if per_second else 0.0
         last = last_sent_at
         for index, message in enumerate(messages):
+            if self.stopping():
+                break  # (the rest stays pending: not tried, not backed off)
             if gap and last is not None:
                 wait = gap - (self.clock() - last).total_seconds()
                 if wait > 0:
