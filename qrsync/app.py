@@ -23,6 +23,7 @@ from qrsync.store.accounts import (
 )
 from qrsync.store.embedded import EmbeddedPostgres, data_home
 from qrsync.store.engine import Engine, connection_budget, first_line, make_engine, scalar
+from qrsync.store.notifications import mirror_channels
 from qrsync.store.queries import query
 from qrsync.store.revision import HEAD_REVISION
 
@@ -132,12 +133,14 @@ class App:
         return engine
 
     def mirror_accounts(self) -> MirrorResult:
-        """Mirror the file's accounts into the database; without a file, write nothing (a
-        missing ./qrsync.toml must not disable every account)."""
+        """Mirror the file's accounts and notification channels into the database; without a
+        file, write nothing (a missing ./qrsync.toml must not disable every account)."""
         try:
             if not self.config.from_file:
                 return MirrorResult(ids=account_ids(self.ready_engine()), disabled=())
-            return mirror_accounts(self.ready_engine(), self.config.accounts)
+            result = mirror_accounts(self.ready_engine(), self.config.accounts)
+            mirror_channels(self.ready_engine(), self.config.notify)
+            return result
         except psycopg.Error as exc:
             raise DatabaseError(f"cannot record the accounts: {first_line(exc)}") from None
 

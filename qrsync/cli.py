@@ -477,19 +477,39 @@ def sync(
         results = _run_with_display(syncer, requests, as_json)
     finally:
         syncer.close()
+    notified = _deliver(app)
     failed = [r for r in results if r.status == "failed"]
     if as_json:
-        _echo_json(
-            {
-                "accounts": [asdict(r) for r in results],
-                "succeeded": sum(r.status == "succeeded" for r in results),
-                "partial": sum(r.status == "partial" for r in results),
-                "failed": len(failed),
-            }
-        )
+        document: dict[str, Any] = {
+            "accounts": [asdict(r) for r in results],
+            "succeeded": sum(r.status == "succeeded" for r in results),
+            "partial": sum(r.status == "partial" for r in results),
+            "failed": len(failed),
+        }
+        if notified is not None:
+            document["notifications"] = notified
+        _echo_json(document)
     else:
         click.echo(_summary(results))
+        if notified is not None and (notified["sent"] or notified["failed"]):
+            click.echo(f"notifications: {notified['sent']} sent, {notified['failed']} to retry")
     sys.exit(1 if failed else 0)
+
+
+def _deliver(app: App) -> dict[str, int] | None:
+    """Deliver the notifications that are due (the sync's own events among them), once; None
+    without channels."""
+    if not app.config.notify:
+        return None
+    from qrsync.notify.delivery import deliver_once, one_shot_replica
+
+    sweep = deliver_once(
+        app.ready_engine(),
+        app.config.notify,
+        config_file=app.config.path,
+        replica=one_shot_replica(),
+    )
+    return None if sweep is None else {"sent": sweep.sent, "failed": sweep.failed}
 
 
 def _run_with_display(
@@ -861,6 +881,67 @@ def status(
         _notice(summary(attention, sum(1 for r in rows if r["enabled"])))
         if attention:
             sys.exit(1)
+
+
+# --- notifications -------------------------------------------------------------------------------
+
+
+@cli.group("notify")
+def notify_command() -> None:
+    """Notification channels ([[notify]]): test one, see what is pending, deliver now."""
+
+
+@notify_command.command("test")
+@click.option("--channel", "channel_name", required=True, metavar="NAME", help="The channel.")
+@click.pass_obj
+@_guarded
+def notify_test(obj: Context, channel_name: str) -> None:
+    """Send a test message to a channel and say what its receiver answered (exit 1: refused)."""
+    from qrsync.notify.delivery import send_test
+
+    app = obj.app()
+    config = app.config.channel(channel_name)
+    channel, answer = send_test(config, config_file=app.config.path)
+    verdict = "accepted" if answer.ok else "refused"
+    click.echo(
+        one_line(mask(f"channel '{channel.name}' ({channel.kind}): {verdict}: {answer.detail}"))
+    )
+    sys.exit(0 if answer.ok else 1)
+
+
+@notify_command.command("status")
+@click.option("--channel", "channel_name", metavar="NAME", help="Also list its notifications.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+@_guarded
+def notify_status(obj: Context, channel_name: str | None, as_json: bool) -> None:
+    """Per channel: notifications pending, failing (tried, not delivered yet) and sent."""
+    from qrsync.notify.status import render, status
+
+    app = obj.app()
+    if channel_name is not None:
+        app.config.channel(channel_name)
+    document = status(app.ready_engine(), channel_name)
+    if as_json:
+        _echo_json(document)
+    else:
+        click.echo(render(document))
+
+
+@notify_command.command("deliver")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+@_guarded
+def notify_deliver(obj: Context, as_json: bool) -> None:
+    """Deliver the notifications that are due now, once (what a daemon does all the time)."""
+    app = obj.app()
+    app.mirror_accounts()
+    notified = _deliver(app) or {"sent": 0, "failed": 0}
+    if as_json:
+        _echo_json(notified)
+    else:
+        click.echo(f"notifications: {notified['sent']} sent, {notified['failed']} to retry")
+    sys.exit(1 if notified["failed"] else 0)
 
 
 # --- cached tokens -------------------------------------------------------------------------------

@@ -170,6 +170,42 @@ class AccountConfig:
     enabled: bool = True
 
 
+NOTIFY_KINDS: tuple[str, ...] = ("wecom", "dingtalk", "feishu", "lark", "slack", "webhook")
+SIGNED_KINDS: tuple[str, ...] = ("dingtalk", "feishu", "lark", "webhook")
+"""The kinds whose receivers check a signature made with a secret (WeCom and Slack robots:
+the URL's key is the only credential)."""
+NOTIFY_EVENTS: tuple[str, ...] = (
+    "rule_published",
+    "rule_unpublished",
+    "rule_deleted",
+    "rule_restored",
+    "rule_path_changed",
+    "rule_waiting",
+    "quota_low",
+    "account_failing",
+    "account_recovered",
+    "deletions_held",
+    "authorization_needed",
+)
+CHANNEL_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """A ``[[notify]]`` channel: where events go (the URL is a secret: it holds the robot's
+    key), which events of which accounts, and the thresholds of the derived events."""
+
+    name: str
+    kind: str
+    url: SecretRef
+    secret: SecretRef | None = None
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    accounts: tuple[str, ...] = ("*",)
+    failing_runs: int = 3
+    waiting_days: float = 7.0
+    quota_below: int = 10
+
+
 @dataclass(frozen=True)
 class Config:
     path: str
@@ -180,8 +216,20 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     component: ComponentConfig | None = None
     accounts: tuple[AccountConfig, ...] = ()
+    notify: tuple[NotifyConfig, ...] = ()
     from_file: bool = True
     """False when no file was found and these are the defaults (no accounts)."""
+
+    def channel(self, name: str) -> NotifyConfig:
+        for channel in self.notify:
+            if channel.name == name:
+                return channel
+        names = ", ".join(c.name for c in self.notify) or "none"
+        raise ConfigError(
+            f"no notification channel named '{name}' (configured: {names})",
+            file=self.path,
+            key="notify",
+        )
 
     def account(self, name: str) -> AccountConfig:
         for account in self.accounts:
@@ -256,7 +304,16 @@ class _Parser:
         return ConfigError(problem, file=self.file, account=account, key=key)
 
     def config(self, doc: dict[str, Any]) -> Config:
-        sections = {"database", "api", "sync", "daemon", "security", "component", "accounts"}
+        sections = {
+            "database",
+            "api",
+            "sync",
+            "daemon",
+            "security",
+            "component",
+            "accounts",
+            "notify",
+        }
         self.only(doc, sections, "")
         database = self.database(self.table(doc, "database"))
         api = self.api(self.table(doc, "api"))
@@ -286,6 +343,7 @@ class _Parser:
             security=security,
             component=component,
             accounts=tuple(accounts),
+            notify=self.channels(doc.get("notify", [])),
         )
 
     # --- sections ---------------------------------------------------------------------------
@@ -488,6 +546,122 @@ class _Parser:
             enabled=enabled,
             token=token,
         )
+
+    def channels(self, raw: Any) -> tuple[NotifyConfig, ...]:
+        if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+            raise self.fail("must be an array of tables ([[notify]])", "notify")
+        channels: list[NotifyConfig] = []
+        for index, t in enumerate(raw):
+            channel = self.channel(t, index)
+            if any(c.name == channel.name for c in channels):
+                raise self.fail(
+                    "duplicate channel name (names must be unique)",
+                    f"notify '{channel.name}'.name",
+                )
+            channels.append(channel)
+        return tuple(channels)
+
+    def channel(self, t: dict[str, Any], index: int) -> NotifyConfig:
+        name = t.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise self.fail(
+                'every channel needs a name (a non-empty string, e.g. "ops-dingtalk")',
+                f"notify[{index}].name",
+            )
+        if not set(name) <= CHANNEL_NAME_CHARS:
+            raise self.fail(
+                "must be letters, digits, '-', '_' or '.' (it names the channel in the CLI, "
+                f"the tables and the metrics), not {name!r}",
+                f"notify[{index}].name",
+            )
+        section = f"notify '{name}'"
+        keys = {
+            "name",
+            "kind",
+            "url_env",
+            "url_file",
+            "secret_env",
+            "secret_file",
+            "events",
+            "accounts",
+            "failing_runs",
+            "waiting_days",
+            "quota_below",
+        }
+        if "url" in t:
+            raise self.fail(
+                "the URL holds the robot's key, a secret never written in the file: use "
+                "url_env or url_file",
+                f"{section}.url",
+            )
+        self.only(t, keys, section)
+        kind = self.req_str(t, "kind", section)
+        if kind not in NOTIFY_KINDS:
+            raise self.fail(
+                f"must be one of {', '.join(NOTIFY_KINDS)}, not '{kind}'", f"{section}.kind"
+            )
+        url = self.secret(t, "url", section, None, check=self.check_secrets)
+        if url is None:
+            raise self.fail(
+                "url_env or url_file is required (the receiver's URL, which holds its key)",
+                f"{section}.url",
+            )
+        if self.check_secrets:
+            value = url.read() if url.kind == "file" else self.environ[url.name].strip()
+            if not value.startswith(("http://", "https://")):
+                raise self.fail(
+                    f"{url.describe()} must hold an http:// or https:// URL",
+                    f"{section}.url_{url.kind}",
+                )
+        secret = self.secret(t, "secret", section, None, check=self.check_secrets)
+        if secret is not None and kind not in SIGNED_KINDS:
+            raise self.fail(
+                f"a {kind} robot signs nothing (its URL's key is its credential): remove "
+                f"secret_{secret.kind}",
+                f"{section}.secret_{secret.kind}",
+            )
+        d = NotifyConfig(name=name, kind=kind, url=url)
+        return NotifyConfig(
+            name=name,
+            kind=kind,
+            url=url,
+            secret=secret,
+            events=self.names(t, "events", section, NOTIFY_EVENTS, d.events),
+            accounts=self.names(t, "accounts", section, None, d.accounts),
+            failing_runs=self.integer(t, "failing_runs", section, d.failing_runs, minimum=1),
+            waiting_days=self.positive(t, "waiting_days", section, d.waiting_days),
+            quota_below=self.integer(t, "quota_below", section, d.quota_below, minimum=0),
+        )
+
+    def names(
+        self,
+        t: dict[str, Any],
+        key: str,
+        section: str,
+        allowed: tuple[str, ...] | None,
+        default: tuple[str, ...],
+    ) -> tuple[str, ...]:
+        """A non-empty list of strings (of ``allowed`` ones, when given), duplicates dropped."""
+        value = t.get(key)
+        if value is None:
+            return default
+        where = _join(section, key)
+        if not isinstance(value, list) or not value:
+            raise self.fail(f"must be a non-empty list of strings, not {_describe(value)}", where)
+        for item in value:
+            if not isinstance(item, str) or not item.strip():
+                raise self.fail(f"must hold non-empty strings, not {_describe(item)}", where)
+            if allowed is not None and item not in allowed:
+                raise self.fail(
+                    f"unknown event '{item}'; expected some of {', '.join(allowed)}", where
+                )
+        return tuple(dict.fromkeys(value))
+
+    def positive(self, t: dict[str, Any], key: str, section: str, default: float) -> float:
+        value = self.number(t, key, section, default, minimum=0)
+        if value <= 0:
+            raise self.fail(f"must be more than 0, not {value}", _join(section, key))
+        return value
 
     def token(self, t: Any, account: str, component: ComponentConfig | None) -> TokenConfig:
         if not isinstance(t, dict):

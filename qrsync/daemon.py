@@ -36,7 +36,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from qrsync.app import App
-from qrsync.config import AccountConfig
+from qrsync.config import AccountConfig, Config
 from qrsync.errors import (
     READ_ONLY_HINT,
     UNREACHABLE_HINT,
@@ -47,6 +47,7 @@ from qrsync.errors import (
 from qrsync.health import schedule_periods
 from qrsync.masking import mask, one_line
 from qrsync.metrics import Metrics
+from qrsync.notify.delivery import Notifier
 from qrsync.schedules import Schedule, spread_offset
 from qrsync.status_page import StatusPage
 from qrsync.store.accounts import account_ids
@@ -57,6 +58,10 @@ from qrsync.sync import RunResult, Syncer, SyncRequest
 logger = logging.getLogger("qrsync.daemon")
 
 HEALTH_TIMEOUT_S = 3.0
+NOTIFY_EVERY_S = 2.0
+"""How often a replica sweeps the notifications outbox (each channel's rate limit is kept in
+the database, whatever the number of replicas)."""
+NOTIFY_JOIN_S = 60.0
 ACCOUNTS_REFRESH_S = 60.0
 
 
@@ -256,6 +261,8 @@ class Daemon:
         self._catch_up()
         renewer = threading.Thread(target=self._renew_loop, name="qrsync-renew", daemon=True)
         renewer.start()
+        notifier = threading.Thread(target=self._notify_loop, name="qrsync-notify", daemon=True)
+        notifier.start()
         logger.info(
             "replica %s started: %d accounts, %d schedules",
             self.name,
@@ -271,6 +278,7 @@ class Daemon:
             if time.monotonic() - refreshed > ACCOUNTS_REFRESH_S:
                 refreshed = time.monotonic()
                 self._refresh_imported()
+        notifier.join(timeout=NOTIFY_JOIN_S)
         self._shutdown()
         if http is not None:
             http.shutdown()
@@ -291,6 +299,20 @@ class Daemon:
         self._publish_schedules()
         self.leases = ActiveLeases(leases)
         self.syncer = Syncer(config, engine, observer=self.metrics.api_call)
+        self.notifier = self._notifier(config)
+
+    def _notifier(self, config: Config) -> Notifier:
+        enabled = [a for a in self.accounts if a.enabled]
+        periods = schedule_periods(enabled, config.daemon, datetime.now(UTC))
+        return Notifier(
+            self.engine,
+            config.notify,
+            config_file=config.path,
+            replica=self.name,
+            on_delivery=self.metrics.notification,
+            schedule_periods={name: p.total_seconds() for name, p in periods.items()},
+            stopping=self._stop.is_set,
+        )
 
     def _publish_schedules(self) -> None:
         enabled = [a for a in self.accounts if a.enabled]
@@ -331,6 +353,7 @@ class Daemon:
         self.leases.store.ensure_rows()
         # Runs in progress keep the syncer they started with.
         self.syncer = Syncer(app.config, self.engine, observer=self.metrics.api_call)
+        self.notifier = self._notifier(app.config)  # (the sweeping thread picks it up)
         self._reschedule()
         logger.info(
             "configuration reloaded: %d accounts enabled",
@@ -351,6 +374,7 @@ class Daemon:
         self.accounts, self.ids = accounts, ids
         self.leases.store.ensure_rows()
         self._reschedule()
+        self.notifier = self._notifier(self.config)
         logger.info(
             "accounts changed in the database: %d enabled",
             len(self._enabled()),
@@ -544,6 +568,15 @@ class Daemon:
             f": {result.error}" if result.error else "",
             extra={"action": "run_finished", "run_id": result.run_id, **context},
         )
+
+    def _notify_loop(self) -> None:
+        """Sweep the notifications outbox every few seconds until the daemon stops."""
+        while not self._stop.wait(timeout=NOTIFY_EVERY_S):
+            notifier = self.notifier
+            try:
+                notifier.sweep()
+            except Exception:  # a sweep must never end the loop; it logs its own failures
+                logger.exception("notification sweep failed", extra={"action": "notify_failed"})
 
     def _renew_loop(self) -> None:
         interval = max(self.config.daemon.lease_s / 3, 0.5)

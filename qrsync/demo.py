@@ -25,16 +25,19 @@ from qrsync.config import (
     ComponentConfig,
     Config,
     DatabaseConfig,
+    NotifyConfig,
     SecretRef,
     SyncConfig,
     TokenConfig,
 )
 from qrsync.masking import register_secret
+from qrsync.notify.delivery import Sweep, deliver_once
 from qrsync.simulator import RunningSimulator, start_simulator
 from qrsync.store import migrate
 from qrsync.store.accounts import mirror_accounts
 from qrsync.store.embedded import EmbeddedPostgres, data_home
 from qrsync.store.engine import make_engine
+from qrsync.store.notifications import mirror_channels
 from qrsync.sync import RunResult, Syncer, SyncRequest
 from qrsync.wechat.client import WeChatClient
 
@@ -58,7 +61,11 @@ SECRETS = {
     "QRSYNC_DEMO_PLATFORM_SECRET": "demo-secret-platform",
     "QRSYNC_DEMO_VERIFY_TICKET": "ticket@@@demo-verify-ticket",
     "QRSYNC_DEMO_PARTNER_REFRESH": "demo-refresh-partner-oa",
+    "QRSYNC_DEMO_DINGTALK_SECRET": "SECdemo-dingtalk-signing-secret",
 }
+DEMO_ROBOT = "demo-robot-token"
+"""The simulator's DingTalk robot the demo's notification channel posts to."""
+SHOWN_LINES = 8
 
 
 EDITS: tuple[tuple[str, str, str, str | None, int], ...] = (
@@ -139,6 +146,9 @@ def demo_world() -> dict[str, Any]:
 
 
 def demo_config(base_url: str, database_url: str) -> Config:
+    """The demo's accounts, and one notification channel: a DingTalk robot of the simulator
+    (its URL in ``QRSYNC_DEMO_DINGTALK_URL``, set by :func:`run_demo`)."""
+
     def env(name: str) -> SecretRef:
         return SecretRef("env", name)
 
@@ -195,6 +205,14 @@ def demo_config(base_url: str, database_url: str) -> Config:
                 "miniprogram",
                 LEGACY,
                 TokenConfig("stable_token", secret=env("QRSYNC_DEMO_LEGACY_SECRET")),
+            ),
+        ),
+        notify=(
+            NotifyConfig(
+                name="demo-dingtalk",
+                kind="dingtalk",
+                url=env("QRSYNC_DEMO_DINGTALK_URL"),
+                secret=env("QRSYNC_DEMO_DINGTALK_SECRET"),
             ),
         ),
     )
@@ -306,8 +324,13 @@ def run_demo(say: Callable[[str], None], *, rounds: int = 5, seed: int = 1) -> D
     )
     try:
         migrate.upgrade(engine, SCHEMA)
+        os.environ["QRSYNC_DEMO_DINGTALK_URL"] = sim.admin.receiver_url("dingtalk", DEMO_ROBOT)
+        sim.admin.set_receiver(
+            "dingtalk", DEMO_ROBOT, secret=SECRETS["QRSYNC_DEMO_DINGTALK_SECRET"]
+        )
         config = demo_config(sim.url, database_url)
         ids = mirror_accounts(engine, config.accounts).ids
+        mirror_channels(engine, config.notify)
         editor = _Editor(WeChatClient(config.api), sim, random.Random(seed))
         start = datetime.now(UTC)
         all_results: list[list[RunResult]] = []
@@ -326,11 +349,34 @@ def run_demo(say: Callable[[str], None], *, rounds: int = 5, seed: int = 1) -> D
             all_results.append(results)
             for result in results:
                 say("  " + _line(result))
+        sweep = deliver_once(engine, config.notify, config_file=config.path, replica="demo")
+        _show_notifications(say, sim, sweep)
         psql_url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
         return DemoOutcome(psql_url=psql_url, rounds=rounds, results=all_results)
     finally:
         sim.stop()
         engine.dispose()
+
+
+def _show_notifications(
+    say: Callable[[str], None], sim: RunningSimulator, sweep: Sweep | None
+) -> None:
+    """What the demo's DingTalk robot received: each message's title and its first lines."""
+    got = sim.admin.receiver_messages("dingtalk", DEMO_ROBOT, accepted=True)
+    sent = 0 if sweep is None else sweep.sent
+    say(
+        f"\nNotifications: the simulator's DingTalk robot received {len(got)} message(s) "
+        f"covering {sent} event(s) of these rounds (channel demo-dingtalk; digests within "
+        "DingTalk's 20 messages a minute):"
+    )
+    for message in got:
+        lines = str(message.get("text") or "").splitlines()
+        say(f"  [{message.get('title')}]")
+        for line in lines[:SHOWN_LINES]:
+            say(f"    {line}")
+        if len(lines) > SHOWN_LINES:
+            say(f"    ... ({len(lines) - SHOWN_LINES} more lines)")
+    say("  (qrsync notify status, and the view notification_log, list them all)")
 
 
 def _sync_round(

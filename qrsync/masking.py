@@ -25,6 +25,8 @@ _JSON_SECRET = re.compile(
     re.IGNORECASE,
 )
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+(@)", re.IGNORECASE)
+# A robot's key in a webhook URL's path: Feishu and Lark hooks, Slack incoming webhooks.
+_HOOK_PATH = re.compile(r"(/open-apis/bot/v2/hook/|/services/(?=T[\w-]*/B))[^\s\"'?#]+")
 
 _lock = threading.Lock()
 _known: set[str] = set()
@@ -49,6 +51,7 @@ def mask(text: str) -> str:
             text = text.replace(value, MASK)
     text = _QUERY_SECRET.sub(rf"\g<1>{MASK}", text)
     text = _JSON_SECRET.sub(rf"\g<1>{MASK}\g<2>", text)
+    text = _HOOK_PATH.sub(rf"\g<1>{MASK}", text)
     return _URL_PASSWORD.sub(rf"\g<1>{MASK}\g<2>", text)
 
 

@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from qrsync import __version__
 from qrsync.store.engine import Engine
+from qrsync.store.notifications import pending_by_channel
 from qrsync.store.queries import query
 
 STATE_NAMES = {1: "unpublished", 2: "published"}
@@ -86,6 +87,13 @@ class Metrics:
             ["account"],
             registry=self.registry,
         )
+        self.notifications = Counter(
+            "qrsync_notifications",
+            "Notifications (one event for one channel) this replica delivered (sent) or tried "
+            "to and will retry (failed), by channel.",
+            ["channel", "status"],
+            registry=self.registry,
+        )
         if engine is not None:
             self.registry.register(DatabaseGauges(engine))
 
@@ -94,6 +102,9 @@ class Metrics:
         self.schedule_period.clear()
         for account, period in periods.items():
             self.schedule_period.labels(account).set(period.total_seconds())
+
+    def notification(self, channel: str, status: str, count: int) -> None:
+        self.notifications.labels(channel, status).inc(count)
 
     def api_call(self, endpoint: str, errcode: int | None) -> None:
         self.api_calls.labels(endpoint, "none" if errcode is None else str(errcode)).inc()
@@ -130,6 +141,19 @@ class DatabaseGauges(Collector):
             "When the account's last successful run finished (Unix time).",
             labels=["account"],
         )
+        pending = GaugeMetricFamily(
+            "qrsync_notifications_pending",
+            "Notifications not delivered yet, per configured channel.",
+            labels=["channel"],
+        )
+        oldest = GaugeMetricFamily(
+            "qrsync_notifications_oldest_pending_age_seconds",
+            "Age of the oldest notification not delivered yet, per channel (0: none pending).",
+            labels=["channel"],
+        )
+        for channel, count, age in pending_by_channel(self.engine):
+            pending.add_metric([channel], count)
+            oldest.add_metric([channel], age)
         with self.engine.transaction() as conn:
             for row in conn.execute(query("metrics_rules_by_state")):
                 state = STATE_NAMES.get(row.state, str(row.state))
@@ -139,4 +163,4 @@ class DatabaseGauges(Collector):
                     quota.add_metric([row.account], row.quota)
                 if row.last_success is not None:
                     success.add_metric([row.account], row.last_success.timestamp())
-        return [rules, quota, success]
+        return [rules, quota, success, pending, oldest]

@@ -7,8 +7,11 @@ Each method wraps one endpoint and returns its decoded JSON answer; a refused re
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import requests
+
+from qrsync.simulator.receivers import receiver_path
 
 Json = dict[str, Any]
 
@@ -212,3 +215,71 @@ class SimulatorAdmin:
         }
         result: Json = self._call("POST", "/sim/settings", changes)
         return result
+
+    # --- notification receivers (receivers.py) --------------------------------------------
+
+    def receiver_url(self, kind: str, receiver_id: str) -> str:
+        """The URL a channel of ``kind`` posts to for the robot ``receiver_id`` (for the
+        ``[[notify]]`` channel's url_env)."""
+        return f"{self.base_url}{receiver_path(kind, receiver_id)}"
+
+    def _receiver_path(self, kind: str, receiver_id: str) -> str:
+        return f"/sim/receivers/{quote(kind, safe='')}/{quote(receiver_id, safe='')}"
+
+    def set_receiver(
+        self,
+        kind: str,
+        receiver_id: str,
+        *,
+        secret: str | None = None,
+        fault: str = "ok",
+        slow_s: float = 0.0,
+        errcode: int | None = None,
+        errmsg: str | None = None,
+        times: int = -1,
+        keyword: str | None = None,
+        rate_limit: bool = True,
+    ) -> Json:
+        """Set a robot up (its whole set-up; what it received is kept): its signing secret,
+        its fault (ok, in_body_error, rate_limited, http_500, slow, no_answer, down, unknown)
+        for ``times`` requests (-1: until changed), ``slow_s`` for slow and no_answer, the
+        in-body ``errcode``/``errmsg``, a required ``keyword``, and its rate limit."""
+        body: Json = {
+            "secret": secret,
+            "fault": fault,
+            "slow_s": slow_s,
+            "errcode": errcode,
+            "errmsg": errmsg,
+            "times": times,
+            "keyword": keyword,
+            "rate_limit": rate_limit,
+        }
+        result: Json = self._call("PUT", self._receiver_path(kind, receiver_id), body)
+        return result
+
+    def receiver(self, kind: str, receiver_id: str) -> Json:
+        """A robot's set-up (``secret_set``, not the secret) and its received/accepted counts."""
+        result: Json = self._call("GET", self._receiver_path(kind, receiver_id))
+        return result
+
+    def receivers(self) -> list[Json]:
+        result: list[Json] = self._call("GET", "/sim/receivers")
+        return result
+
+    def receiver_messages(
+        self, kind: str, receiver_id: str, accepted: bool | None = None
+    ) -> list[Json]:
+        """What a robot got, oldest first: ``accepted``, ``outcome``, ``status``, ``code``,
+        ``reason``, ``title``, ``text``, ``event_ids`` (webhook), ``bytes``, ``body``, ``at``;
+        only the accepted (or refused) ones when ``accepted`` is given."""
+        result: list[Json] = self._call("GET", self._receiver_path(kind, receiver_id) + "/messages")
+        if accepted is None:
+            return result
+        return [record for record in result if record["accepted"] is accepted]
+
+    def clear_receiver_messages(self, kind: str, receiver_id: str) -> None:
+        self._call("DELETE", self._receiver_path(kind, receiver_id) + "/messages")
+
+    def clear_receivers(self) -> None:
+        """Forget every robot, its set-up and what it received."""
+        self._call("DELETE", "/sim/receivers")

@@ -39,7 +39,12 @@ Admin endpoints (JSON in and out; errors are HTTP 400/404 with ``{"error"}``):
 body ``{refresh_token?, permission_sets?, rotate_refresh_token?, auth_time?}``; revoke one),
 ``POST /sim/tokens/expire``, ``POST /sim/tokens/invalidate``, ``POST /sim/clock``,
 ``POST|GET|DELETE /sim/faults``, ``GET|DELETE /sim/calls``, ``GET /sim/stats``,
-``GET|POST /sim/settings``.
+``GET|POST /sim/settings``, and the notification receivers' ``PUT|GET /sim/receivers/<kind>/<id>``,
+``GET|DELETE /sim/receivers/<kind>/<id>/messages``, ``GET|DELETE /sim/receivers``.
+
+Notification receivers (receivers.py): ``POST /cgi-bin/webhook/send?key=`` (WeCom),
+``POST /robot/send?access_token=`` (DingTalk), ``POST /open-apis/bot/v2/hook/<id>`` (Feishu and
+Lark), ``POST /services/<T>/<B>/<X>`` (Slack), ``POST /hooks/<id>`` (qrsync's webhook).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ import dataclasses
 import json
 import logging
 import re
+import select
 import socket
 import socketserver
 import struct
@@ -60,6 +66,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from qrsync.simulator import receivers
 from qrsync.simulator.admin import SimulatorAdmin
 from qrsync.simulator.faults import Fault, FaultBook, malform
 from qrsync.simulator.world import (
@@ -95,7 +102,8 @@ DRIP_INTERVAL_S = 0.05
 DRIP_MAX_S = 60.0
 OVERSIZE_BYTES = 48 * 1024 * 1024
 """Larger than qrsync's 32 MB cap on an answer, and than any real answer (about 5 MB)."""
-_SECRET_IN_URL = re.compile(r"((?:access_token|secret)=)[^&\s]+")
+_SECRET_IN_URL = re.compile(r"((?:access_token|secret|key|sign)=)[^&\s]+")
+_RECEIVER = r"/sim/receivers/(?P<kind>[^/]+)/(?P<id>[^/]+)"
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,8 @@ class Outcome:
     content_type: str = JSON_TYPE
     drop: bool = False
     wire: str = ""  # one of faults.WIRE_FAULTS: how the body goes wrong on its way out
+    headers: tuple[tuple[str, str], ...] = ()
+    pause_s: float = 0.0  # wait before answering (or dropping); ends early if the client leaves
 
 
 @dataclass(frozen=True)
@@ -143,6 +153,7 @@ class Simulator:
         self._start_settings = dataclasses.replace(settings)
         self.world = World(self._start_world, seed, dataclasses.replace(settings))
         self.faults = FaultBook()
+        self.receivers = receivers.Receivers()
         self._admin_routes: list[tuple[str, re.Pattern[str], Callable[[AdminRequest], Any]]] = [
             (method, re.compile(pattern), handler)
             for method, pattern, handler in (
@@ -177,10 +188,23 @@ class Simulator:
                 ("GET", r"/sim/stats", self._stats),
                 ("GET", r"/sim/settings", self._settings),
                 ("POST", r"/sim/settings", self._change_settings),
+                ("GET", r"/sim/receivers", self._receivers),
+                ("DELETE", r"/sim/receivers", self._clear_receivers),
+                ("PUT", _RECEIVER, self._set_receiver),
+                ("GET", _RECEIVER, self._receiver),
+                ("GET", _RECEIVER + "/messages", self._receiver_messages),
+                ("DELETE", _RECEIVER + "/messages", self._clear_receiver_messages),
             )
         ]
 
-    def route(self, method: str, path: str, query: Mapping[str, str], raw: bytes) -> Outcome:
+    def route(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        raw: bytes,
+        headers: Mapping[str, str] | None = None,
+    ) -> Outcome:
         endpoint = _WECHAT_ROUTES.get((method, path))
         if endpoint is not None:
             return self.wechat(endpoint, query, raw)
@@ -189,6 +213,18 @@ class Simulator:
             return self.wechat("central", query, raw, unquote(central.group(1)))
         if path.startswith("/sim/"):
             return self.admin(method, path, query, raw)
+        receiver = receivers.match(method, path, query)
+        if receiver is not None:
+            with self.lock:
+                reply = self.receivers.receive(*receiver, headers or {}, raw, query)
+            return Outcome(
+                reply.status,
+                reply.body,
+                reply.content_type,
+                drop=reply.drop,
+                headers=reply.headers,
+                pause_s=reply.pause_s,
+            )
         return Outcome(404, _encode({"error": f"no endpoint {method} {path}"}))
 
     # --- WeChat --------------------------------------------------------------------------
@@ -266,6 +302,7 @@ class Simulator:
         # Built before anything is replaced: a bad world leaves the running one as it was.
         self.world = World(world, seed, dataclasses.replace(self._start_settings))
         self.faults = FaultBook()
+        self.receivers = receivers.Receivers()
         return {"seed": seed, "accounts": sorted(self.world.accounts)}
 
     def _add_account(self, request: AdminRequest) -> Json:
@@ -353,6 +390,26 @@ class Simulator:
     def _change_settings(self, request: AdminRequest) -> Json:
         return self.world.update_settings(request.body)
 
+    def _receivers(self, request: AdminRequest) -> list[Json]:
+        return self.receivers.views()
+
+    def _clear_receivers(self, request: AdminRequest) -> Json:
+        self.receivers.clear()
+        return {}
+
+    def _set_receiver(self, request: AdminRequest) -> Json:
+        return self.receivers.configure(request.args["kind"], request.args["id"], request.body)
+
+    def _receiver(self, request: AdminRequest) -> Json:
+        return self.receivers.view(request.args["kind"], request.args["id"])
+
+    def _receiver_messages(self, request: AdminRequest) -> list[Json]:
+        return self.receivers.messages(request.args["kind"], request.args["id"])
+
+    def _clear_receiver_messages(self, request: AdminRequest) -> Json:
+        self.receivers.clear_messages(request.args["kind"], request.args["id"])
+        return {}
+
 
 def _fault_outcome(fault: Fault, rid: str) -> tuple[Outcome, int | None]:
     """The answer of a fault that replaces the endpoint's, and the errcode it carries."""
@@ -410,7 +467,10 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             length = 0
         raw = self.rfile.read(length) if length else b""
-        outcome = self.server.simulator.route(self.command, url.path, query, raw)
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        outcome = self.server.simulator.route(self.command, url.path, query, raw, headers)
+        if outcome.pause_s > 0:
+            self._hold(outcome.pause_s)
         if outcome.drop:
             self.close_connection = True
             return
@@ -420,8 +480,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(outcome.status)
         self.send_header("Content-Type", outcome.content_type)
         self.send_header("Content-Length", str(len(outcome.body)))
+        for name, value in outcome.headers:
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(outcome.body)
+
+    def _hold(self, seconds: float) -> None:
+        """Say nothing for ``seconds`` (a slow or silent receiver), or until the client hangs up
+        or the server stops: the line is polled, so the wait is bounded either way."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                readable, _, _ = select.select([self.connection], [], [], min(left, 0.1))
+                if readable and not self.connection.recv(1, socket.MSG_PEEK):
+                    return  # the client hung up
+            except (OSError, ValueError):
+                return
+            if readable:
+                time.sleep(min(left, 0.1))  # a pipelined request waits its turn
 
     def _send_mangled(self, outcome: Outcome) -> None:
         """Send the answer the way its wire fault says (see faults.WIRE_FAULTS), then close.

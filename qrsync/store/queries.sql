@@ -956,3 +956,220 @@ SELECT key, fetched_at, expires_at, reuse_until FROM tokens ORDER BY key;
 -- name: drop_token --
 -- Forget a cached token: the next run that needs it fetches a fresh one (`qrsync tokens drop`).
 DELETE FROM tokens WHERE key = %(key)s RETURNING key, expires_at;
+
+-- name: notify_mirror_channels --
+-- Insert or update the configured notification channels (a JSON list), writing only rows that changed.
+INSERT INTO notify_channels AS c (name, kind, events, account_patterns, failing_runs,
+                                  waiting_days, quota_below, configured)
+SELECT x.name, x.kind, x.events, x.account_patterns, x.failing_runs, x.waiting_days,
+       x.quota_below, true
+FROM jsonb_to_recordset(CAST(%(channels)s AS jsonb))
+     AS x(name text, kind text, events text[], account_patterns text[], failing_runs integer,
+          waiting_days double precision, quota_below integer)
+ON CONFLICT (name) DO UPDATE
+SET kind = EXCLUDED.kind, events = EXCLUDED.events, account_patterns = EXCLUDED.account_patterns,
+    failing_runs = EXCLUDED.failing_runs, waiting_days = EXCLUDED.waiting_days,
+    quota_below = EXCLUDED.quota_below, configured = true, updated_at = now()
+WHERE (c.kind, c.events, c.account_patterns, c.failing_runs, c.waiting_days, c.quota_below,
+       c.configured)
+      IS DISTINCT FROM (EXCLUDED.kind, EXCLUDED.events, EXCLUDED.account_patterns,
+                        EXCLUDED.failing_runs, EXCLUDED.waiting_days, EXCLUDED.quota_below,
+                        true);
+
+-- name: notify_unconfigure_channels --
+-- Channels no longer in the configuration stop wanting events; what they had still to get is abandoned.
+WITH gone AS (
+    UPDATE notify_channels
+    SET configured = false, updated_at = now()
+    WHERE configured AND name <> ALL (CAST(%(names)s AS text[]))
+    RETURNING name
+)
+UPDATE notifications n
+SET status = 'abandoned'
+FROM gone
+WHERE n.channel = gone.name AND n.status = 'pending';
+
+-- name: notify_lock_channel --
+-- One sender per channel at a time, across processes (transaction-level: PgBouncer-safe).
+SELECT pg_try_advisory_xact_lock(1903260017, hashtext(%(channel)s)) AS locked;
+
+-- name: notify_claim --
+-- The channel's notifications due now, oldest event first, locked until this transaction ends (others skip them).
+SELECT e.id, e.kind, a.name AS account, e.prefix, e.occurred_at, e.details, n.attempts
+FROM notifications n
+JOIN notify_events e ON e.id = n.event_id
+JOIN accounts a ON a.id = e.account_id
+WHERE n.channel = %(channel)s AND n.status = 'pending' AND n.next_attempt_at <= clock_timestamp()
+ORDER BY n.event_id
+LIMIT %(limit)s
+FOR UPDATE OF n SKIP LOCKED;
+
+-- name: notify_sent_lately --
+-- Messages sent or attempted to the channel in the last minute (its rate limit), and the latest one's time.
+SELECT count(*) AS last_minute, max(sent_at) AS last_sent_at, clock_timestamp() AS now
+FROM notify_messages
+WHERE channel = %(channel)s AND sent_at > clock_timestamp() - interval '1 minute';
+
+-- name: notify_record_attempt --
+-- Record a message sent or attempted, and its events as sent, or as failed with their next attempt backed off.
+WITH message AS (
+    INSERT INTO notify_messages (channel, sent_at, events, ok, http_status, detail, replica)
+    VALUES (%(channel)s, clock_timestamp(), cardinality(CAST(%(event_ids)s AS bigint[])), %(ok)s,
+            %(http_status)s, %(detail)s, %(replica)s)
+    RETURNING id
+),
+sent AS (
+    UPDATE notifications n
+    SET status = 'sent', sent_at = clock_timestamp(), last_attempt_at = clock_timestamp(),
+        message_id = (SELECT id FROM message)
+    WHERE CAST(%(ok)s AS boolean) AND n.channel = %(channel)s
+      AND n.event_id = ANY (CAST(%(event_ids)s AS bigint[])) AND n.status = 'pending'
+    RETURNING 1
+),
+failed AS (
+    UPDATE notifications n
+    SET attempts = n.attempts + 1, last_attempt_at = clock_timestamp(), last_error = %(detail)s,
+        next_attempt_at = clock_timestamp() + make_interval(secs => GREATEST(
+            CAST(%(retry_after_s)s AS double precision),
+            LEAST(CAST(%(max_backoff_s)s AS double precision),
+                  CAST(%(backoff_s)s AS double precision) * power(2, n.attempts))
+            * (0.8 + 0.4 * random())))
+    WHERE NOT CAST(%(ok)s AS boolean) AND n.channel = %(channel)s
+      AND n.event_id = ANY (CAST(%(event_ids)s AS bigint[])) AND n.status = 'pending'
+    RETURNING 1
+)
+SELECT (SELECT id FROM message) AS message_id, (SELECT count(*) FROM sent) AS sent,
+       (SELECT count(*) FROM failed) AS failed;
+
+-- name: notify_record_waiting --
+-- rule_waiting: rules whose current version stayed unpublished longer than a channel's waiting_days, once per version and threshold (crossed since the channel was configured).
+WITH ev AS (
+INSERT INTO notify_events (kind, account_id, prefix, occurred_at, details, sync_run_id, dedup_key)
+SELECT 'rule_waiting', r.account_id, r.prefix, clock_timestamp(),
+       jsonb_build_object(
+           'path', r.path, 'waiting_since', r.changed_at, 'threshold', t.days,
+           'waited_days',
+           round(CAST(extract(epoch FROM clock_timestamp() - r.changed_at) / 86400 AS numeric), 1)),
+       r.version_run_id,
+       concat_ws(' ', 'rule_waiting', r.account_id, r.prefix,
+                 CAST(extract(epoch FROM r.changed_at) AS text), CAST(t.days AS text))
+FROM (
+    SELECT waiting_days AS days, min(created_at) AS since
+    FROM notify_channels
+    WHERE configured AND 'rule_waiting' = ANY (events)
+    GROUP BY waiting_days
+) AS t
+JOIN rules r ON r.state = 1 AND r.deleted_at IS NULL
+            AND r.changed_at <= clock_timestamp() - t.days * interval '1 day'
+            AND r.changed_at > t.since - t.days * interval '1 day'
+JOIN accounts a ON a.id = r.account_id AND a.enabled
+WHERE EXISTS (SELECT FROM notify_channels c
+              WHERE notify_wants(c, 'rule_waiting', a.name,
+                                 jsonb_build_object('threshold', t.days)))
+ON CONFLICT (dedup_key) DO NOTHING
+RETURNING id, kind, account_id, details
+)
+INSERT INTO notifications (event_id, channel)
+SELECT ev.id, c.name
+FROM ev
+JOIN accounts a ON a.id = ev.account_id
+JOIN notify_channels c ON notify_wants(c, ev.kind, a.name, ev.details);
+
+-- name: notify_status --
+-- Per channel: what is pending (and failing: tried and not delivered), sent, the oldest pending event, the last answer.
+SELECT c.name AS channel, c.kind, c.configured,
+       p.pending, p.failing, p.oldest_pending_at,
+       (SELECT count(*) FROM notifications s WHERE s.channel = c.name AND s.status = 'sent')
+           AS sent,
+       m.sent_at AS last_attempt_at, m.ok AS last_ok, m.detail AS last_answer,
+       (SELECT max(s.sent_at) FROM notify_messages s WHERE s.channel = c.name AND s.ok)
+           AS last_sent_at
+FROM notify_channels c
+CROSS JOIN LATERAL (
+    SELECT count(*) AS pending, count(*) FILTER (WHERE n.attempts > 0) AS failing,
+           min(e.recorded_at) AS oldest_pending_at
+    FROM notifications n
+    JOIN notify_events e ON e.id = n.event_id
+    WHERE n.channel = c.name AND n.status = 'pending'
+) AS p
+LEFT JOIN LATERAL (
+    SELECT x.sent_at, x.ok, x.detail
+    FROM notify_messages x
+    WHERE x.channel = c.name
+    ORDER BY x.sent_at DESC, x.id DESC
+    LIMIT 1
+) AS m ON true
+WHERE c.configured OR p.pending > 0
+ORDER BY c.name;
+
+-- name: notify_channel_log --
+-- A channel's latest notifications, pending first (`qrsync notify status --channel`).
+SELECT event_id, kind, account, prefix, occurred_at, status, attempts, last_error, sent_at,
+       next_attempt_at
+FROM notification_log
+WHERE channel = %(channel)s
+ORDER BY status <> 'pending', event_id DESC
+LIMIT %(limit)s;
+
+-- name: metrics_notifications --
+-- Per configured channel: notifications pending and the age of the oldest, for Prometheus.
+SELECT c.name AS channel, count(n.event_id) AS pending,
+       COALESCE(extract(epoch FROM clock_timestamp() - min(e.recorded_at)), 0) AS oldest_age_s
+FROM notify_channels c
+LEFT JOIN notifications n ON n.channel = c.name AND n.status = 'pending'
+LEFT JOIN notify_events e ON e.id = n.event_id
+WHERE c.configured
+GROUP BY c.name;
+
+-- name: notify_record_stale_accounts --
+-- account_failing for an enabled account without a successful run for failing_runs of its schedule's periods (:periods, JSON), once per last success and threshold, unless its failed runs already said so.
+WITH ev AS (
+INSERT INTO notify_events (kind, account_id, occurred_at, details, dedup_key)
+SELECT 'account_failing', a.id, clock_timestamp(),
+       jsonb_build_object(
+           'threshold', t.runs, 'failed_runs', f.failed, 'last_success_at', s.finished_at,
+           'no_success_hours',
+           round(CAST(extract(epoch FROM clock_timestamp()
+                                         - COALESCE(s.finished_at, a.created_at)) / 3600
+                      AS numeric), 1),
+           'error', 'no successful run for ' || t.runs || ' periods of its schedule'),
+       concat_ws(' ', 'account_stale', a.id,
+                 COALESCE(CAST(extract(epoch FROM s.finished_at) AS text), 'never'),
+                 CAST(t.runs AS text))
+FROM jsonb_to_recordset(CAST(%(periods)s AS jsonb)) AS p(account text, period_s double precision)
+JOIN accounts a ON a.name = p.account AND a.enabled
+CROSS JOIN (
+    SELECT DISTINCT failing_runs AS runs
+    FROM notify_channels
+    WHERE configured AND 'account_failing' = ANY (events)
+) AS t
+LEFT JOIN LATERAL (
+    SELECT r.finished_at
+    FROM sync_runs r
+    WHERE r.account_id = a.id AND r.status IN ('succeeded', 'partial')
+    ORDER BY r.started_at DESC
+    LIMIT 1
+) AS s ON true
+CROSS JOIN LATERAL (
+    SELECT count(*) AS failed
+    FROM sync_runs r
+    WHERE r.account_id = a.id AND r.status = 'failed'
+      AND r.started_at > COALESCE(s.finished_at, '-infinity')
+) AS f
+WHERE COALESCE(s.finished_at, a.created_at)
+      < clock_timestamp() - make_interval(secs => t.runs * p.period_s)
+  AND NOT EXISTS (
+      SELECT FROM notify_events e
+      WHERE e.account_id = a.id AND e.kind = 'account_failing'
+        AND e.occurred_at > COALESCE(s.finished_at, '-infinity'))
+  AND EXISTS (
+      SELECT FROM notify_channels c
+      WHERE notify_wants(c, 'account_failing', a.name, jsonb_build_object('threshold', t.runs)))
+ON CONFLICT (dedup_key) DO NOTHING
+RETURNING id, kind, account_id, details
+)
+INSERT INTO notifications (event_id, channel)
+SELECT ev.id, c.name
+FROM ev
+JOIN accounts a ON a.id = ev.account_id
+JOIN notify_channels c ON notify_wants(c, ev.kind, a.name, ev.details);

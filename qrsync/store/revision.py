@@ -6,6 +6,6 @@
 
 from __future__ import annotations
 
-HEAD_REVISION = "0014"
+HEAD_REVISION = "0015"
 """The newest migration, known without importing Alembic (a test keeps it equal to the real
 head), so that a sync's readiness check costs no start-up time. Bump it with every migration."""

@@ -13,6 +13,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Double,
     ForeignKey,
     Identity,
     Index,
@@ -26,7 +27,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from qrsync.store.revision import HEAD_REVISION as HEAD_REVISION  # re-export; bump it there
 
@@ -292,3 +293,78 @@ discovery_runs = Table(
         postgresql_where=text("scheduled_for IS NOT NULL"),
     ),
 )
+
+notify_channels = Table(
+    "notify_channels",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("events", ARRAY(Text), nullable=False),
+    Column("account_patterns", ARRAY(Text), nullable=False),
+    Column("failing_runs", Integer, nullable=False, server_default=text("3")),
+    Column("waiting_days", Double, nullable=False, server_default=text("7")),
+    Column("quota_below", Integer, nullable=False, server_default=text("10")),
+    Column("configured", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", TS, nullable=False, server_default=text("now()")),
+    Column("updated_at", TS, nullable=False, server_default=text("now()")),
+    CheckConstraint(
+        "kind IN ('wecom', 'dingtalk', 'feishu', 'lark', 'slack', 'webhook')",
+        name="notify_channels_kind_check",
+    ),
+)
+
+notify_events = Table(
+    "notify_events",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("account_id", BigInteger, nullable=False),
+    Column("prefix", Text),
+    Column("occurred_at", TS, nullable=False),
+    Column("details", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("sync_run_id", BigInteger),
+    Column("dedup_key", Text, unique=True),
+    Column("recorded_at", TS, nullable=False, server_default=text("now()")),
+    Index("notify_events_account_idx", "account_id", "occurred_at"),
+)
+
+notify_messages = Table(
+    "notify_messages",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("channel", Text, nullable=False),
+    Column("sent_at", TS, nullable=False, server_default=text("now()")),
+    Column("events", Integer, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("http_status", Integer),
+    Column("detail", Text),
+    Column("replica", Text),
+    Index("notify_messages_channel_sent_idx", "channel", "sent_at"),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("event_id", BigInteger, ForeignKey("notify_events.id"), nullable=False),
+    Column("channel", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", TS, nullable=False, server_default=text("now()")),
+    Column("last_attempt_at", TS),
+    Column("last_error", Text),
+    Column("sent_at", TS),
+    Column("message_id", BigInteger),
+    PrimaryKeyConstraint("channel", "event_id", name="notifications_pkey"),
+    CheckConstraint(
+        "status IN ('pending', 'sent', 'abandoned')", name="notifications_status_check"
+    ),
+    Index(
+        "notifications_pending_idx",
+        "channel",
+        "next_attempt_at",
+        "event_id",
+        postgresql_where=text("status = 'pending'"),
+    ),
+)
+"""Notifications (revision 0015): the ``[[notify]]`` channels, the outbox of events the
+triggers derive from the history, one row per event and channel, and every message sent."""

@@ -49,6 +49,9 @@ def test_make_demo_from_a_fresh_clone(tmp_path: Path) -> None:
         out = demo.stdout
         assert "embedded PostgreSQL" in out and "Round 5" in out
         assert "legacy-mp: failed" in out and "40125" in out
+        # The demo's notification channel: what the simulator's DingTalk robot received.
+        assert "Notifications: the simulator's DingTalk robot received" in out
+        assert "authorization needed" in out and "SECdemo-dingtalk-signing-secret" not in out
         for heading in ("Sync health", "Rules by state", "Publications since", "Publish quota"):
             assert heading in out
         assert (clone / "qrsync-demo-report.html").stat().st_size > 10_000

@@ -33,3 +33,12 @@ def test_build_info_run_durations_by_account_and_no_created_series() -> None:
     assert durations and all(labels["account"] == "brand-mp" for _, labels in durations)
     every_sample = [name for samples in families.values() for name, _ in samples]
     assert not [name for name in every_sample if name.endswith("_created")], every_sample
+
+
+def test_notifications_by_channel_and_status() -> None:
+    metrics = Metrics()
+    metrics.notification("ops-dingtalk", "sent", 12)
+    metrics.notification("ops-dingtalk", "failed", 3)
+    text = generate_latest(metrics.registry).decode()
+    assert 'qrsync_notifications_total{channel="ops-dingtalk",status="sent"} 12.0' in text
+    assert 'qrsync_notifications_total{channel="ops-dingtalk",status="failed"} 3.0' in text

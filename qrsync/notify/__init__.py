@@ -1,0 +1,1 @@
+"""Notifications: events from the history, delivered to chat robots and webhooks."""
