@@ -848,17 +848,18 @@ WHERE (source = 'config' AND in_config) OR (source = 'import' AND enabled);
 -- names of other sources are left alone (matched by nothing).
 INSERT INTO accounts AS a (name, kind, appid, miniprogram_appid, token_source, enabled,
                            in_config, source)
-SELECT c.name, c.kind, c.appid, c.miniprogram_appid, 'component', true, false, 'discover'
+SELECT c.name, c.kind, c.appid, c.miniprogram_appid, CAST(:token_source AS text), true, false,
+       'discover'
 FROM unnest(CAST(:names AS text[]), CAST(:kinds AS text[]), CAST(:appids AS text[]),
             CAST(:miniprogram_appids AS text[]))
      AS c(name, kind, appid, miniprogram_appid)
 ON CONFLICT (name) DO UPDATE
 SET kind = EXCLUDED.kind, appid = EXCLUDED.appid, miniprogram_appid = EXCLUDED.miniprogram_appid,
-    token_source = 'component', enabled = true, updated_at = now()
+    token_source = EXCLUDED.token_source, enabled = true, updated_at = now()
 WHERE a.source = 'discover'
   AND (a.kind, a.appid, a.miniprogram_appid, a.token_source, a.enabled)
       IS DISTINCT FROM (EXCLUDED.kind, EXCLUDED.appid, EXCLUDED.miniprogram_appid,
-                        'component', true)
+                        EXCLUDED.token_source, true)
 RETURNING name;
 
 -- name: disable_discovered_accounts --
@@ -947,3 +948,36 @@ SELECT key, fetched_at, expires_at, reuse_until FROM tokens ORDER BY key;
 -- name: drop_token --
 -- Forget a cached token: the next run that needs it fetches a fresh one (`qrsync tokens drop`).
 DELETE FROM tokens WHERE key = :key RETURNING key, expires_at;
+
+-- name: claim_discovery_slot --
+-- Claim a daemon schedule slot's discovery of a platform: the one replica whose row goes in runs it.
+INSERT INTO discovery_runs (component_appid, trigger, scheduled_for, replica)
+VALUES (%(component_appid)s, 'schedule', %(scheduled_for)s, %(replica)s)
+ON CONFLICT (component_appid, scheduled_for) WHERE scheduled_for IS NOT NULL DO NOTHING
+RETURNING id;
+
+-- name: start_discovery --
+-- Open the row of a discovery that claims no slot (`qrsync accounts discover`).
+INSERT INTO discovery_runs (component_appid, trigger, replica)
+VALUES (%(component_appid)s, %(trigger)s, %(replica)s)
+RETURNING id;
+
+-- name: finish_discovery --
+-- Close a discovery's row: how it ended, what it found, the errcode and (masked) error if any.
+UPDATE discovery_runs
+SET finished_at = now(), status = %(status)s, authorizers = %(authorizers)s, added = %(added)s,
+    enabled = %(enabled)s, disabled = %(disabled)s, unsyncable = %(unsyncable)s,
+    errcode = %(errcode)s, error = %(error)s
+WHERE id = %(id)s;
+
+-- name: last_discoveries --
+-- The latest discovery of each platform, for `qrsync status` and `qrsync accounts`.
+SELECT DISTINCT ON (component_appid)
+       id, component_appid, trigger, scheduled_for, replica, started_at, finished_at, status,
+       authorizers, added, enabled, disabled, unsyncable, errcode, error
+FROM discovery_runs
+ORDER BY component_appid, started_at DESC, id DESC;
+
+-- name: discoveries_finished --
+-- How many discoveries have succeeded: a replica seeing it grow reloads the accounts.
+SELECT count(*) AS finished FROM discovery_runs WHERE status = 'succeeded';
