@@ -552,8 +552,9 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
     accounts discover` to add more), then a platform's authorizers that are not synced and why."""
     if ctx.invoked_subcommand is not None:
         return
-    from qrsync.render.text import fmt_time, format_table
+    from qrsync.render.text import fmt_time, format_table, render_discovery
     from qrsync.store.accounts import AccountOverview, list_accounts, unsynced_authorizers
+    from qrsync.store.discoveries import last_discoveries
 
     obj: Context = ctx.obj
     app = obj.app()
@@ -606,6 +607,9 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
             ],
         )
     )
+    for run in last_discoveries(engine):
+        click.echo("")
+        click.echo(render_discovery(run))
     if unsynced:
         click.echo("")
         click.echo(
@@ -741,8 +745,9 @@ def status(
 ) -> None:
     """Sync health: per account the last success, its age, the failure streak."""
     from qrsync.health import needing_attention, stale_limits, summary
-    from qrsync.render.text import render_status
+    from qrsync.render.text import render_discovery, render_status
     from qrsync.report import sync_health
+    from qrsync.store.discoveries import last_discoveries
 
     if stale_after is not None and not check:
         raise UsageError("--stale-after goes with --check")
@@ -762,6 +767,9 @@ def status(
         _echo_json(rows)
     else:
         click.echo(render_status(rows))
+        if account is None:
+            for run in last_discoveries(engine):
+                click.echo(render_discovery(run))
     if check:
         _notice(summary(attention, sum(1 for r in rows if r["enabled"])))
         if attention:

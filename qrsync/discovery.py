@@ -10,8 +10,8 @@ looked at with ``api_get_authorizer_info``:
 - a verified service account (``service_type_info.id`` 2, ``verify_type_info.id`` not -1) with
   permission set 3 becomes one account per mini program ``/cgi-bin/wxopen/wxamplinkget`` lists
   as linked (status 1), ``oa-<appid>-<mini program appid>``;
-- anything else (a subscription account, an unverified service account, a permission set
-  missing, no linked mini program, an errcode on the way) is recorded with its reason, never
+- anything else (a subscription account, an unverified service account, a personal mini
+  program, a permission set missing, no linked mini program, an errcode on the way) is recorded with its reason, never
   synced, and looked at again at the next discovery.
 
 An authorizer synced last time whose ``auth_time`` did not change keeps its accounts without a
@@ -58,6 +58,8 @@ REQUIRED_SET = {"miniprogram": 18, "service_account": 3}
 SERVICE_ACCOUNT = 2
 """``service_type_info.id`` of a service account (0 and 1: subscription accounts)."""
 UNVERIFIED = -1
+PERSONAL_PRINCIPAL = "个人"
+"""``principal_name`` of a personal mini program, which WeChat answers 85075 (REFERENCE.md)."""
 LINKED = 1
 """wxamplinkget's ``status`` of a mini program whose link is in force."""
 PLATFORM_ERRCODES = frozenset({40170, 61004, 61006})
@@ -326,6 +328,13 @@ def look_at(tokens: TokenProviders, listed: Listed) -> Finding:
         return Finding(appid, kind, nick, listed.auth_time, reason=reason)
 
     if "MiniProgramInfo" in info:
+        if info.get("principal_name") == PERSONAL_PRINCIPAL:
+            return skip(
+                "miniprogram",
+                f"a personal mini program (principal {PERSONAL_PRINCIPAL}): WeChat answers "
+                "85075 to its rule calls; QR-code jump rules are for mini programs of a "
+                "company or organisation",
+            )
         if REQUIRED_SET["miniprogram"] not in sets:
             return skip(
                 "miniprogram",

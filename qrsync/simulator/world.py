@@ -501,6 +501,8 @@ class Component:
     previous_ticket: str | None = None
     previous_ticket_issued_at: float = 0.0
     authorizations: dict[str, Authorization] = field(default_factory=dict)
+    withdrawn: dict[str, Authorization] = field(default_factory=dict)
+    """Grants withdrawn by :meth:`World.churn`, which may come back."""
 
     def ticket_valid(self, ticket: str, now: float) -> bool:
         if ticket == self.ticket:
@@ -695,6 +697,7 @@ class World:
         self.accounts: dict[str, Account] = {}
         self.components: dict[str, Component] = {}
         self.books: dict[tuple[str, str], RuleBook] = {}
+        self._books_of: dict[str, list[str]] = {}  # owner -> its books' mini programs, in order
         self.tokens: dict[str, Token] = {}
         self.calls: deque[Json] = deque(maxlen=CALL_LOG_LIMIT)
         self.stats: Counter[str] = Counter()
@@ -792,7 +795,7 @@ class World:
         return requested
 
     def _drop_books(self, appid: str) -> None:
-        for key in [key for key in self.books if key[0] == appid]:
+        for key in [(appid, mp) for mp in self._books_of.pop(appid, [])]:
             book = self.books.pop(key)
             for rule in book.all():
                 if self._prefix_owner.get(rule.prefix) == key:
@@ -834,6 +837,7 @@ class World:
         found = self.books.get(key)
         if found is None:
             found = self.books[key] = RuleBook(owner, miniprogram)
+            self._books_of.setdefault(owner, []).append(miniprogram)
         return found
 
     def generate(self, appid: str, rule_set: RuleSet) -> int:
@@ -890,7 +894,7 @@ class World:
             "nick_name": a.nick_name,
             "principal_name": a.principal_name,
             "service_type": a.service_type,
-            "rules": {mp: len(self.books[(appid, mp)]) for (o, mp) in self.books if o == appid},
+            "rules": {mp: len(self.books[(appid, mp)]) for mp in self._books_of.get(appid, [])},
         }
 
     def patch_account(self, appid: str, data: object) -> Json:
@@ -1016,6 +1020,46 @@ class World:
             "permission_sets": list(grant.permission_sets),
             "auth_time": grant.auth_time,
         }
+
+    def churn(self, component_appid: str, data: object) -> Json:
+        """A seeded turn of a platform's life: ``revoke`` authorizers withdraw, ``authorize``
+        ones authorise (those that withdrew first, then accounts of the world not authorised
+        yet), ``change`` ones authorise again with other permission sets (set 3 or 18 taken
+        away, or every set given back). Each new or changed grant's ``auth_time`` is now.
+        Answers the AppIDs of each."""
+        component = self.component(component_appid)
+        f = _Fields(data, f"{component_appid}.churn", {"revoke", "authorize", "change", "seed"})
+        rng = random.Random(f"{self.seed}:churn:{f.integer('seed', 0)}")
+        now = int(self.clock.now())
+        current = list(component.authorizations)
+        revoked = rng.sample(current, min(f.integer("revoke", 0, minimum=0), len(current)))
+        for appid in revoked:
+            component.withdrawn[appid] = component.authorizations.pop(appid)
+        remaining = list(component.authorizations)
+        changed = rng.sample(remaining, min(f.integer("change", 0, minimum=0), len(remaining)))
+        for appid in changed:
+            grant = component.authorizations.pop(appid)
+            full = {3, 18} <= set(grant.permission_sets)
+            grant.permission_sets = (
+                [s for s in grant.permission_sets if s not in (3, 18)] if full else [1, 2, 3, 18]
+            )
+            grant.auth_time = now
+            component.authorizations[appid] = grant  # a new authorisation: listed last
+        wanted = f.integer("authorize", 0, minimum=0)
+        back = [a for a in component.withdrawn if a not in revoked][:wanted]
+        others = [a for a in self.accounts if a not in component.authorizations]
+        others = [a for a in others if a not in component.withdrawn]
+        new = back + others[: wanted - len(back)]
+        for appid in new:
+            if appid in component.withdrawn:
+                grant = component.withdrawn.pop(appid)
+            else:
+                grant = Authorization(appid, refresh_token="", permission_sets=[1, 2, 3, 18])
+            grant.refresh_token = "refreshtoken@@@" + self._random_text(48)
+            grant.retired.clear()
+            grant.auth_time = now
+            component.authorizations[appid] = grant
+        return {"revoked": revoked, "authorized": new, "changed": changed}
 
     def revoke_authorization(self, component_appid: str, authorizer_appid: str) -> None:
         component = self.component(component_appid)
