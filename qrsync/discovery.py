@@ -11,8 +11,8 @@ looked at with ``api_get_authorizer_info``:
   permission set 3 becomes one account per mini program ``/cgi-bin/wxopen/wxamplinkget`` lists
   as linked (status 1), ``oa-<appid>-<mini program appid>``;
 - anything else (a subscription account, an unverified service account, a personal mini
-  program, a permission set missing, no linked mini program, an errcode on the way) is recorded with its reason, never
-  synced, and looked at again at the next discovery.
+  program, a permission set missing, no linked mini program, an errcode on the way) is
+  recorded with its reason, never synced, and looked at again at the next discovery.
 
 An authorizer synced last time whose ``auth_time`` did not change keeps its accounts without a
 call. Accounts of authorizers gone from the list, or no longer syncable, are disabled (history

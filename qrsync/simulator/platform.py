@@ -28,6 +28,7 @@ MIX: tuple[tuple[str, float], ...] = (
     ("subscription_account", 0.08),
 )
 """The share of each kind of authorizer (sums to 1)."""
+MINIPROGRAM_KINDS = frozenset({"miniprogram", "miniprogram_without_set_18", "personal_miniprogram"})
 
 
 def authorizer_appid(index: int) -> str:
@@ -46,15 +47,18 @@ def platform_world(
 ) -> dict[str, Any]:
     """A world of one platform and ``size`` authorizers (plus ``extra_accounts``), each kind in
     :data:`MIX`'s share, deterministic for ``seed``; every mini program and every linked pair
-    has ``rules`` rules. ``pending`` more accounts (default a twentieth of ``size``) have not
-    authorised the platform yet: :meth:`~qrsync.simulator.world.World.churn` makes them."""
+    has ``rules`` rules; the first authorizers are one of each kind. ``pending`` more accounts
+    (default a twentieth of ``size``) have not authorised the platform yet:
+    :meth:`~qrsync.simulator.world.World.churn` makes them."""
     rng = random.Random(f"{seed}:platform")
     kinds = [kind for kind, _ in MIX]
     weights = [share for _, share in MIX]
     pending = max(1, size // 20) if pending is None else pending
-    drawn = rng.choices(kinds, weights, k=size + pending)
+    # One of each kind first (a small platform still has every kind), then the mix.
+    drawn = kinds[: min(size, len(kinds))]
+    drawn += rng.choices(kinds, weights, k=size + pending - len(drawn))
     miniprograms = [
-        authorizer_appid(i) for i, kind in enumerate(drawn) if kind.endswith("miniprogram")
+        authorizer_appid(i) for i, kind in enumerate(drawn) if kind in MINIPROGRAM_KINDS
     ]
     accounts: list[dict[str, Any]] = list(extra_accounts or [])
     grants: list[dict[str, Any]] = []
@@ -62,7 +66,7 @@ def platform_world(
         appid = authorizer_appid(index)
         sets = [1, 2, 3, 18]
         account: dict[str, Any] = {"appid": appid, "kind": "miniprogram"}
-        if kind.endswith("miniprogram"):
+        if kind in MINIPROGRAM_KINDS:
             account["personal"] = kind == "personal_miniprogram"
             if kind == "miniprogram_without_set_18":
                 sets = [1, 2]

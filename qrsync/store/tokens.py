@@ -3,17 +3,23 @@
 Implements :class:`qrsync.wechat.tokens.TokenCache`. The lock is transaction-level
 (``pg_advisory_xact_lock``), so it works behind PgBouncer in transaction pooling mode; the HTTP
 call to the token endpoint is made while the lock is held, so that N processes (or threads)
-refreshing the same token at once make one call and the others reuse its result.
+refreshing the same token at once make one call and the others reuse its result. What the
+fetch reads meanwhile (the authorizer's refresh token, the platform's cached token) is read on
+the refreshing transaction's own connection: a thread holding one connection for its run and
+one for the refresh must not need a third to read, or a fleet's first tokens, all fetched at
+once, would wait for connections held by each other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from qrsync.model import FetchedToken, reuse_seconds
 from qrsync.store.encryption import TokenSealer
-from qrsync.store.engine import Engine
+from qrsync.store.engine import Connection, Engine
 from qrsync.store.queries import query
 
 
@@ -23,6 +29,17 @@ class PgTokenCache:
     def __init__(self, engine: Engine, sealer: TokenSealer | None = None) -> None:
         self.engine = engine
         self.sealer = sealer or TokenSealer()
+        self._refreshing = threading.local()
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """The connection of this thread's refresh in progress, else one of its own."""
+        current: Connection | None = getattr(self._refreshing, "conn", None)
+        if current is not None:
+            yield current
+            return
+        with self.engine.connect() as conn:
+            yield conn
 
     def cached(self) -> list[dict[str, Any]]:
         """Every cached token's key and times, never its value (``qrsync tokens``)."""
@@ -36,7 +53,7 @@ class PgTokenCache:
             return conn.execute(query("drop_token"), {"key": key}).first() is not None
 
     def get(self, key: str) -> str | None:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             value = conn.execute(query("token_get"), {"key": key}).scalar_one_or_none()
         return None if value is None else self._open_token(value, key)
 
@@ -53,7 +70,12 @@ class PgTokenCache:
             if cached is not None and cached != failed:
                 # Another process refreshed it while we waited for the lock.
                 return cached
-            fetched = fetch(failed)
+            outer = getattr(self._refreshing, "conn", None)
+            self._refreshing.conn = conn
+            try:
+                fetched = fetch(failed)
+            finally:
+                self._refreshing.conn = outer
             conn.execute(
                 query("token_put"),
                 {
@@ -68,7 +90,7 @@ class PgTokenCache:
     def load_refresh_token(
         self, component_appid: str, authorizer_appid: str
     ) -> tuple[str, str] | None:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             row = conn.execute(
                 query("refresh_token_get"),
                 {"component_appid": component_appid, "authorizer_appid": authorizer_appid},
