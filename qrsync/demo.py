@@ -47,6 +47,8 @@ SCHEMA = "qrsync"
 DEMO_RATE = 20
 """Requests a second, on both sides: the real limit is 5; the demo raises it to stay short."""
 ROUND_DAYS_AGO = (6, 4, 3, 2, 1, 0)
+RATE_WINDOW_S = 1.1
+"""WeChat's rate window (a second), and a margin."""
 
 MP = "wx00000000000000d1"
 OA = "wx00000000000000d2"
@@ -353,8 +355,12 @@ def run_demo(say: Callable[[str], None], *, rounds: int = 5, seed: int = 1) -> D
                 tag = f"r{number}"
                 say(f"\nRound {number} ({when:%a %d %b}): people change rules in WeChat")
                 for name, appid, secret, mp, n in EDITS:
+                    # The editor and the sync are two programs sharing each AppID's requests a
+                    # second, each counting only its own: a second apart, they never meet 44990.
+                    time.sleep(RATE_WINDOW_S)
                     done = editor.round_of_changes(appid, secret, mp, n, tag)
                     say(f"  {name}: {done}")
+                time.sleep(RATE_WINDOW_S)
             else:
                 say(f"\nRound 1 ({when:%a %d %b}): the first sync of every account")
             if number == DISCOVER_AGAIN_BEFORE_ROUND:
