@@ -46,12 +46,26 @@ class DiscoveryRun:
     error: str | None
 
 
-def claim_slot(engine: Engine, component_appid: str, slot: datetime, replica: str) -> int | None:
-    """The id of this replica's discovery of ``slot``, or None when another replica has it."""
+STALE_S = 3600
+"""A discovery still 'running' after an hour is taken for dead (its replica stopped or was
+killed mid-discovery, its row never closed): the next claim closes it as abandoned. A younger
+one still running keeps the next slots from starting a second discovery beside it."""
+
+
+def claim_slot(
+    engine: Engine, component_appid: str, slot: datetime, replica: str, stale_s: int = STALE_S
+) -> int | None:
+    """The id of this replica's discovery of ``slot``; None when another replica has the slot,
+    or a discovery of the platform still runs (started less than ``stale_s`` ago)."""
     with engine.transaction() as conn:
         row = conn.execute(
             query("claim_discovery_slot"),
-            {"component_appid": component_appid, "scheduled_for": slot, "replica": replica},
+            {
+                "component_appid": component_appid,
+                "scheduled_for": slot,
+                "replica": replica,
+                "stale_s": stale_s,
+            },
         ).fetchone()
     return None if row is None else int(row.id)
 

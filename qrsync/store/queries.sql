@@ -950,9 +950,22 @@ SELECT key, fetched_at, expires_at, reuse_until FROM tokens ORDER BY key;
 DELETE FROM tokens WHERE key = :key RETURNING key, expires_at;
 
 -- name: claim_discovery_slot --
--- Claim a daemon schedule slot's discovery of a platform: the one replica whose row goes in runs it.
+-- Claim a slot's discovery of a platform (the replica whose row goes in runs it), unless one started less than stale_s ago still runs; older ones are closed as abandoned.
+WITH abandoned AS (
+    UPDATE discovery_runs
+    SET status = 'failed', finished_at = now(),
+        error = 'abandoned: still running after ' || CAST(%(stale_s)s AS text)
+                || ' s (its replica stopped or was killed mid-discovery); no account changed'
+    WHERE component_appid = %(component_appid)s AND status = 'running'
+      AND started_at < now() - make_interval(secs => %(stale_s)s)
+)
 INSERT INTO discovery_runs (component_appid, trigger, scheduled_for, replica)
-VALUES (%(component_appid)s, 'schedule', %(scheduled_for)s, %(replica)s)
+SELECT %(component_appid)s, 'schedule', %(scheduled_for)s, %(replica)s
+WHERE NOT EXISTS (
+    SELECT FROM discovery_runs
+    WHERE component_appid = %(component_appid)s AND status = 'running'
+      AND started_at >= now() - make_interval(secs => %(stale_s)s)
+)
 ON CONFLICT (component_appid, scheduled_for) WHERE scheduled_for IS NOT NULL DO NOTHING
 RETURNING id;
 
