@@ -67,6 +67,9 @@ DISCOVERY_POLL_S = 5.0
 """How often a replica asks whether a discovery (its own or another replica's, or `qrsync
 accounts discover`) succeeded since it last read the accounts: one count(*) a few seconds."""
 DISCOVERY_JOB = "discover"
+DISCOVERY_WORKERS = 2
+"""Authorizers a daemon's discovery looks at a time: it shares the database pool with the
+runs, so it takes little of it (`qrsync accounts discover` looks at sync.concurrency)."""
 
 
 def default_replica_name() -> str:
@@ -465,6 +468,7 @@ class Daemon:
                     trigger="schedule",
                     replica=self.name,
                     claimed_run=run_id,
+                    workers=DISCOVERY_WORKERS,
                     notify=lambda line: logger.warning(
                         "discovery: %s", line, extra={"action": "discovery_note", **context}
                     ),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -421,10 +422,12 @@ def discover(
     elsewhere: Sequence[DefinedAccount],
     cache: DiscoveryCache,
     notify: Callable[[str], None],
+    workers: int = 1,
 ) -> DiscoveryPlan:
-    """Read the platform's list, look at what changed, and plan the accounts (nothing written).
-    ``remembered``: what the last discovery saw; ``current``: the discovered accounts in the
-    database; ``elsewhere``: the file's and the import's accounts."""
+    """Read the platform's list, look at what changed (``workers`` authorizers at a time), and
+    plan the accounts (nothing written). ``remembered``: what the last discovery saw;
+    ``current``: the discovered accounts in the database; ``elsewhere``: the file's and the
+    import's accounts."""
     label = f"platform {component.appid}"
     try:
         listed = read_authorizer_list(tokens, label)
@@ -438,7 +441,8 @@ def discover(
     by_appid: dict[str, list[AccountConfig]] = {}
     for account in current:
         by_appid.setdefault(account.appid, []).append(account)
-    findings: list[Finding] = []
+    findings: list[Finding | None] = []
+    to_look: list[tuple[int, Listed]] = []
     for entry in listed:
         cache.offer(entry.appid, entry.refresh_token)
         seen = before.get(entry.appid)
@@ -455,11 +459,24 @@ def discover(
                         looked_at=False)
             )  # fmt: skip
             continue
-        finding = look_at(tokens, entry)
-        if finding.failed:
-            notify(f"authorizer {entry.appid}: {finding.reason}")
-        findings.append(finding)
-    return _plan(listed, findings, current, elsewhere)
+        to_look.append((len(findings), entry))
+        findings.append(None)
+    # Authorizers are looked at ``workers`` at a time (each look is one to three calls, none of
+    # them held to a per-second limit); a platform errcode stops the rest.
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="qrsync-look") as pool:
+        futures = [(index, pool.submit(look_at, tokens, entry)) for index, entry in to_look]
+        try:
+            for index, future in futures:
+                finding = future.result()
+                if finding.failed:
+                    notify(f"authorizer {finding.appid}: {finding.reason}")
+                findings[index] = finding
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    looked = [finding for finding in findings if finding is not None]
+    assert len(looked) == len(listed)
+    return _plan(listed, looked, current, elsewhere)
 
 
 def _plan(
@@ -612,18 +629,27 @@ def run_discovery(
     trigger: str = "cli",
     replica: str | None = None,
     claimed_run: int | None = None,
+    workers: int | None = None,
 ) -> DiscoveryOutcome:
     """Discover the platform's authorizers and apply the plan (unless ``dry_run``), recorded in
     a ``discovery_runs`` row: ``claimed_run`` (a daemon's slot) or one opened here. A
     discovery that fails, or would disable too many accounts without ``allow_mass_disable``,
-    changes no account: its row says why, and the error is raised."""
+    changes no account: its row says why, and the error is raised. ``workers``: authorizers
+    looked at a time (default ``sync.concurrency``)."""
     component = platform_of(config)
     run_id = claimed_run
     if run_id is None and not dry_run:
         run_id = discoveries.start(engine, component.appid, trigger, replica)
     plan: DiscoveryPlan | None = None
     try:
-        plan = _plan_discovery(config, engine, component, dry_run=dry_run, notify=notify)
+        plan = _plan_discovery(
+            config,
+            engine,
+            component,
+            dry_run=dry_run,
+            notify=notify,
+            workers=workers or config.sync.concurrency,
+        )
         fraction = config.sync.max_delete_fraction
         document = plan_document(plan, dry_run, fraction)
         if dry_run:
@@ -680,10 +706,11 @@ def _plan_discovery(
     *,
     dry_run: bool,
     notify: Callable[[str], None],
+    workers: int,
 ) -> DiscoveryPlan:
     sealer = sealer_for(config)
     cache = DiscoveryCache(PgTokenCache(engine, sealer), component.appid, dry_run=dry_run)
-    client = WeChatClient(config.api, pool_size=2)
+    client = WeChatClient(config.api, pool_size=workers + 1)
     try:
         return discover(
             TokenProviders(client, cache, component),
@@ -693,6 +720,7 @@ def _plan_discovery(
             accounts_defined_elsewhere(engine),
             cache,
             notify,
+            workers,
         )
     finally:
         client.close()
