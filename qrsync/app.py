@@ -7,7 +7,7 @@ whose messages are ready for people.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 
@@ -150,7 +150,12 @@ class App:
         in_file = {a.name for a in self.config.accounts}
         engine = self.ready_engine()
         imported = [a for a in imported_accounts(engine) if a.name not in in_file]
-        discovered = [a for a in discovered_accounts(engine) if a.name not in in_file]
+        component = self.config.component
+        discovered = [
+            a if component is None else replace(a, token=component.authorizer_token(a.appid))
+            for a in discovered_accounts(engine)
+            if a.name not in in_file
+        ]
         return self.config.accounts + tuple(imported) + tuple(discovered)
 
     def account(self, name: str, accounts: Sequence[AccountConfig]) -> AccountConfig:

@@ -572,8 +572,9 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
     accounts discover` to add more), then a platform's authorizers that are not synced and why."""
     if ctx.invoked_subcommand is not None:
         return
-    from qrsync.render.text import fmt_time, format_table
+    from qrsync.render.text import fmt_time, format_table, render_discovery
     from qrsync.store.accounts import AccountOverview, list_accounts, unsynced_authorizers
+    from qrsync.store.discoveries import last_discoveries
 
     obj: Context = ctx.obj
     app = obj.app()
@@ -626,6 +627,9 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
             ],
         )
     )
+    for run in last_discoveries(engine):
+        click.echo("")
+        click.echo(render_discovery(run))
     if unsynced:
         click.echo("")
         click.echo(
@@ -656,86 +660,36 @@ def accounts_command(ctx: click.Context, as_json: bool) -> None:
 def accounts_discover(obj: Context, dry_run: bool, allow_mass_disable: bool, as_json: bool) -> None:
     """Find the [component] platform's authorizers and make each mini program, and each
     service account's linked mini program, an account (see docs/accounts-discovery.md)."""
-    from qrsync.discovery import (
-        DiscoveryCache,
-        describe_plan,
-        discover,
-        mass_disable_refusal,
-        plan_document,
-    )
-    from qrsync.store.accounts import (
-        accounts_defined_elsewhere,
-        discovered_accounts,
-        discovered_authorizers,
-        write_discovery,
-    )
-    from qrsync.store.encryption import sealer_for
-    from qrsync.store.tokens import PgTokenCache
-    from qrsync.wechat.client import WeChatClient
-    from qrsync.wechat.tokens import TokenProviders
+    from qrsync.discovery import describe_plan, platform_of, run_discovery
 
     app = obj.app()
-    config = app.config
-    component = config.component
-    if component is None:
-        raise UsageError(
-            f"{config.path}: discovery needs a [component] table (the platform's appid, "
-            "appsecret_env and verify_ticket_env or _file)"
-        )
-    sealer = sealer_for(config)
+    component = platform_of(app.config)
     app.mirror_accounts()
-    engine = app.ready_engine()
-    cache = DiscoveryCache(PgTokenCache(engine, sealer), component.appid, dry_run=dry_run)
-    client = WeChatClient(config.api, pool_size=2)
-    try:
-        plan = discover(
-            TokenProviders(client, cache, component),
-            component,
-            discovered_authorizers(engine, component.appid),
-            discovered_accounts(engine),
-            accounts_defined_elsewhere(engine),
-            cache,
-            _notice if not as_json else lambda _line: None,
-        )
-    finally:
-        client.close()
-    fraction = config.sync.max_delete_fraction
-    document = plan_document(plan, dry_run, fraction)
-    head = (
-        f"platform {component.appid}: {plan.listed} authorizers, "
-        f"{document['looked_at']} looked at, {len(plan.accounts)} accounts to sync"
+    outcome = run_discovery(
+        app.config,
+        app.ready_engine(),
+        dry_run=dry_run,
+        allow_mass_disable=allow_mass_disable,
+        notify=_notice if not as_json else lambda _line: None,
     )
-    if dry_run:
-        if as_json:
-            _echo_json(document)
-        else:
-            click.echo(f"{head}; dry run, nothing written:")
-            for line in describe_plan(plan):
-                click.echo(line)
-            if plan.mass_disable(fraction):
-                click.echo(
-                    f"  applying it needs --allow-mass-disable: it disables "
-                    f"{len(plan.disabled)} of the {plan.enabled_before} enabled discovered accounts"
-                )
-        return
-    if plan.mass_disable(fraction) and not allow_mass_disable:
-        raise mass_disable_refusal(plan, fraction)
-    result = write_discovery(
-        engine,
-        component.appid,
-        plan.accounts,
-        plan.disabled,
-        [f.seen() for f in plan.findings],
-        plan.refresh_tokens,
-        sealer,
-    )
+    plan = outcome.plan
+    fraction = app.config.sync.max_delete_fraction
     if as_json:
-        _echo_json({**document, "written": list(result.written)})
-    else:
-        click.echo(f"{head}:")
+        _echo_json(outcome.document)
+    elif dry_run:
+        click.echo(f"platform {component.appid}: {outcome.headline}; dry run, nothing written:")
         for line in describe_plan(plan):
             click.echo(line)
-    if plan.failed:
+        if plan.mass_disable(fraction):
+            click.echo(
+                f"  applying it needs --allow-mass-disable: it disables "
+                f"{len(plan.disabled)} of the {plan.enabled_before} enabled discovered accounts"
+            )
+    else:
+        click.echo(f"platform {component.appid}: {outcome.headline}:")
+        for line in describe_plan(plan):
+            click.echo(line)
+    if plan.failed and not dry_run:
         sys.exit(1)
 
 
@@ -756,80 +710,35 @@ def accounts_import(
 ) -> None:
     """Add or update accounts from a CSV file (`-`: standard input); imported accounts it no
     longer lists are disabled (columns: see docs/accounts-import.md)."""
-    from qrsync.imports import (
-        describe_plan,
-        mass_disable_refusal,
-        name_clashes,
-        plan_import,
-        read_import,
-        read_import_text,
-    )
-    from qrsync.store.accounts import config_account_names, import_accounts, imported_accounts
-    from qrsync.store.encryption import sealer_for
+    from qrsync.imports import describe_plan, run_import
 
     app = obj.app()
-    config = app.config
-    label = "<stdin>" if csv_file == "-" else csv_file
-    checked = read_import(
-        read_import_text(csv_file),
-        label,
-        timezone=config.daemon.timezone,
-        component_config=None if config.component else config.path,
+    outcome = run_import(
+        app.config,
+        app.ready_engine,
+        csv_file,
+        dry_run=dry_run,
+        allow_mass_disable=allow_mass_disable,
+        notify=_notice,
     )
-    for warning in checked.warnings:
-        _notice(f"warning: {warning}")
-    rows = checked.accounts
-    engine = app.ready_engine()
-    taken = {a.name for a in config.accounts} | set(
-        config_account_names(engine, [r.account.name for r in rows])
-    )
-    clash = name_clashes(rows, taken, label)
-    if clash is not None:
-        raise clash
-    plan = plan_import(imported_accounts(engine), rows)
-    fraction = config.sync.max_delete_fraction
-    summary = {
-        "file": label,
-        "accounts": len(rows),
-        "dry_run": dry_run,
-        "added": list(plan.added),
-        "updated": list(plan.updated),
-        "disabled": list(plan.disabled),
-        "unchanged": list(plan.unchanged),
-        "needs_allow_mass_disable": plan.mass_disable(fraction),
-        "warnings": list(checked.warnings),
-    }
-    if dry_run and as_json:
-        _echo_json(summary)
-        return
-    if dry_run:
-        click.echo(f"{label}: {len(rows)} accounts; dry run, nothing written:")
+    plan, label, n = outcome.plan, outcome.label, outcome.accounts
+    if as_json:
+        _echo_json(outcome.summary)
+    elif dry_run:
+        click.echo(f"{label}: {n} accounts; dry run, nothing written:")
         for line in describe_plan(plan):
             click.echo(line)
-        if plan.mass_disable(fraction):
+        if plan.mass_disable(app.config.sync.max_delete_fraction):
             click.echo(
                 f"  applying it needs --allow-mass-disable: it disables {len(plan.disabled)} "
                 f"of the {plan.enabled_before} enabled imported accounts"
             )
-        return
-    if plan.mass_disable(fraction) and not allow_mass_disable:
-        raise mass_disable_refusal(plan, label, fraction)
-    component = config.component.appid if config.component else None
-    result = import_accounts(
-        engine,
-        [r.account for r in rows],
-        {r.account.name: r.refresh_token for r in rows if r.refresh_token},
-        component,
-        sealer_for(config),
-    )
-    if as_json:
-        _echo_json({**summary, "written": list(result.written)})
-        return
-    click.echo(
-        f"{label}: {len(rows)} accounts; {len(result.written)} added or changed, "
-        f"{len(rows) - len(result.written)} unchanged, {len(result.disabled)} no longer listed "
-        "(disabled)"
-    )
+    else:
+        click.echo(
+            f"{label}: {n} accounts; {len(outcome.written)} added or changed, "
+            f"{n - len(outcome.written)} unchanged, {len(outcome.disabled)} no longer listed "
+            "(disabled)"
+        )
 
 
 @cli.command()
@@ -856,8 +765,9 @@ def status(
 ) -> None:
     """Sync health: per account the last success, its age, the failure streak."""
     from qrsync.health import needing_attention, stale_limits, summary
-    from qrsync.render.text import render_status
+    from qrsync.render.text import render_discovery, render_status
     from qrsync.report import sync_health
+    from qrsync.store.discoveries import last_discoveries
 
     if stale_after is not None and not check:
         raise UsageError("--stale-after goes with --check")
@@ -877,6 +787,9 @@ def status(
         _echo_json(rows)
     else:
         click.echo(render_status(rows))
+        if account is None:
+            for run in last_discoveries(engine):
+                click.echo(render_discovery(run))
     if check:
         _notice(summary(attention, sum(1 for r in rows if r["enabled"])))
         if attention:

@@ -27,8 +27,12 @@ AccountKind = Literal["miniprogram", "service_account"]
 TokenSourceName = Literal["stable_token", "central", "static", "component"]
 ACCOUNT_KINDS: tuple[str, ...] = ("miniprogram", "service_account")
 TOKEN_SOURCES: tuple[str, ...] = ("stable_token", "central", "static", "component")
+AuthorizerTokens = Literal["component", "central"]
 MAX_PAGE_SIZE = 200
 DEFAULT_PATH = Path("qrsync.toml")
+DEFAULT_DISCOVER_SCHEDULE = "7 * * * *"
+"""Hourly, at minute 7 (not on the hour, when many platforms' own jobs run)."""
+AUTHORIZER_TOKENS: tuple[str, ...] = ("component", "central")
 logger = logging.getLogger("qrsync.config")
 
 
@@ -146,7 +150,28 @@ class ComponentConfig:
     appsecret: SecretRef
     verify_ticket: SecretRef
     discover: bool = False
-    """Find the platform's authorizers by itself (``qrsync accounts discover``)."""
+    """Find the platform's authorizers by itself (``qrsync accounts discover``, and the daemon
+    on ``discover_schedule``)."""
+    discover_schedule: str = DEFAULT_DISCOVER_SCHEDULE
+    """When every daemon replica schedules a discovery (exactly one of them runs each slot)."""
+    authorizer_tokens: AuthorizerTokens = "component"
+    """Where discovered accounts get their tokens: ``component`` (qrsync refreshes them with the
+    platform's refresh tokens) or ``central`` (the platform's own token service, which already
+    refreshes them: a second refresher would race it, WeChat rotating refresh tokens)."""
+    authorizer_token_url: str | None = None
+    """``central``: the token service's URL, ``{appid}`` standing for the authorizer's AppID."""
+    authorizer_token_authorization: SecretRef | None = None
+
+    def authorizer_token(self, appid: str) -> TokenConfig:
+        """The token configuration of a discovered account of authorizer ``appid``."""
+        if self.authorizer_tokens == "central":
+            assert self.authorizer_token_url is not None
+            return TokenConfig(
+                source="central",
+                url=self.authorizer_token_url.replace("{appid}", appid),
+                authorization=self.authorizer_token_authorization,
+            )
+        return TokenConfig(source="component")
 
 
 @dataclass(frozen=True)
@@ -488,6 +513,11 @@ class _Parser:
             "verify_ticket_env",
             "verify_ticket_file",
             "discover",
+            "discover_schedule",
+            "authorizer_tokens",
+            "authorizer_token_url",
+            "authorizer_token_authorization_env",
+            "authorizer_token_authorization_file",
         }
         self.only(t, keys, "component")
         appid = self.req_str(t, "appid", "component")
@@ -502,8 +532,40 @@ class _Parser:
             raise self.fail(
                 f"must be true or false, not {_describe(discover)}", "component.discover"
             )
+        schedule = self.opt_str(t, "discover_schedule", "component") or DEFAULT_DISCOVER_SCHEDULE
+        self.check_schedule(schedule, self.timezone, "component.discover_schedule")
+        tokens = self.opt_str(t, "authorizer_tokens", "component") or "component"
+        if tokens not in AUTHORIZER_TOKENS:
+            raise self.fail(
+                f"must be component or central, not '{tokens}'", "component.authorizer_tokens"
+            )
+        url = self.opt_str(t, "authorizer_token_url", "component")
+        authorization = self.secret(
+            t, "authorizer_token_authorization", "component", None, check=False
+        )
+        if tokens == "central":
+            if url is None or not url.startswith(("http://", "https://")) or "{appid}" not in url:
+                raise self.fail(
+                    'authorizer_tokens = "central" needs the token service\'s URL, http:// or '
+                    "https://, with {appid} where the authorizer's AppID goes",
+                    "component.authorizer_token_url",
+                )
+        elif url is not None or authorization is not None:
+            raise self.fail(
+                'goes with authorizer_tokens = "central"',
+                "component.authorizer_token_url"
+                if url is not None
+                else "component.authorizer_token_authorization",
+            )
         return ComponentConfig(
-            appid=appid, appsecret=appsecret, verify_ticket=ticket, discover=discover
+            appid=appid,
+            appsecret=appsecret,
+            verify_ticket=ticket,
+            discover=discover,
+            discover_schedule=schedule,
+            authorizer_tokens=tokens,  # type: ignore[arg-type]
+            authorizer_token_url=url,
+            authorizer_token_authorization=authorization,
         )
 
     def account(

@@ -1,6 +1,10 @@
 """`qrsync daemon`: run the schedules until SIGTERM or SIGINT (SPEC behaviours 6 and 8).
 
-Every replica schedules every account (APScheduler 3, one job per distinct schedule). When a
+Every replica schedules every account (APScheduler 3, one job per distinct schedule), and, with
+``[component] discover = true``, the platform's discovery on ``discover_schedule``: every replica
+fires it, the one whose row in ``discovery_runs`` goes in first for the slot discovers, and every
+replica sees the discovery succeed within seconds and starts (or stops) syncing the accounts it
+found (or disabled) without a restart. When a
 schedule fires, its slot is the fire time (coalesced: after downtime, only the latest missed
 slot); each account starts at a fixed offset into the slot so that a fleet does not hit the API
 at once, claims (account, slot) in PostgreSQL, and only the winner syncs, holding a lease that a
@@ -36,7 +40,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from qrsync.app import App
-from qrsync.config import AccountConfig, Config
+from qrsync.config import AccountConfig, ComponentConfig, Config
 from qrsync.errors import (
     READ_ONLY_HINT,
     UNREACHABLE_HINT,
@@ -50,6 +54,7 @@ from qrsync.metrics import Metrics
 from qrsync.notify.delivery import Notifier
 from qrsync.schedules import Schedule, spread_offset
 from qrsync.status_page import StatusPage
+from qrsync.store import discoveries
 from qrsync.store.accounts import account_ids
 from qrsync.store.engine import Conn, Engine, first_line, one
 from qrsync.store.leases import Lease, LeaseStore
@@ -63,6 +68,13 @@ NOTIFY_EVERY_S = 2.0
 the database, whatever the number of replicas)."""
 NOTIFY_JOIN_S = 60.0
 ACCOUNTS_REFRESH_S = 60.0
+DISCOVERY_POLL_S = 5.0
+"""How often a replica asks whether a discovery (its own or another replica's, or `qrsync
+accounts discover`) succeeded since it last read the accounts: one count(*) a few seconds."""
+DISCOVERY_JOB = "discover"
+DISCOVERY_WORKERS = 2
+"""Authorizers a daemon's discovery looks at a time: it shares the database pool with the
+runs, so it takes little of it (`qrsync accounts discover` looks at sync.concurrency)."""
 
 
 def default_replica_name() -> str:
@@ -242,6 +254,10 @@ class Daemon:
         self._runs: set[Future[None]] = set()
         self._scheduler: BackgroundScheduler | None = None
         self._clock_offset = timedelta(0)  # the database's clock minus ours, as last seen
+        self._accounts_lock = threading.RLock()
+        self._discovering = threading.Lock()
+        self._discovery: threading.Thread | None = None
+        self._discoveries_seen = -1
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -270,14 +286,20 @@ class Daemon:
             len(self._schedules()),
             extra={"action": "daemon_started", "replica": self.name},
         )
-        refreshed = time.monotonic()
+        self._catch_up_discovery()
+        refreshed = polled = time.monotonic()
         while not self._stop.wait(timeout=0.5):
             if self._reload.is_set():
                 self._reload.clear()
                 self._do_reload()
             if time.monotonic() - refreshed > ACCOUNTS_REFRESH_S:
-                refreshed = time.monotonic()
+                refreshed = polled = time.monotonic()
                 self._refresh_imported()
+            elif time.monotonic() - polled > DISCOVERY_POLL_S:
+                polled = time.monotonic()
+                if self._discovered_since():
+                    refreshed = time.monotonic()
+                    self._refresh_imported()
         notifier.join(timeout=NOTIFY_JOIN_S)
         self._shutdown()
         if http is not None:
@@ -335,6 +357,10 @@ class Daemon:
     def _do_reload(self) -> None:
         """SIGHUP: the file again, on the same database engine (a new database.url needs a
         restart); a bad file leaves the running configuration as it was."""
+        with self._accounts_lock:
+            self._do_reload_locked()
+
+    def _do_reload_locked(self) -> None:
         try:
             app = App.load(
                 self.config_path, check_secrets=True, notify=self.notify, engine=self.engine
@@ -362,28 +388,134 @@ class Daemon:
         )
 
     def _refresh_imported(self) -> None:
-        """Imported accounts come and go without a SIGHUP: pick up the latest import."""
-        try:
-            accounts = self.app.accounts()
-            ids = account_ids(self.engine)
-        except (QrsyncError, psycopg.Error) as exc:
-            logger.error("cannot read the accounts: %s", exc, extra={"action": "refresh_failed"})
-            return
-        if accounts == self.accounts:
-            return
-        self.accounts, self.ids = accounts, ids
-        self.leases.store.ensure_rows()
-        self._reschedule()
-        self.notifier = self._notifier(self.config)
+        """Imported and discovered accounts come and go without a SIGHUP: pick up the latest
+        import or discovery. A new (or enabled again) account is queued for its schedule's
+        latest slot at once (the slot's claim keeps it to one run); a disabled one is no
+        longer scheduled (a run it has in progress finishes)."""
+        with self._accounts_lock:
+            try:
+                accounts = self.app.accounts()
+                ids = account_ids(self.engine)
+            except (QrsyncError, psycopg.Error) as exc:
+                logger.error(
+                    "cannot read the accounts: %s", exc, extra={"action": "refresh_failed"}
+                )
+                return
+            if accounts == self.accounts:
+                return
+            before = {a.name for a in self._enabled()}
+            self.accounts, self.ids = accounts, ids
+            self.leases.store.ensure_rows()
+            self._publish_schedules()
+            self._reschedule()
+            new = {a.name for a in self._enabled()} - before
+            self.notifier = self._notifier(self.config)
         logger.info(
-            "accounts changed in the database: %d enabled",
+            "accounts changed in the database: %d enabled (%d new)",
             len(self._enabled()),
+            len(new),
             extra={"action": "accounts_refreshed", "replica": self.name},
         )
+        if new:
+            self._catch_up(only=new)
+
+    def _discovered_since(self) -> bool:
+        """Whether a discovery succeeded since the accounts were last read (any replica's)."""
+        if self.config.component is None:
+            return False
+        try:
+            seen = discoveries.succeeded_count(self.engine)
+        except (psycopg.Error, QrsyncError):
+            return False  # the database is away: the next poll asks again
+        changed = seen != self._discoveries_seen
+        self._discoveries_seen = seen
+        return changed
+
+    # --- discovery on its own schedule ----------------------------------------------------
+
+    def _discovery_schedule(self) -> tuple[ComponentConfig, Schedule] | None:
+        component = self.config.component
+        if component is None or not component.discover:
+            return None
+        return component, Schedule(component.discover_schedule, self.config.daemon.timezone)
+
+    def _catch_up_discovery(self) -> None:
+        """At start: the discovery of the latest slot, if no replica ran it."""
+        if self._discovery_schedule() is not None:
+            self._fire_discovery()
+
+    def _fire_discovery(self) -> None:
+        """The discovery schedule fired: start this slot's discovery in a thread of its own
+        (a platform of thousands of authorizers takes a while) unless one is running here."""
+        if self._stop.is_set() or not self._discovering.acquire(blocking=False):
+            return
+        thread = threading.Thread(target=self._discover_slot, name="qrsync-discover", daemon=True)
+        self._discovery = thread
+        try:
+            thread.start()
+        except RuntimeError:
+            self._discovering.release()
+            raise
+
+    def _discover_slot(self) -> None:
+        from qrsync.discovery import run_discovery
+
+        try:
+            planned = self._discovery_schedule()
+            if planned is None:
+                return
+            component, schedule = planned
+            slot = schedule.latest_slot(self._now())
+            if slot is None:
+                return
+            context = {"slot": slot.isoformat(), "replica": self.name}
+            try:
+                run_id = discoveries.claim_slot(self.engine, component.appid, slot, self.name)
+            except psycopg.Error as exc:
+                logger.error(
+                    "platform %s: cannot claim the discovery slot: %s",
+                    component.appid,
+                    one_line(first_line(exc)),
+                    extra={"action": "discovery_claim_failed", **context},
+                )
+                return
+            if run_id is None:
+                logger.debug(
+                    "discovery slot taken by another replica",
+                    extra={"action": "discovery_skipped", **context},
+                )
+                return
+            try:
+                run_discovery(
+                    self.config,
+                    self.engine,
+                    trigger="schedule",
+                    replica=self.name,
+                    claimed_run=run_id,
+                    workers=DISCOVERY_WORKERS,
+                    notify=lambda line: logger.warning(
+                        "discovery: %s", line, extra={"action": "discovery_note", **context}
+                    ),
+                )
+            except (QrsyncError, psycopg.Error) as exc:
+                logger.error(
+                    "platform %s: discovery %d failed, no account changed: %s",
+                    component.appid,
+                    run_id,
+                    one_line(mask(str(exc))),
+                    extra={"action": "discovery_failed", "discovery_id": run_id, **context},
+                )
+                return
+            self._refresh_imported()
+        finally:
+            self._discovering.release()
 
     def _shutdown(self) -> None:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
+        if self._discovery is not None:
+            # A discovery writes in one transaction at its end: let it finish within the grace.
+            self._discovery.join(timeout=self.config.daemon.shutdown_grace_s)
         dropped = self._dispatcher.stop()
         with self._runs_lock:
             running = list(self._runs)
@@ -442,6 +574,16 @@ class Daemon:
                 misfire_grace_time=None,
                 max_instances=1,
             )
+        planned = self._discovery_schedule()
+        if planned is not None:
+            self._scheduler.add_job(
+                self._fire_discovery,
+                trigger=planned[1].trigger(),
+                id=DISCOVERY_JOB,
+                coalesce=True,
+                misfire_grace_time=None,
+                max_instances=1,
+            )
 
     def _now(self) -> datetime:
         """The database's time, by which slots are named (a replica whose clock is ahead or
@@ -470,18 +612,23 @@ class Daemon:
         if slot is not None:
             self._queue(schedule, slot, now)
 
-    def _catch_up(self) -> None:
-        """At start: the latest slot of every schedule, run once if no replica ran it."""
+    def _catch_up(self, only: set[str] | None = None) -> None:
+        """At start (or for accounts just found): the latest slot of every schedule, run once
+        if no replica ran it."""
         now = self._now()
         for schedule in self._schedules():
             slot = schedule.latest_slot(now)
             if slot is not None:
-                self._queue(schedule, slot, now)
+                self._queue(schedule, slot, now, only)
 
-    def _queue(self, schedule: Schedule, slot: datetime, now: datetime) -> None:
+    def _queue(
+        self, schedule: Schedule, slot: datetime, now: datetime, only: set[str] | None = None
+    ) -> None:
         period = schedule.period(slot)
         elapsed = (now - slot).total_seconds()
         for name in self._schedules().get(schedule, []):
+            if only is not None and name not in only:
+                continue
             offset = spread_offset(name, period)
             self._dispatcher.add(SlotJob(name, slot), offset - elapsed)
 

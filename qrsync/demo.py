@@ -3,9 +3,12 @@
 It starts the embedded PostgreSQL (a database of its own, ``qrsync_demo``) and the bundled WeChat
 simulator, then plays several rounds in which people add, publish, edit and delete rules through
 the simulator's copy of the WeChat API, each round followed by a sync through the normal code
-path. The rounds are spread over the last week on the sync's clock (nothing else is faked), so
-that the history, the report's charts and the analyst views have days to show. At the end it
-prints the report and how to look around with psql; the database stays up for that.
+path. The accounts of its third-party platform are not listed in its configuration: the demo
+discovers them (``[component] discover = true``), and discovers again when a merchant
+authorises the platform mid-week. The rounds are spread over the last week on the sync's clock
+(nothing else is faked), so that the history, the report's charts and the analyst views have
+days to show. At the end it prints the report and how to look around with psql; the database
+stays up for that.
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ from qrsync.config import (
     SyncConfig,
     TokenConfig,
 )
+from qrsync.discovery import describe_plan, run_discovery
 from qrsync.masking import register_secret
 from qrsync.notify.delivery import Sweep, deliver_once
 from qrsync.simulator import RunningSimulator, start_simulator
 from qrsync.store import migrate
-from qrsync.store.accounts import mirror_accounts
+from qrsync.store.accounts import account_ids, discovered_accounts, mirror_accounts
 from qrsync.store.embedded import EmbeddedPostgres, data_home
-from qrsync.store.engine import make_engine
+from qrsync.store.engine import Engine, make_engine
 from qrsync.store.notifications import mirror_channels
 from qrsync.sync import RunResult, Syncer, SyncRequest
 from qrsync.wechat.client import WeChatClient
@@ -46,6 +50,8 @@ SCHEMA = "qrsync"
 DEMO_RATE = 20
 """Requests a second, on both sides: the real limit is 5; the demo raises it to stay short."""
 ROUND_DAYS_AGO = (6, 4, 3, 2, 1, 0)
+RATE_WINDOW_S = 1.1
+"""WeChat's rate window (a second), and a margin."""
 
 MP = "wx00000000000000d1"
 OA = "wx00000000000000d2"
@@ -53,6 +59,11 @@ SHOP = "wx00000000000000d3"
 PARTNER = "wx00000000000000d4"
 LEGACY = "wx00000000000000d5"
 PLATFORM = "wx00000000000000dc"
+CAFE = "wx00000000000000d6"
+NEWS = "wx00000000000000d7"
+STUDIO = "wx00000000000000d8"
+BAKERY = "wx00000000000000d9"
+DISCOVER_AGAIN_BEFORE_ROUND = 4
 
 SECRETS = {
     "QRSYNC_DEMO_MP_SECRET": "demo-secret-brand-mp",
@@ -72,15 +83,17 @@ EDITS: tuple[tuple[str, str, str, str | None, int], ...] = (
     ("brand-mp", MP, SECRETS["QRSYNC_DEMO_MP_SECRET"], None, 3),
     ("brand-oa", OA, SECRETS["QRSYNC_DEMO_OA_SECRET"], MP, 8),
     ("shop-mp", SHOP, "demo-secret-shop", None, 2),
-    ("partner-oa", PARTNER, "demo-secret-partner", MP, 4),
+    (f"oa-{PARTNER}-{MP}", PARTNER, "demo-secret-partner", MP, 4),
 )
 """Who changes what each round: account, appid, its secret, linked mini program, how many."""
 
 
 def demo_world() -> dict[str, Any]:
-    """Five accounts: a mini program, a service account with 12,000 rules, a mini program behind
-    a central token service, a service account served by a third-party platform, and one whose
-    secret in the configuration is wrong."""
+    """A mini program, a service account with 12,000 rules, a mini program behind a central
+    token service, one whose secret in the configuration is wrong, and a third-party platform
+    whose authorizers are a service account linking a mini program, a mini program, a
+    subscription account and a personal mini program (the last two cannot have rules), and a
+    bakery's mini program that authorises the platform later in the week."""
     return {
         "token_ttl_s": 7200,
         "accounts": [
@@ -126,6 +139,20 @@ def demo_world() -> dict[str, Any]:
                 "secret": "the-real-secret",
                 "rule_sets": [{"count": 5}],
             },
+            {
+                "appid": CAFE,
+                "kind": "miniprogram",
+                "nick_name": "Corner Cafe",
+                "rule_sets": [{"count": 30, "published_fraction": 0.5, "quirks": True}],
+            },
+            {"appid": NEWS, "kind": "service_account", "service_type": 0, "nick_name": "Daily"},
+            {"appid": STUDIO, "kind": "miniprogram", "personal": True, "nick_name": "Studio"},
+            {
+                "appid": BAKERY,
+                "kind": "miniprogram",
+                "nick_name": "Bakery",
+                "rule_sets": [{"count": 12, "published_fraction": 0.5}],
+            },
         ],
         "components": [
             {
@@ -138,7 +165,22 @@ def demo_world() -> dict[str, Any]:
                         "refresh_token": SECRETS["QRSYNC_DEMO_PARTNER_REFRESH"],
                         "permission_sets": [3, 18],
                         "rotate_refresh_token": True,
-                    }
+                    },
+                    {
+                        "authorizer_appid": CAFE,
+                        "refresh_token": "demo-refresh-cafe",
+                        "permission_sets": [18],
+                    },
+                    {
+                        "authorizer_appid": NEWS,
+                        "refresh_token": "demo-refresh-news",
+                        "permission_sets": [1, 3],
+                    },
+                    {
+                        "authorizer_appid": STUDIO,
+                        "refresh_token": "demo-refresh-studio",
+                        "permission_sets": [18],
+                    },
                 ],
             },
         ],
@@ -172,6 +214,7 @@ def demo_config(base_url: str, database_url: str) -> Config:
             appid=PLATFORM,
             appsecret=env("QRSYNC_DEMO_PLATFORM_SECRET"),
             verify_ticket=env("QRSYNC_DEMO_VERIFY_TICKET"),
+            discover=True,
         ),
         accounts=(
             account(
@@ -192,13 +235,6 @@ def demo_config(base_url: str, database_url: str) -> Config:
                 "miniprogram",
                 SHOP,
                 TokenConfig("central", url=f"{base_url}/central/token/{SHOP}"),
-            ),
-            account(
-                "partner-oa",
-                "service_account",
-                PARTNER,
-                TokenConfig("component", refresh_token=env("QRSYNC_DEMO_PARTNER_REFRESH")),
-                MP,
             ),
             account(
                 "legacy-mp",
@@ -329,8 +365,9 @@ def run_demo(say: Callable[[str], None], *, rounds: int = 5, seed: int = 1) -> D
             "dingtalk", DEMO_ROBOT, secret=SECRETS["QRSYNC_DEMO_DINGTALK_SECRET"]
         )
         config = demo_config(sim.url, database_url)
-        ids = mirror_accounts(engine, config.accounts).ids
+        mirror_accounts(engine, config.accounts)
         mirror_channels(engine, config.notify)
+        accounts, ids = _discover(config, engine, say)
         editor = _Editor(WeChatClient(config.api), sim, random.Random(seed))
         start = datetime.now(UTC)
         all_results: list[list[RunResult]] = []
@@ -341,11 +378,19 @@ def run_demo(say: Callable[[str], None], *, rounds: int = 5, seed: int = 1) -> D
                 tag = f"r{number}"
                 say(f"\nRound {number} ({when:%a %d %b}): people change rules in WeChat")
                 for name, appid, secret, mp, n in EDITS:
+                    # The editor and the sync are two programs sharing each AppID's requests a
+                    # second, each counting only its own: a second apart, they never meet 44990.
+                    time.sleep(RATE_WINDOW_S)
                     done = editor.round_of_changes(appid, secret, mp, n, tag)
                     say(f"  {name}: {done}")
+                time.sleep(RATE_WINDOW_S)
             else:
                 say(f"\nRound 1 ({when:%a %d %b}): the first sync of every account")
-            results = _sync_round(config, engine, ids, when)
+            if number == DISCOVER_AGAIN_BEFORE_ROUND:
+                sim.admin.authorize(PLATFORM, BAKERY, permission_sets=[18])
+                say(f"  a bakery's mini program ({BAKERY}) authorises the platform")
+                accounts, ids = _discover(config, engine, say)
+            results = _sync_round(config, engine, accounts, ids, when)
             all_results.append(results)
             for result in results:
                 say("  " + _line(result))
@@ -379,8 +424,29 @@ def _show_notifications(
     say("  (qrsync notify status, and the view notification_log, list them all)")
 
 
+def _discover(
+    config: Config, engine: Engine, say: Callable[[str], None]
+) -> tuple[tuple[AccountConfig, ...], dict[str, int]]:
+    """Discover the platform's authorizers as `qrsync accounts discover` does; the accounts to
+    sync (the configuration's, then the discovered ones) and every account's id."""
+    say(
+        f"Discovering platform {PLATFORM}'s authorizers (api_get_authorizer_list, "
+        "api_get_authorizer_info, wxamplinkget) ..."
+    )
+    outcome = run_discovery(config, engine, notify=lambda line: say(f"  {line}"))
+    say(f"  platform {PLATFORM}: {outcome.headline}:")
+    for line in describe_plan(outcome.plan):
+        say(f"  {line}")
+    discovered = tuple(a for a in discovered_accounts(engine) if a.enabled)
+    return config.accounts + discovered, account_ids(engine)
+
+
 def _sync_round(
-    config: Config, engine: Any, ids: dict[str, int], when: datetime
+    config: Config,
+    engine: Engine,
+    accounts: tuple[AccountConfig, ...],
+    ids: dict[str, int],
+    when: datetime,
 ) -> list[RunResult]:
     began = time.monotonic()
 
@@ -390,7 +456,7 @@ def _sync_round(
     syncer = Syncer(config, engine, clock=clock)
     try:
         requests = [
-            SyncRequest(account=a, account_id=ids[a.name], trigger="demo") for a in config.accounts
+            SyncRequest(account=a, account_id=ids[a.name], trigger="demo") for a in accounts
         ]
         return syncer.sync_many(requests)
     finally:

@@ -10,9 +10,9 @@ looked at with ``api_get_authorizer_info``:
 - a verified service account (``service_type_info.id`` 2, ``verify_type_info.id`` not -1) with
   permission set 3 becomes one account per mini program ``/cgi-bin/wxopen/wxamplinkget`` lists
   as linked (status 1), ``oa-<appid>-<mini program appid>``;
-- anything else (a subscription account, an unverified service account, a permission set
-  missing, no linked mini program, an errcode on the way) is recorded with its reason, never
-  synced, and looked at again at the next discovery.
+- anything else (a subscription account, an unverified service account, a personal mini
+  program, a permission set missing, no linked mini program, an errcode on the way) is
+  recorded with its reason, never synced, and looked at again at the next discovery.
 
 An authorizer synced last time whose ``auth_time`` did not change keeps its accounts without a
 call. Accounts of authorizers gone from the list, or no longer syncable, are disabled (history
@@ -24,23 +24,43 @@ confirmed, as an import is: a truncated list must not switch a platform off.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from qrsync.config import AccountConfig, ComponentConfig, TokenConfig, seed_fingerprint
-from qrsync.errors import AccountError, UsageError
+from qrsync.config import AccountConfig, ComponentConfig, Config, TokenConfig, seed_fingerprint
+from qrsync.errors import AccountError, QrsyncError, UsageError
 from qrsync.imports import describe_changes
-from qrsync.masking import register_secret
+from qrsync.masking import mask, one_line, register_secret
 from qrsync.model import FetchedToken
-from qrsync.store.accounts import AuthorizerRecord, AuthorizerSeen, DefinedAccount
+from qrsync.store import discoveries
+from qrsync.store.accounts import (
+    AuthorizerRecord,
+    AuthorizerSeen,
+    DefinedAccount,
+    accounts_defined_elsewhere,
+    discovered_accounts,
+    discovered_authorizers,
+    write_discovery,
+)
+from qrsync.store.discoveries import DiscoveryCounts
+from qrsync.store.encryption import sealer_for
+from qrsync.store.engine import Engine
+from qrsync.store.tokens import PgTokenCache
+from qrsync.wechat.client import WeChatClient
 from qrsync.wechat.tokens import AUTHORIZER_LIST_MAX_PAGES, TokenCache, TokenProviders
+
+logger = logging.getLogger("qrsync.discovery")
 
 REQUIRED_SET = {"miniprogram": 18, "service_account": 3}
 """The permission set qrcodejumpget needs, by account kind (REFERENCE.md; else 61007)."""
 SERVICE_ACCOUNT = 2
 """``service_type_info.id`` of a service account (0 and 1: subscription accounts)."""
 UNVERIFIED = -1
+PERSONAL_PRINCIPAL = "个人"
+"""``principal_name`` of a personal mini program, which WeChat answers 85075 (REFERENCE.md)."""
 LINKED = 1
 """wxamplinkget's ``status`` of a mini program whose link is in force."""
 PLATFORM_ERRCODES = frozenset({40170, 61004, 61006})
@@ -261,12 +281,23 @@ def _type_id(info: dict[str, Any], key: str) -> int | None:
     return ident if isinstance(ident, int) and not isinstance(ident, bool) else None
 
 
-def _account(kind: str, appid: str, miniprogram_appid: str | None) -> AccountConfig:
+def _token_of(tokens: TokenProviders, appid: str) -> TokenConfig:
+    """A discovered account's token: the platform's refresh token (component), or the
+    platform's own token service (central) when ``[component] authorizer_tokens`` says so."""
+    component = tokens.component
+    return TokenConfig(source="component") if component is None else (
+        component.authorizer_token(appid)
+    )  # fmt: skip
+
+
+def _account(
+    tokens: TokenProviders, kind: str, appid: str, miniprogram_appid: str | None
+) -> AccountConfig:
     return AccountConfig(
         name=account_name(kind, appid, miniprogram_appid),
         kind=kind,  # type: ignore[arg-type]
         appid=appid,
-        token=TokenConfig(source="component"),
+        token=_token_of(tokens, appid),
         miniprogram_appid=miniprogram_appid,
     )
 
@@ -298,6 +329,13 @@ def look_at(tokens: TokenProviders, listed: Listed) -> Finding:
         return Finding(appid, kind, nick, listed.auth_time, reason=reason)
 
     if "MiniProgramInfo" in info:
+        if info.get("principal_name") == PERSONAL_PRINCIPAL:
+            return skip(
+                "miniprogram",
+                f"a personal mini program (principal {PERSONAL_PRINCIPAL}): WeChat answers "
+                "85075 to its rule calls; QR-code jump rules are for mini programs of a "
+                "company or organisation",
+            )
         if REQUIRED_SET["miniprogram"] not in sets:
             return skip(
                 "miniprogram",
@@ -305,7 +343,11 @@ def look_at(tokens: TokenProviders, listed: Listed) -> Finding:
                 "platform; ask its administrator to authorise it again with set 18",
             )
         return Finding(
-            appid, "miniprogram", nick, listed.auth_time, (_account("miniprogram", appid, None),)
+            appid,
+            "miniprogram",
+            nick,
+            listed.auth_time,
+            (_account(tokens, "miniprogram", appid, None),),
         )
     service_type = _type_id(info, "service_type_info")
     if service_type != SERVICE_ACCOUNT:
@@ -328,7 +370,7 @@ def look_at(tokens: TokenProviders, listed: Listed) -> Finding:
         )
     # Its authorizer token, under the name errors should carry (no account has it yet).
     probe = AccountConfig(
-        name=label, kind="service_account", appid=appid, token=TokenConfig(source="component")
+        name=label, kind="service_account", appid=appid, token=_token_of(tokens, appid)
     )
     try:
         items = tokens.linked_miniprograms(probe)
@@ -358,7 +400,7 @@ def look_at(tokens: TokenProviders, listed: Listed) -> Finding:
         "service_account",
         nick,
         listed.auth_time,
-        tuple(_account("service_account", appid, mp) for mp in linked),
+        tuple(_account(tokens, "service_account", appid, mp) for mp in linked),
     )
 
 
@@ -380,10 +422,12 @@ def discover(
     elsewhere: Sequence[DefinedAccount],
     cache: DiscoveryCache,
     notify: Callable[[str], None],
+    workers: int = 1,
 ) -> DiscoveryPlan:
-    """Read the platform's list, look at what changed, and plan the accounts (nothing written).
-    ``remembered``: what the last discovery saw; ``current``: the discovered accounts in the
-    database; ``elsewhere``: the file's and the import's accounts."""
+    """Read the platform's list, look at what changed (``workers`` authorizers at a time), and
+    plan the accounts (nothing written). ``remembered``: what the last discovery saw;
+    ``current``: the discovered accounts in the database; ``elsewhere``: the file's and the
+    import's accounts."""
     label = f"platform {component.appid}"
     try:
         listed = read_authorizer_list(tokens, label)
@@ -397,7 +441,8 @@ def discover(
     by_appid: dict[str, list[AccountConfig]] = {}
     for account in current:
         by_appid.setdefault(account.appid, []).append(account)
-    findings: list[Finding] = []
+    findings: list[Finding | None] = []
+    to_look: list[tuple[int, Listed]] = []
     for entry in listed:
         cache.offer(entry.appid, entry.refresh_token)
         seen = before.get(entry.appid)
@@ -414,11 +459,24 @@ def discover(
                         looked_at=False)
             )  # fmt: skip
             continue
-        finding = look_at(tokens, entry)
-        if finding.failed:
-            notify(f"authorizer {entry.appid}: {finding.reason}")
-        findings.append(finding)
-    return _plan(listed, findings, current, elsewhere)
+        to_look.append((len(findings), entry))
+        findings.append(None)
+    # Authorizers are looked at ``workers`` at a time (each look is one to three calls, none of
+    # them held to a per-second limit); a platform errcode stops the rest.
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="qrsync-look") as pool:
+        futures = [(index, pool.submit(look_at, tokens, entry)) for index, entry in to_look]
+        try:
+            for index, future in futures:
+                finding = future.result()
+                if finding.failed:
+                    notify(f"authorizer {finding.appid}: {finding.reason}")
+                findings[index] = finding
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    looked = [finding for finding in findings if finding is not None]
+    assert len(looked) == len(listed)
+    return _plan(listed, looked, current, elsewhere)
 
 
 def _plan(
@@ -527,3 +585,179 @@ def plan_document(plan: DiscoveryPlan, dry_run: bool, max_fraction: float) -> di
         ],
         "needs_allow_mass_disable": plan.mass_disable(max_fraction),
     }
+
+
+# --- one discovery, end to end -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiscoveryOutcome:
+    """A discovery done (or, dry, planned): the plan, its JSON document (with ``written`` when
+    applied), and the ``discovery_runs`` row it was recorded in (None for a dry run)."""
+
+    plan: DiscoveryPlan
+    document: dict[str, Any]
+    applied: bool
+    run_id: int | None
+
+    @property
+    def headline(self) -> str:
+        plan = self.plan
+        return (
+            f"{plan.listed} authorizers, {self.document['looked_at']} looked at, "
+            f"{len(plan.accounts)} accounts to sync"
+        )
+
+
+def platform_of(config: Config) -> ComponentConfig:
+    """The configuration's [component], which discovery needs (else a one-line UsageError)."""
+    if config.component is None:
+        raise UsageError(
+            f"{config.path}: discovery needs a [component] table (the platform's appid, "
+            "appsecret_env and verify_ticket_env or _file)"
+        )
+    return config.component
+
+
+def run_discovery(
+    config: Config,
+    engine: Engine,
+    *,
+    dry_run: bool = False,
+    allow_mass_disable: bool = False,
+    notify: Callable[[str], None] = lambda _line: None,
+    trigger: str = "cli",
+    replica: str | None = None,
+    claimed_run: int | None = None,
+    workers: int | None = None,
+) -> DiscoveryOutcome:
+    """Discover the platform's authorizers and apply the plan (unless ``dry_run``), recorded in
+    a ``discovery_runs`` row: ``claimed_run`` (a daemon's slot) or one opened here. A
+    discovery that fails, or would disable too many accounts without ``allow_mass_disable``,
+    changes no account: its row says why, and the error is raised. ``workers``: authorizers
+    looked at a time (default ``sync.concurrency``)."""
+    component = platform_of(config)
+    run_id = claimed_run
+    if run_id is None and not dry_run:
+        run_id = discoveries.start(engine, component.appid, trigger, replica)
+    plan: DiscoveryPlan | None = None
+    try:
+        plan = _plan_discovery(
+            config,
+            engine,
+            component,
+            dry_run=dry_run,
+            notify=notify,
+            workers=workers or config.sync.concurrency,
+        )
+        fraction = config.sync.max_delete_fraction
+        document = plan_document(plan, dry_run, fraction)
+        if dry_run:
+            return DiscoveryOutcome(plan, document, applied=False, run_id=None)
+        if plan.mass_disable(fraction) and not allow_mass_disable:
+            raise mass_disable_refusal(plan, fraction)
+        central = component.authorizer_tokens == "central"
+        result = write_discovery(
+            engine,
+            component.appid,
+            plan.accounts,
+            plan.disabled,
+            [f.seen() for f in plan.findings],
+            {} if central else plan.refresh_tokens,  # central: never qrsync's to refresh
+            sealer_for(config),
+            token_source=component.authorizer_tokens,
+        )
+    except BaseException as exc:
+        if run_id is not None:
+            _close_failed(engine, run_id, plan, exc)
+        raise
+    assert run_id is not None
+    looked_failed = plan.failed
+    error = None
+    if looked_failed:
+        first = looked_failed[0]
+        error = one_line(
+            mask(
+                f"{len(looked_failed)} authorizer(s) could not be looked at (their accounts "
+                f"left as they were), first {first.appid}: {first.reason}"
+            )
+        )
+    discoveries.finish(engine, run_id, "succeeded", _counts(plan), None, error)
+    logger.info(
+        "discovery of platform %s: %d authorizers, %d added, %d enabled again, %d disabled, "
+        "%d not synced",
+        component.appid,
+        plan.listed,
+        len(plan.added),
+        len(plan.enabled_again),
+        len(plan.disabled),
+        len(plan.not_synced),
+        extra={"action": "discovery_finished", "discovery_id": run_id, "replica": replica},
+    )
+    return DiscoveryOutcome(
+        plan, {**document, "written": list(result.written)}, applied=True, run_id=run_id
+    )
+
+
+def _plan_discovery(
+    config: Config,
+    engine: Engine,
+    component: ComponentConfig,
+    *,
+    dry_run: bool,
+    notify: Callable[[str], None],
+    workers: int,
+) -> DiscoveryPlan:
+    sealer = sealer_for(config)
+    cache = DiscoveryCache(PgTokenCache(engine, sealer), component.appid, dry_run=dry_run)
+    client = WeChatClient(config.api, pool_size=workers + 1)
+    try:
+        return discover(
+            TokenProviders(client, cache, component),
+            component,
+            discovered_authorizers(engine, component.appid),
+            discovered_accounts(engine),
+            accounts_defined_elsewhere(engine),
+            cache,
+            notify,
+            workers,
+        )
+    finally:
+        client.close()
+
+
+def _counts(plan: DiscoveryPlan | None) -> DiscoveryCounts:
+    if plan is None:
+        return DiscoveryCounts()
+    return DiscoveryCounts(
+        authorizers=plan.listed,
+        added=len(plan.added),
+        enabled=len(plan.enabled_again),
+        disabled=len(plan.disabled),
+        unsyncable=len(plan.not_synced),
+    )
+
+
+def _close_failed(
+    engine: Engine, run_id: int, plan: DiscoveryPlan | None, exc: BaseException
+) -> None:
+    """Record a failed discovery (its errcode, its error masked on one line); a database that
+    cannot take it leaves the row 'running', which the next discovery's row supersedes."""
+    errcode = getattr(exc, "errcode", None) or getattr(exc.__cause__, "errcode", None)
+    text = str(exc) if isinstance(exc, QrsyncError) else f"{type(exc).__name__}: {exc}"
+    try:
+        discoveries.finish(
+            engine,
+            run_id,
+            "failed",
+            DiscoveryCounts(authorizers=plan.listed) if plan is not None else DiscoveryCounts(),
+            errcode if isinstance(errcode, int) else None,
+            one_line(mask(text)) or type(exc).__name__,
+        )
+    except Exception as failure:  # the database went away too: say so, keep the first error
+        logger.error(
+            "cannot record the failed discovery %d: %s",
+            run_id,
+            one_line(mask(str(failure))),
+            extra={"action": "discovery_record_failed", "discovery_id": run_id},
+        )

@@ -23,15 +23,26 @@ from __future__ import annotations
 import csv
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from qrsync.config import ACCOUNT_KINDS, TOKEN_SOURCES, AccountConfig, SecretRef, TokenConfig
+from qrsync.config import (
+    ACCOUNT_KINDS,
+    TOKEN_SOURCES,
+    AccountConfig,
+    Config,
+    SecretRef,
+    TokenConfig,
+)
 from qrsync.errors import ConfigError, UsageError
 from qrsync.masking import register_secret
 from qrsync.schedules import ScheduleError
 from qrsync.schedules import validate as validate_schedule
+
+if TYPE_CHECKING:
+    from qrsync.store.engine import Engine
 
 COLUMNS = (
     "name",
@@ -319,3 +330,89 @@ def describe_changes(changes: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
                 text += f", and {len(names) - MAX_LISTED} more"
         lines.append(text)
     return lines
+
+
+# --- one import, end to end ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    """An import done (or, dry, planned): its plan, its JSON summary (with ``written`` when
+    applied), and what was written."""
+
+    label: str
+    accounts: int
+    plan: ImportPlan
+    summary: dict[str, Any]
+    applied: bool
+    written: tuple[str, ...] = ()
+    disabled: tuple[str, ...] = ()
+
+
+def run_import(
+    config: Config,
+    ready_engine: Callable[[], Engine],
+    csv_file: str,
+    *,
+    dry_run: bool = False,
+    allow_mass_disable: bool = False,
+    notify: Callable[[str], None] = lambda _line: None,
+) -> ImportOutcome:
+    """Read and check the whole CSV file (``-``: standard input), plan it against the imported
+    accounts, and apply it unless ``dry_run``; an import disabling too many accounts is refused
+    without ``allow_mass_disable``. Nothing is written unless every row is good, and the
+    database (``ready_engine``) is not asked before the file is read."""
+    from qrsync.store.accounts import config_account_names, import_accounts, imported_accounts
+    from qrsync.store.encryption import sealer_for
+
+    label = "<stdin>" if csv_file == "-" else csv_file
+    checked = read_import(
+        read_import_text(csv_file),
+        label,
+        timezone=config.daemon.timezone,
+        component_config=None if config.component else config.path,
+    )
+    for warning in checked.warnings:
+        notify(f"warning: {warning}")
+    rows = checked.accounts
+    engine = ready_engine()
+    taken = {a.name for a in config.accounts} | set(
+        config_account_names(engine, [r.account.name for r in rows])
+    )
+    clash = name_clashes(rows, taken, label)
+    if clash is not None:
+        raise clash
+    plan = plan_import(imported_accounts(engine), rows)
+    fraction = config.sync.max_delete_fraction
+    summary: dict[str, Any] = {
+        "file": label,
+        "accounts": len(rows),
+        "dry_run": dry_run,
+        "added": list(plan.added),
+        "updated": list(plan.updated),
+        "disabled": list(plan.disabled),
+        "unchanged": list(plan.unchanged),
+        "needs_allow_mass_disable": plan.mass_disable(fraction),
+        "warnings": list(checked.warnings),
+    }
+    if dry_run:
+        return ImportOutcome(label, len(rows), plan, summary, applied=False)
+    if plan.mass_disable(fraction) and not allow_mass_disable:
+        raise mass_disable_refusal(plan, label, fraction)
+    component = config.component.appid if config.component else None
+    result = import_accounts(
+        engine,
+        [r.account for r in rows],
+        {r.account.name: r.refresh_token for r in rows if r.refresh_token},
+        component,
+        sealer_for(config),
+    )
+    return ImportOutcome(
+        label,
+        len(rows),
+        plan,
+        {**summary, "written": list(result.written)},
+        applied=True,
+        written=tuple(result.written),
+        disabled=tuple(result.disabled),
+    )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qrsync.report import QUEUE_LIMIT, RECENT_LIMIT, Report, Row
+
+if TYPE_CHECKING:
+    from qrsync.store.discoveries import DiscoveryRun
 
 
 def format_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -149,3 +152,22 @@ def render_report(report: Report) -> str:
 
 def _open(value: Any) -> str:
     return {1: "yes", 0: "no"}.get(value, "-")
+
+
+def render_discovery(run: DiscoveryRun) -> str:
+    """One line on a platform's latest discovery (``qrsync status``, ``qrsync accounts``)."""
+    by = "qrsync accounts discover" if run.trigger == "cli" else f"replica {run.replica}"
+    if run.scheduled_for is not None:
+        by += f", slot {fmt_time(run.scheduled_for)}"
+    line = f"platform {run.component_appid}: last discovery {fmt_time(run.started_at)} ({by}): "
+    if run.status == "running":
+        return line + "running"
+    if run.status == "failed":
+        code = f" {run.errcode}" if run.errcode is not None else ""
+        return line + f"failed{code}, no account changed: {run.error or '?'}"
+    line += (
+        f"{run.authorizers or 0:,} authorizers, {run.added or 0} added, "
+        f"{run.enabled or 0} enabled again, {run.disabled or 0} disabled, "
+        f"{run.unsyncable or 0} not synced"
+    )
+    return line + (f"; {run.error}" if run.error else "")

@@ -114,6 +114,23 @@ class SimulatorAdmin:
         path = f"/sim/components/{component_appid}/authorizations/{authorizer_appid}"
         self._call("DELETE", path)
 
+    def churn(
+        self,
+        component_appid: str,
+        *,
+        revoke: int = 0,
+        authorize: int = 0,
+        change: int = 0,
+        seed: int = 0,
+    ) -> dict[str, list[str]]:
+        """A seeded turn of the platform's life: ``revoke`` authorizers withdraw, ``authorize``
+        authorise (the withdrawn ones first), ``change`` change their permission sets."""
+        body = {"revoke": revoke, "authorize": authorize, "change": change, "seed": seed}
+        result: dict[str, list[str]] = self._call(
+            "POST", f"/sim/components/{component_appid}/churn", body
+        )
+        return result
+
     # --- rules ---------------------------------------------------------------------------
 
     def generate_rules(

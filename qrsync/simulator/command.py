@@ -19,6 +19,7 @@ from click.core import ParameterSource
 
 from qrsync.simulator import config_files
 from qrsync.simulator.default_world import default_world, qrsync_config, secret_exports
+from qrsync.simulator.platform import PLATFORM, PLATFORM_SECRET, PLATFORM_TICKET, platform_world
 from qrsync.simulator.server import RunningSimulator, start_simulator
 from qrsync.simulator.world import WorldError, load_world_file
 
@@ -49,6 +50,12 @@ class CannotWrite(click.ClickException):
     "--world", "world_path", type=click.Path(dir_okay=False, path_type=Path),
     help="World file (TOML, or JSON if it ends in .json); default: the built-in default world.",
 )  # fmt: skip
+@click.option(
+    "--platform", "platform_size", type=click.IntRange(1, 100_000),
+    help="Serve a third-party platform of N authorizers of every kind instead of the default "
+    "world (POST /sim/components/<appid>/churn makes them come and go); prints the [component] "
+    "table and the fake secrets that discover them.",
+)  # fmt: skip
 @click.option("--no-rate-limit", is_flag=True, help="Do not answer 44990 above 5 requests/s.")
 @click.option(
     "--latency-ms", type=click.IntRange(min=0), default=0, show_default=True,
@@ -74,6 +81,7 @@ def simulator_command(
     port: int,
     seed: int,
     world_path: Path | None,
+    platform_size: int | None,
     no_rate_limit: bool,
     latency_ms: int,
     config_path: Path,
@@ -98,9 +106,14 @@ def simulator_command(
             "--write-config, --write-env and --stdout describe the default world; "
             "a --world file's accounts are yours to configure"
         )
+    if platform_size is not None and (world_path is not None or given):
+        raise click.UsageError(
+            "--platform serves a world of its own and prints its [component] table: drop "
+            "--world, --write-config, --write-env and --stdout"
+        )
     if to_stdout and given & {"config_path", "env_path"}:
         raise click.UsageError("--stdout writes no file: drop it or --write-config / --write-env")
-    writes_files = world_path is None and not to_stdout
+    writes_files = world_path is None and platform_size is None and not to_stdout
     if writes_files:
         if config_path.resolve() == env_path.resolve():
             raise click.UsageError("--write-config and --write-env name the same file")
@@ -110,7 +123,12 @@ def simulator_command(
         except config_files.NotOurs as exc:
             raise CannotWrite(str(exc)) from exc
     try:
-        world = load_world_file(world_path) if world_path is not None else default_world()
+        if platform_size is not None:
+            world = platform_world(platform_size, seed=seed)
+        elif world_path is not None:
+            world = load_world_file(world_path)
+        else:
+            world = default_world()
     except WorldError as exc:
         raise click.BadParameter(str(exc), param_hint="--world") from exc
     try:
@@ -135,7 +153,9 @@ def simulator_command(
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         say(f"WeChat API simulator listening on {sim.url} (seed {seed}; Ctrl-C stops it)")
-        if world_path is not None:
+        if platform_size is not None:
+            _say_platform(sim, platform_size)
+        elif world_path is not None:
             say(f"world: {world_path} (no qrsync configuration written for it)")
         elif to_stdout:
             click.echo(qrsync_config(sim.url))
@@ -155,6 +175,20 @@ def simulator_command(
 def say(line: str) -> None:
     """What the simulator does goes to standard error: standard output is for --stdout."""
     click.echo(line, err=True)
+
+
+def _say_platform(sim: RunningSimulator, size: int) -> None:
+    """How to point qrsync at the platform: its [component] table and its fake secrets."""
+    say(
+        f"a platform of {size:,} authorizers of every kind; discover them with this in qrsync.toml:"
+    )
+    say(f'  [api]\n  base_url = "{sim.url}"')
+    say(f'  [component]\n  appid = "{PLATFORM}"\n  appsecret_env = "PLATFORM_SECRET"')
+    say('  verify_ticket_env = "PLATFORM_TICKET"\n  discover = true')
+    say("and its fake secrets in the environment:")
+    say(f"  export PLATFORM_SECRET={PLATFORM_SECRET} PLATFORM_TICKET={PLATFORM_TICKET}")
+    say(f"change it: curl -X POST {sim.url}/sim/components/{PLATFORM}/churn "
+        "-d '{\"revoke\": 5, \"authorize\": 5, \"change\": 5}'")  # fmt: skip
 
 
 def _write_files(sim: RunningSimulator, config_path: Path, env_path: Path) -> None:

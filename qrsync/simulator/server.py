@@ -37,6 +37,8 @@ Admin endpoints (JSON in and out; errors are HTTP 400/404 with ``{"error"}``):
 ``POST|GET /sim/components/<appid>/ticket``,
 ``PUT|DELETE /sim/components/<appid>/authorizations/<authorizer_appid>`` (grant or change one,
 body ``{refresh_token?, permission_sets?, rotate_refresh_token?, auth_time?}``; revoke one),
+``POST /sim/components/<appid>/churn`` (``{revoke?, authorize?, change?, seed?}``: a seeded
+turn of authorizers withdrawing, authorising or coming back, and changing permission sets),
 ``POST /sim/tokens/expire``, ``POST /sim/tokens/invalidate``, ``POST /sim/clock``,
 ``POST|GET|DELETE /sim/faults``, ``GET|DELETE /sim/calls``, ``GET /sim/stats``,
 ``GET|POST /sim/settings``, and the notification receivers' ``PUT|GET /sim/receivers/<kind>/<id>``,
@@ -177,6 +179,7 @@ class Simulator:
                     r"/sim/components/(?P<appid>[^/]+)/authorizations/(?P<authorizer>[^/]+)",
                     self._revoke_authorization,
                 ),
+                ("POST", r"/sim/components/(?P<appid>[^/]+)/churn", self._churn),
                 ("POST", r"/sim/tokens/expire", self._expire_tokens),
                 ("POST", r"/sim/tokens/invalidate", self._invalidate_tokens),
                 ("POST", r"/sim/clock", self._advance_clock),
@@ -338,6 +341,9 @@ class Simulator:
         return self.world.put_authorization(
             request.args["appid"], request.args["authorizer"], request.body
         )
+
+    def _churn(self, request: AdminRequest) -> Json:
+        return self.world.churn(request.args["appid"], request.body)
 
     def _revoke_authorization(self, request: AdminRequest) -> Json:
         self.world.revoke_authorization(request.args["appid"], request.args["authorizer"])

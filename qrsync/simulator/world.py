@@ -46,7 +46,9 @@ endpoint is not rate limited (it stands for the company's own service, not WeCha
 api_get_authorizer_list answers 40097 for an ``offset`` that is not an integer of 0 or more or a
 ``count`` that is not one of 1 or more (40170 above 500, as the reference says), lists the
 authorizations in the order they were granted, and counts against the ``component_appid`` of its
-body for the rate limit, as the other component endpoints do. api_get_authorizer_info answers
+body in the call log, as the other component endpoints do (none of them is held to a per-second
+limit: WeChat documents only a daily quota for them; stable_token takes 10,000 calls a minute
+per AppID, 45011 above). api_get_authorizer_info answers
 41002 without an ``authorizer_appid``, 40013 for one that is no account of the world and 61003
 for an account that has not authorised the platform (or withdrew); its ``authorization_info``
 carries the current ``authorizer_refresh_token`` besides ``func_info``, as WeChat's page of the
@@ -154,18 +156,22 @@ _PAGES = (
     "pages/order/list",
 )
 _SECTIONS = ("goods", "store", "coupon", "member", "event", "order", "poster")
-# Token and platform endpoints count against the appid their request names (the rule endpoints
-# against the account of their token, once it is known to be valid).
-_LIMITED_BY_REQUEST = frozenset(
-    {
-        "stable_token",
-        "token",
-        "component_token",
-        "authorizer_token",
-        "authorizer_list",
-        "authorizer_info",
-    }
-)
+# The token and platform endpoints have limits of their own, not the rule endpoints' 5 a second
+# (REFERENCE.md "Tokens"; WeChat's pages of each endpoint, cited in qrsync/wechat/client.py):
+# stable_token takes 10,000 calls a minute per AppID (45011 above); the old /cgi-bin/token
+# keeps the per-second window; api_component_token, api_authorizer_token,
+# api_get_authorizer_list and api_get_authorizer_info document no per-second or per-minute
+# limit at all (only a daily quota shown in the platform's console), so none is enforced.
+# Each counts against the appid its request names.
+_PER_SECOND_BY_REQUEST = frozenset({"token"})
+_PER_MINUTE_BY_REQUEST: dict[str, int] = {"stable_token": 10_000}
+_CALLER_KEYS: dict[str, str] = {
+    "stable_token": "appid",
+    "component_token": "component_appid",
+    "authorizer_token": "authorizer_appid",
+    "authorizer_list": "component_appid",
+    "authorizer_info": "component_appid",
+}
 
 
 class _SecretHolder(Protocol):
@@ -495,6 +501,8 @@ class Component:
     previous_ticket: str | None = None
     previous_ticket_issued_at: float = 0.0
     authorizations: dict[str, Authorization] = field(default_factory=dict)
+    withdrawn: dict[str, Authorization] = field(default_factory=dict)
+    """Grants withdrawn by :meth:`World.churn`, which may come back."""
 
     def ticket_valid(self, ticket: str, now: float) -> bool:
         if ticket == self.ticket:
@@ -689,6 +697,7 @@ class World:
         self.accounts: dict[str, Account] = {}
         self.components: dict[str, Component] = {}
         self.books: dict[tuple[str, str], RuleBook] = {}
+        self._books_of: dict[str, list[str]] = {}  # owner -> its books' mini programs, in order
         self.tokens: dict[str, Token] = {}
         self.calls: deque[Json] = deque(maxlen=CALL_LOG_LIMIT)
         self.stats: Counter[str] = Counter()
@@ -697,6 +706,7 @@ class World:
         self._plain: dict[str, str] = {}
         self._forced: dict[str, tuple[int, int, float]] = {}  # appid -> (day, count, last at)
         self._windows: dict[str, deque[float]] = {}
+        self._minute_windows: dict[str, deque[float]] = {}
         self._secrets_rng = random.Random(f"{seed}:secrets")
         self._rid_count = 0
         if spec is not None:
@@ -785,7 +795,7 @@ class World:
         return requested
 
     def _drop_books(self, appid: str) -> None:
-        for key in [key for key in self.books if key[0] == appid]:
+        for key in [(appid, mp) for mp in self._books_of.pop(appid, [])]:
             book = self.books.pop(key)
             for rule in book.all():
                 if self._prefix_owner.get(rule.prefix) == key:
@@ -827,6 +837,7 @@ class World:
         found = self.books.get(key)
         if found is None:
             found = self.books[key] = RuleBook(owner, miniprogram)
+            self._books_of.setdefault(owner, []).append(miniprogram)
         return found
 
     def generate(self, appid: str, rule_set: RuleSet) -> int:
@@ -883,7 +894,7 @@ class World:
             "nick_name": a.nick_name,
             "principal_name": a.principal_name,
             "service_type": a.service_type,
-            "rules": {mp: len(self.books[(appid, mp)]) for (o, mp) in self.books if o == appid},
+            "rules": {mp: len(self.books[(appid, mp)]) for mp in self._books_of.get(appid, [])},
         }
 
     def patch_account(self, appid: str, data: object) -> Json:
@@ -1010,6 +1021,46 @@ class World:
             "auth_time": grant.auth_time,
         }
 
+    def churn(self, component_appid: str, data: object) -> Json:
+        """A seeded turn of a platform's life: ``revoke`` authorizers withdraw, ``authorize``
+        ones authorise (those that withdrew first, then accounts of the world not authorised
+        yet), ``change`` ones authorise again with other permission sets (set 3 or 18 taken
+        away, or every set given back). Each new or changed grant's ``auth_time`` is now.
+        Answers the AppIDs of each."""
+        component = self.component(component_appid)
+        f = _Fields(data, f"{component_appid}.churn", {"revoke", "authorize", "change", "seed"})
+        rng = random.Random(f"{self.seed}:churn:{f.integer('seed', 0)}")
+        now = int(self.clock.now())
+        current = list(component.authorizations)
+        revoked = rng.sample(current, min(f.integer("revoke", 0, minimum=0), len(current)))
+        for appid in revoked:
+            component.withdrawn[appid] = component.authorizations.pop(appid)
+        remaining = list(component.authorizations)
+        changed = rng.sample(remaining, min(f.integer("change", 0, minimum=0), len(remaining)))
+        for appid in changed:
+            grant = component.authorizations.pop(appid)
+            full = {3, 18} <= set(grant.permission_sets)
+            grant.permission_sets = (
+                [s for s in grant.permission_sets if s not in (3, 18)] if full else [1, 2, 3, 18]
+            )
+            grant.auth_time = now
+            component.authorizations[appid] = grant  # a new authorisation: listed last
+        wanted = f.integer("authorize", 0, minimum=0)
+        back = [a for a in component.withdrawn if a not in revoked][:wanted]
+        others = [a for a in self.accounts if a not in component.authorizations]
+        others = [a for a in others if a not in component.withdrawn]
+        new = back + others[: wanted - len(back)]
+        for appid in new:
+            if appid in component.withdrawn:
+                grant = component.withdrawn.pop(appid)
+            else:
+                grant = Authorization(appid, refresh_token="", permission_sets=[1, 2, 3, 18])
+            grant.refresh_token = "refreshtoken@@@" + self._random_text(48)
+            grant.retired.clear()
+            grant.auth_time = now
+            component.authorizations[appid] = grant
+        return {"revoked": revoked, "authorized": new, "changed": changed}
+
     def revoke_authorization(self, component_appid: str, authorizer_appid: str) -> None:
         component = self.component(component_appid)
         if component.authorizations.pop(authorizer_appid, None) is None:
@@ -1093,13 +1144,7 @@ class World:
             return call.path_appid
         if call.endpoint == "token":
             return call.query.get("appid") or None
-        key = {
-            "stable_token": "appid",
-            "component_token": "component_appid",
-            "authorizer_token": "authorizer_appid",
-            "authorizer_list": "component_appid",
-            "authorizer_info": "component_appid",
-        }.get(call.endpoint)
+        key = _CALLER_KEYS.get(call.endpoint)
         if key is not None:
             value = call.body_value(key)
             return value if isinstance(value, str) and value else None
@@ -1121,9 +1166,28 @@ class World:
             "qrcodejumppublish": self._qrcodejumppublish,
             "qrcodejumpdelete": self._qrcodejumpdelete,
         }
-        if call.endpoint in _LIMITED_BY_REQUEST and not self._admit(self.caller_appid(call)):
+        if call.endpoint in _PER_SECOND_BY_REQUEST and not self._admit(self.caller_appid(call)):
             return error_reply(44990, call.rid)
+        per_minute = _PER_MINUTE_BY_REQUEST.get(call.endpoint)
+        if per_minute is not None and not self._admit_per_minute(
+            f"{call.endpoint}:{self.caller_appid(call) or ''}", per_minute
+        ):
+            return error_reply(45011, call.rid)
         return handlers[call.endpoint](call)
+
+    def _admit_per_minute(self, key: str, limit: int) -> bool:
+        """A sliding one-minute window of ``limit`` calls (stable_token's 10,000 a minute);
+        a refused request does not count."""
+        if not self.settings.rate_limit:
+            return True
+        now = self.clock.now()
+        window = self._minute_windows.setdefault(key, deque())
+        while window and window[0] <= now - 60.0:
+            window.popleft()
+        if len(window) >= limit:
+            return False
+        window.append(now)
+        return True
 
     def _admit(self, appid: str | None) -> bool:
         """The per-account sliding one-second window; a refused request does not count."""

@@ -275,6 +275,8 @@ def write_discovery(
     authorizers: Sequence[AuthorizerSeen],
     refresh_tokens: dict[str, str],
     sealer: TokenSealer | None = None,
+    *,
+    token_source: str = "component",
 ) -> DiscoveryWrite:
     """Write one discovery in one transaction: upsert (and enable) its accounts, disable those
     named, record every listed authorizer (and unlist the others), store the refresh tokens
@@ -290,6 +292,7 @@ def write_discovery(
                 "kinds": [a.kind for a in accounts],
                 "appids": [a.appid for a in accounts],
                 "miniprogram_appids": [a.miniprogram_appid for a in accounts],
+                "token_source": token_source,
             },
         )
         disabled = scalars(conn, query("disable_discovered_accounts"), {"names": list(disable)})

@@ -857,17 +857,18 @@ WHERE (source = 'config' AND in_config) OR (source = 'import' AND enabled);
 -- names of other sources are left alone (matched by nothing).
 INSERT INTO accounts AS a (name, kind, appid, miniprogram_appid, token_source, enabled,
                            in_config, source)
-SELECT c.name, c.kind, c.appid, c.miniprogram_appid, 'component', true, false, 'discover'
+SELECT c.name, c.kind, c.appid, c.miniprogram_appid, CAST(%(token_source)s AS text), true, false,
+       'discover'
 FROM unnest(CAST(%(names)s AS text[]), CAST(%(kinds)s AS text[]), CAST(%(appids)s AS text[]),
             CAST(%(miniprogram_appids)s AS text[]))
      AS c(name, kind, appid, miniprogram_appid)
 ON CONFLICT (name) DO UPDATE
 SET kind = EXCLUDED.kind, appid = EXCLUDED.appid, miniprogram_appid = EXCLUDED.miniprogram_appid,
-    token_source = 'component', enabled = true, updated_at = now()
+    token_source = EXCLUDED.token_source, enabled = true, updated_at = now()
 WHERE a.source = 'discover'
   AND (a.kind, a.appid, a.miniprogram_appid, a.token_source, a.enabled)
       IS DISTINCT FROM (EXCLUDED.kind, EXCLUDED.appid, EXCLUDED.miniprogram_appid,
-                        'component', true)
+                        EXCLUDED.token_source, true)
 RETURNING name;
 
 -- name: disable_discovered_accounts --
@@ -1173,3 +1174,49 @@ SELECT ev.id, c.name
 FROM ev
 JOIN accounts a ON a.id = ev.account_id
 JOIN notify_channels c ON notify_wants(c, ev.kind, a.name, ev.details);
+
+-- name: claim_discovery_slot --
+-- Claim a slot's discovery of a platform (the replica whose row goes in runs it), unless one started less than stale_s ago still runs; older ones are closed as abandoned.
+WITH abandoned AS (
+    UPDATE discovery_runs
+    SET status = 'failed', finished_at = now(),
+        error = 'abandoned: still running after ' || CAST(%(stale_s)s AS text)
+                || ' s (its replica stopped or was killed mid-discovery); no account changed'
+    WHERE component_appid = %(component_appid)s AND status = 'running'
+      AND started_at < now() - make_interval(secs => %(stale_s)s)
+)
+INSERT INTO discovery_runs (component_appid, trigger, scheduled_for, replica)
+SELECT %(component_appid)s, 'schedule', %(scheduled_for)s, %(replica)s
+WHERE NOT EXISTS (
+    SELECT FROM discovery_runs
+    WHERE component_appid = %(component_appid)s AND status = 'running'
+      AND started_at >= now() - make_interval(secs => %(stale_s)s)
+)
+ON CONFLICT (component_appid, scheduled_for) WHERE scheduled_for IS NOT NULL DO NOTHING
+RETURNING id;
+
+-- name: start_discovery --
+-- Open the row of a discovery that claims no slot (`qrsync accounts discover`).
+INSERT INTO discovery_runs (component_appid, trigger, replica)
+VALUES (%(component_appid)s, %(trigger)s, %(replica)s)
+RETURNING id;
+
+-- name: finish_discovery --
+-- Close a discovery's row: how it ended, what it found, the errcode and (masked) error if any.
+UPDATE discovery_runs
+SET finished_at = now(), status = %(status)s, authorizers = %(authorizers)s, added = %(added)s,
+    enabled = %(enabled)s, disabled = %(disabled)s, unsyncable = %(unsyncable)s,
+    errcode = %(errcode)s, error = %(error)s
+WHERE id = %(id)s;
+
+-- name: last_discoveries --
+-- The latest discovery of each platform, for `qrsync status` and `qrsync accounts`.
+SELECT DISTINCT ON (component_appid)
+       id, component_appid, trigger, scheduled_for, replica, started_at, finished_at, status,
+       authorizers, added, enabled, disabled, unsyncable, errcode, error
+FROM discovery_runs
+ORDER BY component_appid, started_at DESC, id DESC;
+
+-- name: discoveries_finished --
+-- How many discoveries have succeeded: a replica seeing it grow reloads the accounts.
+SELECT count(*) AS finished FROM discovery_runs WHERE status = 'succeeded';

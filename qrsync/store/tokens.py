@@ -3,19 +3,24 @@
 Implements :class:`qrsync.wechat.tokens.TokenCache`. The lock is transaction-level
 (``pg_advisory_xact_lock``), so it works behind PgBouncer in transaction pooling mode; the HTTP
 call to the token endpoint is made while the lock is held, so that N processes (or threads)
-refreshing the same token at once make one call and the others reuse its result.
+refreshing the same token at once make one call and the others reuse its result. What the
+fetch reads meanwhile (the authorizer's refresh token, the platform's cached token) is read on
+the refreshing transaction's own connection: a thread holding one connection for its run and
+one for the refresh must not need a third to read, or a fleet's first tokens, all fetched at
+once, would wait for connections held by each other.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from qrsync.model import FetchedToken, reuse_seconds
 from qrsync.store.encryption import TokenSealer
-from qrsync.store.engine import Engine, dicts, scalar
+from qrsync.store.engine import Conn, Engine, dicts, scalar
 from qrsync.store.queries import query
 
 
@@ -25,6 +30,7 @@ class PgTokenCache:
     def __init__(self, engine: Engine, sealer: TokenSealer | None = None) -> None:
         self.engine = engine
         self.sealer = sealer or TokenSealer()
+        self._refreshing = threading.local()
         self._primed: dict[str, tuple[str, float]] = {}  # key -> (stored value, monotonic end)
         self._primed_lock = threading.Lock()
 
@@ -40,6 +46,16 @@ class PgTokenCache:
         with self._primed_lock:
             for row in rows:
                 self._primed[row.key] = (row.access_token, now + float(row.reuse_s))
+
+    @contextmanager
+    def _reading(self) -> Iterator[Conn]:
+        """The connection of this thread's refresh in progress, else one of its own."""
+        current: Conn | None = getattr(self._refreshing, "conn", None)
+        if current is not None:
+            yield current
+            return
+        with self.engine.transaction() as conn:
+            yield conn
 
     def cached(self) -> list[dict[str, Any]]:
         """Every cached token's key and times, never its value (``qrsync tokens``)."""
@@ -57,7 +73,7 @@ class PgTokenCache:
             primed = self._primed.pop(key, None)
         if primed is not None and time.monotonic() < primed[1]:
             return self._open_token(primed[0], key)
-        with self.engine.transaction() as conn:
+        with self._reading() as conn:
             value = scalar(conn, query("token_get"), {"key": key})
         return None if value is None else self._open_token(value, key)
 
@@ -76,7 +92,12 @@ class PgTokenCache:
             if cached is not None and cached != failed:
                 # Another process refreshed it while we waited for the lock.
                 return cached
-            fetched = fetch(failed)
+            outer = getattr(self._refreshing, "conn", None)
+            self._refreshing.conn = conn
+            try:
+                fetched = fetch(failed)
+            finally:
+                self._refreshing.conn = outer
             conn.execute(
                 query("token_put"),
                 {
@@ -91,7 +112,7 @@ class PgTokenCache:
     def load_refresh_token(
         self, component_appid: str, authorizer_appid: str
     ) -> tuple[str, str] | None:
-        with self.engine.transaction() as conn:
+        with self._reading() as conn:
             row = conn.execute(
                 query("refresh_token_get"),
                 {"component_appid": component_appid, "authorizer_appid": authorizer_appid},

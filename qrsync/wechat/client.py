@@ -51,6 +51,44 @@ WINDOW_MARGIN = 1.1
 MIN_PACING_MS = 2
 
 
+@dataclass(frozen=True)
+class EndpointLimit:
+    """A token or platform endpoint's own documented limit: ``calls`` per ``period_s`` per
+    AppID, or none at all (``calls`` 0)."""
+
+    calls: int
+    period_s: float
+
+
+NO_RATE_LIMIT = EndpointLimit(0, 0.0)
+ENDPOINT_LIMITS: dict[str, EndpointLimit] = {
+    # REFERENCE.md "Tokens" and WeChat's page of the endpoint (developers.weixin.qq.com/doc/
+    # offiaccount/Basic_Information/getStableAccessToken.html): 10,000 calls a minute.
+    "stable_token": EndpointLimit(10_000, 60.0),
+    # The third-party platform's pages (developers.weixin.qq.com/doc/oplatform/openApi/
+    # OpenApiDoc/ticket-token/getComponentAccessToken.html, .../getAuthorizerAccessToken.html,
+    # .../authorization-management/getAuthorizerList.html and getAuthorizerInfo.html) document
+    # no per-second or per-minute limit, only a daily quota shown in the platform's console
+    # ("cache the token: avoid reaching the daily limit"); the 5 requests a second of the
+    # rule endpoints is not theirs. Only sync.concurrency bounds them.
+    "api_component_token": NO_RATE_LIMIT,
+    "api_authorizer_token": NO_RATE_LIMIT,
+    "api_get_authorizer_list": NO_RATE_LIMIT,
+    "api_get_authorizer_info": NO_RATE_LIMIT,
+}
+"""Endpoints not held to ``api.requests_per_second`` (the rule endpoints' 5 a second per
+account, REFERENCE.md "Rate limit"), each with the limit its own documentation gives."""
+
+
+def _limiter_of(calls: int, period_s: float) -> Limiter:
+    """At most ``calls`` in any window of ``period_s`` (plus the 10 % margin for jitter)."""
+    # Imported here: a process whose rate limits are all off never needs it.
+    from pyrate_limiter import InMemoryBucket, Limiter, Rate
+
+    window_ms = math.ceil(1000 * WINDOW_MARGIN * period_s)
+    return Limiter(InMemoryBucket([Rate(calls, window_ms)]), buffer_ms=0)
+
+
 def _retryable(exc: BaseException) -> bool:
     return bool(getattr(exc, "retryable", False))
 
@@ -78,7 +116,7 @@ class WeChatClient:
             user_agent=USER_AGENT,
             ca_bundle=api.ca_bundle,
         )
-        self._limiters: dict[str, Limiter | None] = {}
+        self._limiters: dict[tuple[str, str], Limiter | None] = {}
         self._limiters_lock = threading.Lock()
 
     def close(self) -> None:
@@ -86,10 +124,19 @@ class WeChatClient:
 
     # --- rate limit ---------------------------------------------------------------------------
 
-    def _limiter(self, caller: str) -> Limiter | None:
+    def _limiter(self, endpoint: str, caller: str) -> Limiter | None:
+        """The limiter a request to ``endpoint`` for ``caller`` waits on: the endpoint's own
+        documented limit (:data:`ENDPOINT_LIMITS`), else the caller's share of WeChat's 5
+        requests a second (``api.requests_per_second``), shared by all of its rule calls."""
+        own = ENDPOINT_LIMITS.get(endpoint)
+        key = (endpoint if own is not None else "", caller)
         with self._limiters_lock:
-            limiter = self._limiters.get(caller)
-            if limiter is None:
+            if key in self._limiters:
+                return self._limiters[key]
+            limiter: Limiter | None
+            if own is not None:
+                limiter = _limiter_of(own.calls, own.period_s) if own.calls else None
+            else:
                 # WeChat's own rule, 5 requests in any second, over a 1.1 s sliding window:
                 # a short account (a token call and a few pages) goes in one burst instead of
                 # waiting 200 ms between requests, and any six requests still arrive more
@@ -101,11 +148,8 @@ class WeChatClient:
                 if window_ms / limit < MIN_PACING_MS:
                     limiter = None  # hundreds a second or more: no limit worth enforcing
                 else:
-                    # Imported here: a process whose rate limit is off never needs it.
-                    from pyrate_limiter import InMemoryBucket, Limiter, Rate
-
-                    limiter = Limiter(InMemoryBucket([Rate(limit, window_ms)]), buffer_ms=0)
-                self._limiters[caller] = limiter
+                    limiter = _limiter_of(limit, limit / rps)
+            self._limiters[key] = limiter
             return limiter
 
     # --- requests -----------------------------------------------------------------------------
@@ -133,7 +177,7 @@ class WeChatClient:
 
         def attempt() -> dict[str, Any]:
             if caller is not None:
-                limiter = self._limiter(caller)
+                limiter = self._limiter(endpoint, caller)
                 if limiter is not None:
                     limiter.try_acquire(caller, blocking=True)
             try:

@@ -52,6 +52,14 @@ def test_make_demo_from_a_fresh_clone(tmp_path: Path) -> None:
         # The demo's notification channel: what the simulator's DingTalk robot received.
         assert "Notifications: the simulator's DingTalk robot received" in out
         assert "authorization needed" in out and "SECdemo-dingtalk-signing-secret" not in out
+        # The platform's accounts are discovered, not listed: found, synced, one more mid-week.
+        assert "Discovering platform wx00000000000000dc's authorizers" in out
+        assert "add: 2: oa-wx00000000000000d4-wx00000000000000d1, mp-wx00000000000000d6" in out
+        assert "not synced: wx00000000000000d7: a subscription account" in out
+        assert "not synced: wx00000000000000d8: a personal mini program" in out
+        assert "add: 1: mp-wx00000000000000d9" in out
+        assert "oa-wx00000000000000d4-wx00000000000000d1: succeeded" in out
+        assert "mp-wx00000000000000d9: succeeded" in out
         for heading in ("Sync health", "Rules by state", "Publications since", "Publish quota"):
             assert heading in out
         assert (clone / "qrsync-demo-report.html").stat().st_size > 10_000

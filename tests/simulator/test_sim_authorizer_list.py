@@ -195,12 +195,13 @@ def test_calls_are_logged_without_tokens_and_faults_apply(wechat, sim: RunningSi
     assert ct not in logged and AUTHORIZER_REFRESH_TOKEN not in logged
 
 
-def test_more_than_5_requests_a_second_meet_44990(
+def test_no_per_second_limit_holds_it_as_the_rule_endpoints_are_held(
     limited: RunningSimulator, make_wechat: Callable[[str], Any]
 ) -> None:
+    """WeChat documents no per-second limit for api_get_authorizer_list (a daily quota only):
+    a burst far above the rule endpoints' 5 a second is answered in full."""
     client = make_wechat(limited.url)
     ct = platform_token(client)
-    codes = [authorizer_list(client, ct).get("errcode", 0) for _ in range(8)]
-    assert 44990 in codes and set(codes) <= {0, 44990}
-    refused = [c for c in limited.admin.calls(endpoint="authorizer_list") if c["errcode"] == 44990]
-    assert refused and refused[0]["appid"] == COMPONENT
+    codes = [authorizer_list(client, ct).get("errcode", 0) for _ in range(30)]
+    assert set(codes) == {0}
+    assert {c["appid"] for c in limited.admin.calls(endpoint="authorizer_list")} == {COMPONENT}

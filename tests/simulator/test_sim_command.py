@@ -25,6 +25,7 @@ from qrsync.simulator import RunningSimulator, config_files
 from qrsync.simulator import command as command_module
 from qrsync.simulator.command import simulator_command
 from qrsync.simulator.default_world import SECRET_ENV
+from qrsync.simulator.platform import PLATFORM, PLATFORM_SECRET, PLATFORM_TICKET
 
 WAIT_S = 60.0
 CONFIG = "qrsync-simulator.toml"
@@ -296,3 +297,38 @@ def test_a_file_that_cannot_be_written_stops_the_simulator_with_exit_2(
     (sim,) = started
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{sim.url}/sim/stats", timeout=5)  # stopped: nothing listens any more
+
+
+def test_platform_serves_thousands_of_authorizers_and_says_how_to_discover_them(
+    start: Callable[..., Command], tmp_path: Path
+) -> None:
+    command = start("--platform", "1200", "--seed", "3")
+    url = command.url()
+    command.read_until("err", r"^change it: curl -X POST")
+    banner = "\n".join(command.seen["err"])
+    assert "a platform of 1,200 authorizers" in banner and "discover = true" in banner
+    component = {
+        "component_appid": PLATFORM,
+        "component_appsecret": PLATFORM_SECRET,
+        "component_verify_ticket": PLATFORM_TICKET,
+    }
+    ct = requests.post(
+        f"{url}/cgi-bin/component/api_component_token", json=component, timeout=10
+    ).json()["component_access_token"]
+    page = requests.post(
+        f"{url}/cgi-bin/component/api_get_authorizer_list",
+        params={"component_access_token": ct},
+        json={"component_appid": PLATFORM, "offset": 1000, "count": 500},
+        timeout=10,
+    ).json()
+    assert page["total_count"] == 1200 and len(page["list"]) == 200
+    assert command.stop() == 0
+    assert list(tmp_path.iterdir()) == []  # no configuration written for it
+
+
+def test_platform_goes_with_no_world_file_nor_files_to_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(simulator_command, ["--port", "0", "--platform", "5", "--stdout"])
+    assert result.exit_code == 2 and "--platform" in result.output
