@@ -416,21 +416,50 @@ def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+FLEET_CASES = ("fleet no-op sync", "daemon,", "fleet overhead")
+_META = re.compile(
+    r"^(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d UTC) · (?P<machine>.*?) · PostgreSQL "
+    r"(?P<postgres>.*) · (?P<sizes>quick|full) sizes$"
+)
+
+
+def earlier_rows(out: Path) -> tuple[list[Row], dict[str, Any] | None]:
+    """The rows of the other cases from the last run, for --fleet-only: results.json if there
+    is one, else the table of RESULTS.md (whose fleet rows are replaced)."""
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        previous = json.loads((out / "results.json").read_text())
+        return [Row(**r) for r in previous["rows"]], previous["meta"]
+    try:
+        text = (out / "RESULTS.md").read_text()
+    except OSError:
+        return [], None
+    rows, meta = [], None
+    for line in text.splitlines():
+        found = _META.match(line)
+        if found and meta is None:
+            meta = {**found.groupdict(), "quick": found["sizes"] == "quick"}
+            del meta["sizes"]
+        cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+        if len(cells) != 5 or cells[4] not in ("PASS", "FAIL", "—"):
+            continue
+        if cells[0].startswith(FLEET_CASES):
+            continue
+        passed = {v: k for k, v in RESULT.items()}[cells[4]]
+        rows.append(Row(cells[0], cells[1], cells[2], cells[3], passed))
+    return rows, meta
+
+
 def _bench(server: str, quick: bool, fleet: FleetOptions, fleet_only: bool) -> int:
     scale = 10 if quick else 1
     meta: dict[str, Any] = {**describe(server), "quick": quick}
     n = 100_000 // scale
     rows: list[Row] = []
     out = ROOT / "bench"
-    previous: dict[str, Any] = {}
-    if fleet_only:
-        with contextlib.suppress(OSError, ValueError):
-            previous = json.loads((out / "results.json").read_text())
     with tempfile.TemporaryDirectory(prefix="qrsync-bench-") as tmp:
         work = Path(tmp)
         if fleet_only:
-            rows = [Row(**r) for r in previous.get("rows", [])]
-            meta = {**previous.get("meta", meta)} if rows else meta
+            rows, earlier = earlier_rows(out)
+            meta = earlier or meta
         else:
             ingest, timings = ingest_cases(server, n, work)
             rows += ingest
@@ -452,7 +481,11 @@ def _bench(server: str, quick: bool, fleet: FleetOptions, fleet_only: bool) -> i
             {
                 "meta": meta,
                 "rows": [asdict(r) for r in rows],
-                "fleet": {"meta": fleet_meta, "rows": [asdict(r) for r in fleet_rows]},
+                "fleet": {
+                    "meta": fleet_meta,
+                    "rows": [asdict(r) for r in fleet_rows],
+                    "section": section,
+                },
             },
             indent=2,
         )

@@ -3,8 +3,9 @@
 ``python bench/sync_profile.py [--accounts 1000]``: the fleet of the fleet case (:mod:`fleet`),
 at no latency, on a private PostgreSQL; a first sync, then the no-op sync under cProfile with
 one profiler per thread (the runs happen in sync.concurrency worker threads, which cProfile
-alone does not see), each timing its thread's CPU (``time.thread_time``), merged. Prints the top functions by own time (tottime) and writes the
-whole profile to ``--output`` (pstats format) if given.
+alone does not see), each timing its thread's CPU (``time.thread_time``), merged. Prints the
+top functions by own time (tottime) and writes the whole profile to ``--output`` (pstats) if
+given.
 """
 
 from __future__ import annotations
@@ -23,37 +24,37 @@ from fleet import QRSYNC, env, fleet_accounts, simulator, world, write_config
 from private_pg import private_postgres
 
 RUNNER = """
-import cProfile, runpy, sys, threading, time
+import cProfile, os, pstats, runpy, sys, threading, time
 # Each thread's own CPU time (time.thread_time), not the wall clock: waiting for the network
-# or the database costs nothing here, as it costs no CPU.
-profiles = [cProfile.Profile(time.thread_time)]
+# or the database costs no CPU, so it shows as nothing here.
+main = cProfile.Profile(time.thread_time)
+finished = []
 original = threading.Thread.run
 def run(self):
     profile = cProfile.Profile(time.thread_time)
-    profiles.append(profile)
     profile.enable()
     try:
         original(self)
     finally:
         profile.disable()
+        finished.append(profile)
 threading.Thread.run = run
 sys.argv = ["qrsync", *sys.argv[2:]]  # runner.py qrsync --config ... sync
-profiles[0].enable()
+main.enable()
 try:
     runpy.run_module("qrsync", run_name="__main__")
 except SystemExit:
     pass
 finally:
-    profiles[0].disable()
-    import pstats
-    stats = pstats.Stats(profiles[0])
-    for profile in profiles[1:]:
-        try:
-            stats.add(profile)
-        except TypeError:
-            pass  # a thread that never ran Python code under its profiler
-    import os
+    main.disable()
+    # Only the threads that ended: a profiler still running in another thread would be read
+    # with this thread's clock.
+    stats = pstats.Stats(main)
+    for profile in list(finished):
+        stats.add(profile)
     stats.dump_stats(os.environ["PROFILE_OUT"])
+    print(f"threads profiled: {len(finished)} ended, {threading.active_count() - 1} still running",
+          file=sys.stderr)
 """
 
 
@@ -87,6 +88,7 @@ def main() -> int:
                 text=True,
             )
             summary = json.loads(done.stdout)
+            print(done.stderr.strip().splitlines()[-1])
             print(
                 f"no-op sync of {args.accounts:,} accounts at concurrency {args.concurrency}, "
                 f"no latency: {summary['succeeded']} succeeded, {summary['failed']} failed"
