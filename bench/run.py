@@ -426,9 +426,10 @@ _META = re.compile(
 def earlier_rows(out: Path) -> tuple[list[Row], dict[str, Any] | None]:
     """The rows of the other cases from the last run, for --fleet-only: results.json if there
     is one, else the table of RESULTS.md (whose fleet rows are replaced)."""
-    with contextlib.suppress(OSError, ValueError, TypeError):
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
         previous = json.loads((out / "results.json").read_text())
-        return [Row(**r) for r in previous["rows"]], previous["meta"]
+        if previous["rows"]:
+            return [Row(**r) for r in previous["rows"]], previous["meta"]
     try:
         text = (out / "RESULTS.md").read_text()
     except OSError:
@@ -473,7 +474,10 @@ def _bench(server: str, quick: bool, fleet: FleetOptions, fleet_only: bool) -> i
     table = render(rows + fleet_rows, meta, [section])
     if fleet_only and rows:
         table = table.replace(
-            "\n\n| case", f"\n\nThe fleet rows and section: {fleet_meta['date']}.\n\n| case", 1
+            "\n\n| case",
+            f"\n\nThe fleet rows and section: {fleet_meta['date']}, {fleet.accounts:,} accounts"
+            " (make bench FLEET_ONLY=1); the other rows as the line above says.\n\n| case",
+            1,
         )
     print(table)
     (out / "results.json").write_text(
