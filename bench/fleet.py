@@ -15,9 +15,10 @@ second per account on); a private PostgreSQL (:mod:`private_pg`) with ``pg_stat_
    its peak number of connections (``pg_stat_activity`` polled every 20 ms from another
    database); its exit code and failed accounts.
 3. The daemon (``qrsync daemon``, one replica): its idle CPU with the whole fleet scheduled
-   but nothing due, then the CPU of two short slots in which a sample of the fleet runs at the
-   rate the whole fleet would on ``*/15``, extrapolated to ``*/15`` (see :func:`daemon_case`);
-   and how the runs' starts spread over their slot, from ``sync_runs``.
+   but nothing due, the CPU of two short slots in which a sample of the fleet runs at the
+   rate the whole fleet would on ``*/15``, its idle CPU again after those runs, extrapolated
+   to ``*/15`` (see :func:`daemon_case`); and how the runs' starts spread over their slot,
+   from ``sync_runs``.
 """
 
 from __future__ import annotations
@@ -514,14 +515,16 @@ def daemon_case(
     concurrency: int,
     work: Path,
 ) -> DaemonRun:
-    """One replica, in two phases of one process:
+    """One replica, in three phases of one process:
 
     idle: the whole fleet on a schedule with nothing due; its CPU over 61 s (one refresh of the
     accounts included) is the idle CPU per second, *i*.
     slots: SIGHUP with a sample of *k* accounts on ``@every P s`` (the others still scheduled,
     never due); the CPU *C* of the two whole slots that follow, the runs *r* they started.
-    CPU per run *c* = (*C* − *i* × 2*P*) ÷ *r*; on ``*/15`` the replica would use
-    (*i* × 900 + *n* × *c*) ÷ 900 of one core.
+    idle again: SIGHUP back, one slot later its CPU over 61 s, *i'*; what an account that ran
+    leaves behind costs *g* = max(*i'* − *i*, 0) ÷ *k* per second.
+    CPU per run *c* = (*C* − *i* × 2*P*) ÷ *r*; on ``*/15``, where all *n* run, the replica
+    would use ((*i* + *n* × *g*) × 900 + *n* × *c*) ÷ 900 of one core.
     """
     sample, period = daemon_sample(len(accounts))
     step = max(len(accounts) // sample, 1)
@@ -672,7 +675,7 @@ def fleet_case(options: FleetOptions, work: Path, say: Callable[[str], None]) ->
                 say(f"fleet:   wall {runs[-1].wall_s:.1f} s, CPU {runs[-1].cpu_s:.1f} s")
             daemon = None
             if options.daemon and ready:
-                say("fleet: the daemon (idle, then two short slots)")
+                say("fleet: the daemon (idle, two short slots, idle again)")
                 daemon = daemon_case(
                     pg, url, database, sim, accounts, options.concurrencies[0], work
                 )
