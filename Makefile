@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo bench soak clean
+.PHONY: install test lint demo bench bench-profile soak clean
 
 install: $(STAMP)
 
@@ -27,9 +27,20 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-# make bench QUICK=1: a tenth of the sizes, under a minute. Not part of make test.
+# make bench QUICK=1: a tenth of the sizes (the fleet case: 1,000 accounts). FLEET_ONLY=1 runs
+# just the fleet case of issue 15; FLEET_ACCOUNTS, FLEET_LATENCY_MS and FLEET_CONCURRENCY (a
+# comma-separated list; the first carries the latency-floor goal) shape it. Not part of make test.
+FLEET_LATENCY_MS ?= 100
+FLEET_CONCURRENCY ?= 32,64
 bench: $(BENCH_STAMP)
-	$(BIN)/python bench/run.py $(if $(QUICK),--quick,)
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick,) $(if $(FLEET_ONLY),--fleet-only,) \
+		$(if $(FLEET_ACCOUNTS),--fleet-accounts $(FLEET_ACCOUNTS),) \
+		--fleet-latency-ms $(FLEET_LATENCY_MS) --fleet-concurrency $(FLEET_CONCURRENCY)
+
+# Where a no-op sync of PROFILE_ACCOUNTS accounts spends its CPU (cProfile, every thread).
+PROFILE_ACCOUNTS ?= 1000
+bench-profile: $(STAMP)
+	$(BIN)/python bench/sync_profile.py --accounts $(PROFILE_ACCOUNTS)
 
 # make soak SOAK_MINUTES=1: a quick trial; SOAK_SEED=N replays a run. Not part of make test.
 SOAK_MINUTES ?= 20

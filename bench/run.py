@@ -9,6 +9,7 @@ comparable numbers. Prints the table, writes bench/results.json and bench/RESULT
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -24,6 +25,10 @@ from typing import Any
 
 import psycopg
 import requests
+from fleet import FleetOptions
+from fleet import fleet_case as run_fleet
+from fleet import rows as fleet_rows_of
+from fleet import section as fleet_section
 from sqlalchemy import make_url
 
 from qrsync.simulator import RunningSimulator, start_simulator
@@ -34,6 +39,7 @@ QRSYNC = [sys.executable, "-m", "qrsync"]
 OA, MP = "wx2000000000000002", "wx1000000000000009"
 SECRET = "bench-secret"
 REPEATS = 3
+RESULT = {True: "PASS", False: "FAIL", None: "—"}
 WRITE_TABLES = ("rules", "rule_past_versions", "rule_state_changes", "rule_debug_urls")
 
 
@@ -43,7 +49,7 @@ class Row:
     measures: str
     value: str
     goal: str
-    passed: bool
+    passed: bool | None  # None: shown for information, no goal
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -341,134 +347,156 @@ def memory_case(server: str, n: int, small: int, work: Path) -> Row:
     )
 
 
-def fleet_overhead_case(server: str, accounts: int, work: Path) -> Row:
-    """No-op resync of many small accounts, in-process to count SQL statements."""
-    from qrsync.app import App
-    from qrsync.store.engine import Connection
-    from qrsync.store.runs import ListingWriter
-    from qrsync.sync import Syncer, SyncRequest
-
-    def per_account(count: int) -> tuple[float, float]:
-        world = {
-            "accounts": [
-                {
-                    "appid": f"wx4{i:015d}",
-                    "kind": "miniprogram",
-                    "secret": SECRET,
-                    "rule_sets": [{"count": 20}],
-                }
-                for i in range(count)
-            ]
-        }
-        sim = start_simulator(port=0, seed=19, rate_limit=False, world=world)
-        try:
-            blocks = "".join(
-                f'[[accounts]]\nname = "small-{i}"\nkind = "miniprogram"\n'
-                f'appid = "wx4{i:015d}"\n'
-                'token = { source = "stable_token", secret_env = "BENCH_SECRET" }\n'
-                for i in range(count)
-            )
-            with scratch_database(server, "qrsync_bench") as url:
-                config = write_config(work / f"fleet{count}.toml", url, sim.url, blocks)
-                run_qrsync(config, "db", "upgrade")
-                run_qrsync(config, "sync")  # first sync: rules and tokens in place
-                os.environ["BENCH_SECRET"] = SECRET
-                app = App.load(str(config))
-                ids = app.mirror_accounts().ids
-                engine = app.ready_engine()
-                statements = [0]
-                # Every statement goes through Connection.execute or exec_driver_sql, except
-                # COPY (straight to psycopg): counted apart.
-                counted = {
-                    (Connection, "execute"): Connection.execute,
-                    (Connection, "exec_driver_sql"): Connection.exec_driver_sql,
-                    (ListingWriter, "_copy"): ListingWriter._copy,
-                }
-
-                def counting(method: Any) -> Any:
-                    def run(*args: Any, **kwargs: Any) -> Any:
-                        statements[0] += 1
-                        return method(*args, **kwargs)
-
-                    return run
-
-                syncer = Syncer(app.config, engine)
-                requests_ = [SyncRequest(a, ids[a.name]) for a in app.config.accounts]
-                for (owner, name), method in counted.items():
-                    setattr(owner, name, counting(method))
-                try:
-                    started = time.perf_counter()
-                    syncer.sync_many(requests_)
-                    wall = time.perf_counter() - started
-                finally:
-                    for (owner, name), method in counted.items():
-                        setattr(owner, name, method)
-                syncer.close()
-                app.close()
-                return statements[0] / count, wall / count
-        finally:
-            sim.stop()
-
-    statements, fleet_time = per_account(accounts)
-    _, single_time = per_account(1)
-    value = fleet_time / single_time
-    return Row(
-        f"fleet overhead, {accounts:,} accounts × 20 rules, no-op",
-        "SQL statements per account; time per account ÷ 1 account",
-        f"{statements:.1f}; {ratio(value)}",
-        "≤ 10; ≤ 1.5",
-        statements <= 10 and value <= 1.5,
-    )
-
-
 # --- the table -----------------------------------------------------------------------------------
 
 
-def render(rows: list[Row], meta: dict[str, Any]) -> str:
+def render(rows: list[Row], meta: dict[str, Any], sections: list[str]) -> str:
     lines = [
         "| case | what it measures | value | goal | result |",
         "|---|---|---|---|---|",
-        *(
-            f"| {r.case} | {r.measures} | {r.value} | {r.goal} | {'PASS' if r.passed else 'FAIL'} |"
-            for r in rows
-        ),
+        *(f"| {r.case} | {r.measures} | {r.value} | {r.goal} | {RESULT[r.passed]} |" for r in rows),
     ]
     head = (
         f"# qrsync benchmark\n\n{meta['date']} · {meta['machine']} · PostgreSQL "
         f"{meta['postgres']} · {'quick' if meta['quick'] else 'full'} sizes\n\n"
     )
-    return head + "\n".join(lines) + "\n"
+    return head + "\n".join(lines) + "\n" + "".join(f"\n{s}" for s in sections if s)
+
+
+def concurrencies(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"concurrencies must be 1 or more: {text!r}")
+    return values
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a tenth of the sizes")
+    parser.add_argument(
+        "--fleet-only",
+        action="store_true",
+        help="run just the fleet case (the other rows of RESULTS.md are kept from the last run)",
+    )
+    parser.add_argument(
+        "--fleet-accounts",
+        type=int,
+        help="accounts in the fleet case (default 10,000; 1,000 with --quick)",
+    )
+    parser.add_argument(
+        "--fleet-latency-ms", type=int, default=100, help="latency of each WeChat call (100)"
+    )
+    parser.add_argument(
+        "--fleet-concurrency",
+        type=concurrencies,
+        default=(32, 64),
+        help="sync.concurrency of the measured no-op syncs, comma-separated (32,64); the "
+        "latency-floor goal and the daemon use the first",
+    )
+    parser.add_argument(
+        "--no-fleet-daemon", action="store_true", help="skip the daemon part of the fleet case"
+    )
     args = parser.parse_args()
+    fleet = FleetOptions(
+        accounts=args.fleet_accounts or (1_000 if args.quick else 10_000),
+        latency_ms=args.fleet_latency_ms,
+        concurrencies=args.fleet_concurrency,
+        daemon=not args.no_fleet_daemon,
+    )
+    if fleet.accounts < 10:
+        parser.error("--fleet-accounts: at least 10")
     with scratch_server("bench") as server:
-        return _bench(server, args.quick)
+        return _bench(server, args.quick, fleet, args.fleet_only)
 
 
-def _bench(server: str, quick: bool) -> int:
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+FLEET_CASES = ("fleet no-op sync", "daemon,", "fleet overhead")
+_META = re.compile(
+    r"^(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d UTC) · (?P<machine>.*?) · PostgreSQL "
+    r"(?P<postgres>.*) · (?P<sizes>quick|full) sizes$"
+)
+
+
+def earlier_rows(out: Path) -> tuple[list[Row], dict[str, Any] | None]:
+    """The rows of the other cases from the last run, for --fleet-only: results.json if there
+    is one, else the table of RESULTS.md (whose fleet rows are replaced)."""
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+        previous = json.loads((out / "results.json").read_text())
+        if previous["rows"]:
+            return [Row(**r) for r in previous["rows"]], previous["meta"]
+    try:
+        text = (out / "RESULTS.md").read_text()
+    except OSError:
+        return [], None
+    rows, meta = [], None
+    for line in text.splitlines():
+        found = _META.match(line)
+        if found and meta is None:
+            meta = {**found.groupdict(), "quick": found["sizes"] == "quick"}
+            del meta["sizes"]
+        cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+        if len(cells) != 5 or cells[4] not in ("PASS", "FAIL", "—"):
+            continue
+        if cells[0].startswith(FLEET_CASES):
+            continue
+        passed = {v: k for k, v in RESULT.items()}[cells[4]]
+        rows.append(Row(cells[0], cells[1], cells[2], cells[3], passed))
+    return rows, meta
+
+
+def _bench(server: str, quick: bool, fleet: FleetOptions, fleet_only: bool) -> int:
     scale = 10 if quick else 1
     meta: dict[str, Any] = {**describe(server), "quick": quick}
     n = 100_000 // scale
     rows: list[Row] = []
+    out = ROOT / "bench"
     with tempfile.TemporaryDirectory(prefix="qrsync-bench-") as tmp:
         work = Path(tmp)
-        ingest, timings = ingest_cases(server, n, work)
-        rows += ingest
-        rows.append(dlt_case(server, n, work, timings["initial"] + timings["noop"]))
-        rows.append(fleet_case(server, 50 if not quick else 10, work))
-        rows.append(memory_case(server, n, 1_000 // scale, work))
-        rows.append(fleet_overhead_case(server, 10_000 // scale, work))
-    table = render(rows, meta)
+        if fleet_only:
+            rows, earlier = earlier_rows(out)
+            meta = earlier or meta
+        else:
+            ingest, timings = ingest_cases(server, n, work)
+            rows += ingest
+            rows.append(dlt_case(server, n, work, timings["initial"] + timings["noop"]))
+            rows.append(fleet_case(server, 50 if not quick else 10, work))
+            rows.append(memory_case(server, n, 1_000 // scale, work))
+        measured = run_fleet(fleet, work, say)
+    fleet_rows = [Row(*row) for row in fleet_rows_of(measured)]
+    fleet_meta = {**describe(server), "quick": quick}
+    section = fleet_section(measured)
+    table = render(rows + fleet_rows, meta, [section])
+    if fleet_only and rows:
+        table = table.replace(
+            "\n\n| case",
+            f"\n\nThe fleet rows and section: {fleet_meta['date']}, {fleet.accounts:,} accounts"
+            " (make bench FLEET_ONLY=1); the other rows as the line above says.\n\n| case",
+            1,
+        )
     print(table)
-    out = ROOT / "bench"
     (out / "results.json").write_text(
-        json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n"
+        json.dumps(
+            {
+                "meta": meta,
+                "rows": [asdict(r) for r in rows],
+                "fleet": {
+                    "meta": fleet_meta,
+                    "rows": [asdict(r) for r in fleet_rows],
+                    "section": section,
+                },
+            },
+            indent=2,
+        )
+        + "\n"
     )
     (out / "RESULTS.md").write_text(table)
-    return 0 if all(r.passed for r in rows) else 1
+    return 0 if all(r.passed is not False for r in rows + fleet_rows) else 1
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -106,6 +107,15 @@ OVERSIZE_BYTES = 48 * 1024 * 1024
 """Larger than qrsync's 32 MB cap on an answer, and than any real answer (about 5 MB)."""
 _SECRET_IN_URL = re.compile(r"((?:access_token|secret|key|sign)=)[^&\s]+")
 _RECEIVER = r"/sim/receivers/(?P<kind>[^/]+)/(?P<id>[^/]+)"
+MAX_HEADERS = 100
+MAX_LINE = 65536
+
+
+class _Headers(dict[str, str]):
+    """A request's headers by lower-cased name; ``get`` takes any case, as email's Message."""
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return super().get(name.lower(), default)
 
 
 @dataclass(frozen=True)
@@ -444,6 +454,44 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.server.track(self.connection, open_=True)
 
+    def parse_request(self) -> bool:
+        """http.server's parse_request for the plain HTTP/1.x requests of WeChat clients,
+        without parsing the headers as an email message (a third of the simulator's CPU per
+        request); a malformed request line or header gets 400, too long or too many 431."""
+        self.command = ""
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        raw: bytes = getattr(self, "raw_requestline", b"")  # set by handle_one_request
+        self.requestline = str(raw, "iso-8859-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if len(words) != 3 or words[2] not in ("HTTP/1.0", "HTTP/1.1"):
+            self.request_version = "HTTP/1.0"  # an answer with a status line, then close
+            self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request line {self.requestline!r}")
+            return False
+        self.command, self.path, self.request_version = words
+        headers = _Headers()
+        for _ in range(MAX_HEADERS):
+            line = self.rfile.readline(MAX_LINE + 1)
+            if len(line) > MAX_LINE:
+                self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long")
+                return False
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, colon, value = str(line, "iso-8859-1").partition(":")
+            if not colon or not name.strip():
+                self.send_error(HTTPStatus.BAD_REQUEST, "Bad header line")
+                return False
+            headers[name.strip().lower()] = value.strip()
+        else:
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers")
+            return False
+        self.headers = headers  # type: ignore[assignment]
+        connection = headers.get("connection", "").lower()
+        self.close_connection = connection == "close" or (
+            self.request_version == "HTTP/1.0" and connection != "keep-alive"
+        )
+        return True
+
     def finish(self) -> None:
         try:
             super().finish()
@@ -550,7 +598,8 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client hung up, as it should on a bounded read
 
     def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("simulator: %s", _SECRET_IN_URL.sub(r"\1***", format % args))
+        if logger.isEnabledFor(logging.DEBUG):  # once a request: skip the masking unless shown
+            logger.debug("simulator: %s", _SECRET_IN_URL.sub(r"\1***", format % args))
 
 
 class _Server(ThreadingHTTPServer):
