@@ -81,12 +81,36 @@ account, REFERENCE.md "Rate limit"), each with the limit its own documentation g
 
 
 def _limiter_of(calls: int, period_s: float) -> Limiter:
-    """At most ``calls`` in any window of ``period_s`` (plus the 10 % margin for jitter)."""
+    """At most ``calls`` in any window of ``period_s`` (plus the 10 % margin for jitter) for
+    each caller AppID (the name it acquires with). One limiter, and one pyrate-limiter leak
+    thread, serves every caller: a limiter per AppID would start a thread for each, thousands
+    for a platform's fleet."""
     # Imported here: a process whose rate limits are all off never needs it.
-    from pyrate_limiter import InMemoryBucket, Limiter, Rate
+    from pyrate_limiter import BucketFactory, InMemoryBucket, Limiter, Rate, RateItem
 
-    window_ms = math.ceil(1000 * WINDOW_MARGIN * period_s)
-    return Limiter(InMemoryBucket([Rate(calls, window_ms)]), buffer_ms=0)
+    rates = [Rate(calls, math.ceil(1000 * WINDOW_MARGIN * period_s))]
+
+    class PerCaller(BucketFactory):
+        def __init__(self) -> None:
+            self._clock = InMemoryBucket(rates)  # (its clock only; never leaked)
+            self._buckets: dict[str, InMemoryBucket] = {}
+            self._lock = threading.Lock()
+
+        def wrap_item(self, name: str, weight: int = 1) -> RateItem:
+            now: int = self._clock.now()  # type: ignore[no-untyped-call]
+            return RateItem(name, now, weight=weight)
+
+        def get(self, item: RateItem) -> InMemoryBucket:
+            bucket = self._buckets.get(item.name)
+            if bucket is None:
+                with self._lock:
+                    bucket = self._buckets.get(item.name)
+                    if bucket is None:
+                        bucket = self._buckets[item.name] = InMemoryBucket(rates)
+                        self.schedule_leak(bucket)
+            return bucket
+
+    return Limiter(PerCaller(), buffer_ms=0)
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -116,7 +140,7 @@ class WeChatClient:
             user_agent=USER_AGENT,
             ca_bundle=api.ca_bundle,
         )
-        self._limiters: dict[tuple[str, str], Limiter | None] = {}
+        self._limiters: dict[str, Limiter | None] = {}  # by endpoint ("": the rule endpoints)
         self._limiters_lock = threading.Lock()
 
     def close(self) -> None:
@@ -129,7 +153,7 @@ class WeChatClient:
         documented limit (:data:`ENDPOINT_LIMITS`), else the caller's share of WeChat's 5
         requests a second (``api.requests_per_second``), shared by all of its rule calls."""
         own = ENDPOINT_LIMITS.get(endpoint)
-        key = (endpoint if own is not None else "", caller)
+        key = endpoint if own is not None else ""
         with self._limiters_lock:
             if key in self._limiters:
                 return self._limiters[key]
