@@ -13,7 +13,7 @@ _HEADER = re.compile(r"^-- name: (?P<name>\w+) --$", re.MULTILINE)
 
 
 def parse_queries(source: str) -> dict[str, str]:
-    """Split the file on its ``-- name: X --`` headers; each body keeps its comments."""
+    """Split the file on its ``-- name: X --`` headers."""
     parts = _HEADER.split(source)
     queries: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
@@ -24,11 +24,15 @@ def parse_queries(source: str) -> dict[str, str]:
 
 
 def _without_leading_comments(body: str) -> str:
-    """The statement without the comment lines above it: they are for people reading the
-    file, and would otherwise travel to the server with every execution."""
+    """The statement with the first line of its comment only: the rest is for people reading
+    the file and would travel to the server with every execution; the first names it where
+    the server shows what runs (pg_stat_activity, the logs)."""
     lines = body.splitlines()
+    first = lines[0] if lines and lines[0].lstrip().startswith("--") else None
     while lines and lines[0].lstrip().startswith("--"):
         lines.pop(0)
+    if first is not None:
+        lines.insert(0, first)
     return "\n".join(lines)
 
 

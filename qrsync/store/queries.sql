@@ -52,7 +52,7 @@ ORDER BY a.name;
 -- connection the run holds: the transaction's search_path, a new run id, its run lock (so that a
 -- 'running' row whose lock is free is always a dead run: the lock is held before the row exists)
 -- and the lock that serialises the runs of an account. Transaction-level locks: PgBouncer-safe.
--- The statements after it (run_state) see every run of the account that committed meanwhile.
+-- The statements after it (start_run) see every run of the account that committed meanwhile.
 SELECT set_config('search_path', %(search_path)s, true) AS search_path, reserved.id,
        pg_advisory_xact_lock(1903260011, CAST(%(account_id)s AS integer)) AS account_locked,
        pg_advisory_xact_lock(1903260013, CAST(reserved.id %% 2147483647 AS integer)) AS run_locked
@@ -65,6 +65,12 @@ FROM (SELECT nextval(pg_get_serial_sequence(%(runs_table)s, 'id')) AS id) AS res
 -- holds its run lock (open_run) from before its row exists until after it is closed, so one
 -- whose lock is free is dead however young, and PostgreSQL rolled back all it had not committed
 -- (nothing it listed was written). Its staged rows, if any, go with it.
+-- It also reads what the run starts from. The run holds the account's lock (open_run) since
+-- before this statement began, so what it reads is what every earlier run of the account
+-- committed, and nothing changes it until the run ends: whether the account has rules, and
+-- live ones (a first listing is merged in one piece, a later one compared with them), the
+-- digests of its last complete listing if kept, and the hold on its caller AppID if its quota
+-- is used up.
 WITH closed AS (
     UPDATE sync_runs r
     SET status = 'failed', finished_at = now(), abandoned = true,
@@ -83,7 +89,15 @@ started AS (
             %(started_at)s)
     RETURNING id
 )
-SELECT (SELECT count(*) FROM closed) AS closed_dead_runs, (SELECT id FROM started) AS id;
+SELECT (SELECT count(*) FROM closed) AS closed_dead_runs, (SELECT id FROM started) AS id,
+       EXISTS (SELECT FROM rules WHERE account_id = %(account_id)s AND deleted_at IS NULL)
+         AS has_live_rules,
+       EXISTS (SELECT FROM rules WHERE account_id = %(account_id)s) AS has_rules,
+       d.chunk_rows, d.rules_seen, d.digests,
+       h.errcode AS hold_errcode, h.held_since, h.held_until
+FROM (SELECT) AS one
+LEFT JOIN listing_digests d ON d.account_id = %(account_id)s
+LEFT JOIN quota_holds h ON h.appid = %(appid)s AND h.held_until > %(started_at)s;
 
 -- name: quota_hold --
 -- The hold on a caller AppID whose quota is used up, if it still stands.
@@ -108,20 +122,6 @@ VALUES (%(appid)s, %(errcode)s, %(held_since)s, %(held_until)s, %(run_id)s)
 ON CONFLICT (appid) DO UPDATE
 SET errcode = EXCLUDED.errcode, held_since = EXCLUDED.held_since,
     held_until = EXCLUDED.held_until, sync_run_id = EXCLUDED.sync_run_id;
-
--- name: run_state --
--- What a run starts from, read on its own connection once the account's lock is held
--- (open_run): whether the account has rules, and live ones (a first listing is merged in one
--- piece, a later one compared with them), the digests of its last complete listing if kept,
--- and the hold on its caller AppID if its quota is used up.
-SELECT EXISTS (SELECT FROM rules WHERE account_id = %(account_id)s AND deleted_at IS NULL)
-         AS has_live_rules,
-       EXISTS (SELECT FROM rules WHERE account_id = %(account_id)s) AS has_rules,
-       d.chunk_rows, d.rules_seen, d.digests,
-       h.errcode AS hold_errcode, h.held_since, h.held_until
-FROM (SELECT) AS one
-LEFT JOIN listing_digests d ON d.account_id = %(account_id)s
-LEFT JOIN quota_holds h ON h.appid = %(appid)s AND h.held_until > %(now)s;
 
 -- name: create_listed_rules --
 -- The rules of a run's listing as they arrive, for an account that has live rules: COPYed

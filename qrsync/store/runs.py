@@ -149,7 +149,8 @@ class RunStore:
         """Open a run: its run lock and the account's lock are taken by the transaction that
         stays open until the run is closed (:meth:`end_run`), before its 'running' row is
         committed from another connection, so that a run whose lock is free is dead however
-        young it is. Three statements, beside the one that closes the run."""
+        young it is; that statement also reads what the run starts from. Three statements,
+        beside the one that closes the run."""
         conn = self.engine.checkout()
         try:
             run_id = int(
@@ -174,19 +175,15 @@ class RunStore:
                         "scheduled_for": scheduled_for,
                         "replica": replica,
                         "started_at": started_at,
+                        "appid": appid,
                     },
                 )
-            state = one(
-                conn,
-                query("run_state"),
-                {"account_id": account_id, "appid": appid, "now": started_at},
-            )
         except BaseException:
             self.engine.give_back(conn)
             raise
         with self._guard:
             self._run_conns[run_id] = conn
-        return OpenRun(run_id, conn, state, int(started.closed_dead_runs))
+        return OpenRun(run_id, conn, started, int(started.closed_dead_runs))
 
     def end_run(self, run_id: int) -> None:
         """Let the run's connection go, and its locks with its transaction (closing its row
@@ -335,7 +332,7 @@ class ListingWriter:
         return self
 
     def _start(self, row: Any) -> None:
-        """What the listing starts from (``run_state``, read under the account's lock)."""
+        """What the listing starts from (read by ``start_run`` under the account's lock)."""
         self._compare = bool(row.has_live_rules)
         self._has_rules = bool(row.has_rules)
         self._expected: list[bytes] | None = None
