@@ -252,3 +252,13 @@ def kill_mid_run(proc: subprocess.Popen[Any], db: Any, replica: str) -> int:
         proc.send_signal(signal.SIGCONT)
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {replica} to be in the middle of a run")
+
+
+def blocked_backend(db: Any, statement: str) -> int | None:
+    """The pid of a backend of this database waiting for a lock in ``statement``."""
+    row = db.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND query LIKE %s",
+        (f"%{statement}%",),
+    ).fetchone()
+    return None if row is None else int(row[0])

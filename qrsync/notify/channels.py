@@ -82,22 +82,11 @@ from urllib.parse import parse_qsl, urlsplit
 import requests
 
 from qrsync import __version__
+from qrsync.config import NOTIFY_EVENTS, NOTIFY_KINDS
 from qrsync.masking import mask, one_line, register_secret
 
-KINDS: tuple[str, ...] = ("wecom", "dingtalk", "feishu", "lark", "slack", "webhook")
-EVENT_KINDS: tuple[str, ...] = (
-    "rule_published",
-    "rule_unpublished",
-    "rule_deleted",
-    "rule_restored",
-    "rule_path_changed",
-    "rule_waiting",
-    "quota_low",
-    "account_failing",
-    "account_recovered",
-    "deletions_held",
-    "authorization_needed",
-)
+KINDS = NOTIFY_KINDS
+EVENT_KINDS = NOTIFY_EVENTS
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from helpers import (
     OA_MP,
     OA_SECRET,
     WeChatUser,
+    blocked_backend,
     oa_account,
     oa_world,
     toml_config,
@@ -57,16 +58,6 @@ def locked(database_url: str, table: str) -> Iterator[None]:
             yield
         finally:
             conn.rollback()
-
-
-def blocked_backend(db: Any, statement: str) -> int | None:
-    """The pid of a backend of this database waiting for a lock in ``statement``."""
-    row = db.execute(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-        " AND wait_event_type = 'Lock' AND query LIKE %s",
-        (f"%{statement}%",),
-    ).fetchone()
-    return None if row is None else int(row[0])
 
 
 def start_sync(config: Any) -> subprocess.Popen[bytes]:

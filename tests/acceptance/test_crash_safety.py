@@ -17,8 +17,8 @@ import time
 from typing import Any
 
 import pytest
-from crash_helpers import account, blocked_backend, locked, start_sync, wait_for
-from helpers import OA, OA_MP, scalar
+from crash_helpers import account, locked, start_sync, wait_for
+from helpers import OA, OA_MP, blocked_backend, scalar
 from tokenfaults_helpers import last_run, live_rules, rule_tables, truth
 
 __all__ = ["account"]  # the fixture

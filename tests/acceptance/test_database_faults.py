@@ -19,8 +19,8 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import SCHEMA
-from crash_helpers import account, blocked_backend, locked, start_sync, wait_for
-from helpers import OA, OA_MP, OA_SECRET, oa_account, oa_world, scalar, toml_config
+from crash_helpers import account, locked, start_sync, wait_for
+from helpers import OA, OA_MP, OA_SECRET, blocked_backend, oa_account, oa_world, scalar, toml_config
 from tokenfaults_helpers import last_run, live_rules, rule_tables, truth
 
 from qrsync.store.runs import DEAD_RUN_GRACE_S

@@ -12,7 +12,18 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import MP, MP_SECRET, mp_account, mp_world, rows, rule, scalar, toml_config, wait_for
+from helpers import (
+    MP,
+    MP_SECRET,
+    blocked_backend,
+    mp_account,
+    mp_world,
+    rows,
+    rule,
+    scalar,
+    toml_config,
+    wait_for,
+)
 
 SECRET = "hook-signing-secret-1"
 PREFIX = "https://shop.example.cn/q/"
@@ -220,16 +231,6 @@ def _metrics(database_url: str) -> str:
         return generate_latest(Metrics(engine).registry).decode()
     finally:
         engine.dispose()
-
-
-def blocked_backend(db: Any, statement: str) -> int | None:
-    """The pid of a backend of this database waiting for a lock in ``statement``."""
-    row = db.execute(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-        " AND wait_event_type = 'Lock' AND query LIKE %s",
-        (f"%{statement}%",),
-    ).fetchone()
-    return None if row is None else int(row[0])
 
 
 def _deliver(config: Path) -> subprocess.Popen[bytes]:
