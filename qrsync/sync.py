@@ -152,7 +152,8 @@ class Syncer:
         self.tokens = TokenProviders(self.client, cache, config.component)
         self.clock = clock
         self.observer = observer
-        self._held: frozenset[str] = frozenset()  # AppIDs whose quota is used up (sync_many)
+        # AppIDs whose quota is used up, as read by sync_many (None: not read, e.g. the daemon)
+        self._held: frozenset[str] | None = None
         self._stopping = threading.Event()
         self._stop_reason = "interrupted"
 
@@ -324,8 +325,10 @@ class Syncer:
     def _warm_token(self, account: AccountConfig) -> AccountError | psycopg.Error | None:
         """Get the account's token before its run holds a connection (a token fetched from
         WeChat holds one while it is refreshed under its lock); a failure is the run's, and is
-        returned to be recorded on it. A held AppID is not asked (see :meth:`_check_quota`)."""
-        if account.appid in self._held:
+        returned to be recorded on it. Only where the holds were read (:meth:`_prime`): a held
+        AppID is not called, not even for a token, so an unknown one gets its token in its run,
+        after its hold is checked (:meth:`_check_quota`)."""
+        if self._held is None or account.appid in self._held:
             return None
         try:
             self._token_source(account).get()

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import psycopg
 from psycopg.rows import dict_row, scalar_row
@@ -152,7 +153,7 @@ class Engine:
         self.schema = schema
         self.search_path = quote_ident(schema)
         self.pool_size = pool_size
-        self._returned: dict[int, float] = {}  # id(conn) -> when it was given back
+        self._returned: WeakKeyDictionary[Conn, float] = WeakKeyDictionary()  # when given back
         self._last_refusal: tuple[str, float] | None = None
         self._pool: ConnectionPool[Conn] | None = None
         self._opening = threading.Lock()
@@ -207,7 +208,7 @@ class Engine:
         """Refuse (the pool then opens another) a pooled connection that is read-only, or that
         does not answer after being idle for long or after another connection broke. A new
         connection is taken as it is: if the database is read-only, the statement says so."""
-        returned = self._returned.get(id(conn))
+        returned = self._returned.get(conn)
         if returned is None:  # just opened
             return
         if _read_only(conn):
@@ -222,10 +223,10 @@ class Engine:
             raise psycopg.OperationalError("the connection does not answer")
 
     def _configure(self, conn: Conn) -> None:
-        self._returned.pop(id(conn), None)
+        self._returned.pop(conn, None)
 
     def _reset(self, conn: Conn) -> None:
-        self._returned[id(conn)] = time.monotonic()
+        self._returned[conn] = time.monotonic()
 
     def checkout(self) -> Conn:
         """A pooled connection, to give back with :meth:`give_back` (a run holds one for its
