@@ -28,7 +28,11 @@ _LOOKBACKS = (
     timedelta(days=62),
     timedelta(days=400),
 )
-MAX_SPREAD_S = 300.0
+MAX_SPREAD_S = 720.0
+"""A daily or hourly schedule's runs still start within 12 minutes of their slot."""
+SPREAD_SHARE = 0.8
+"""Runs start over the first 80 % of a short period (12 of a quarter hour's 15 minutes): spread
+over the slot, each with a fifth of the period left before the next one."""
 
 
 class ScheduleError(ValueError):
@@ -146,9 +150,9 @@ def validate(expression: str, timezone: str = "UTC") -> None:
 
 
 def spread_offset(account: str, period: timedelta) -> float:
-    """Seconds after the slot at which ``account`` starts: fixed per account, spread over half
-    the period (at most 5 minutes), so a fleet sharing a schedule does not start at once."""
-    window = min(period.total_seconds() * 0.5, MAX_SPREAD_S)
+    """Seconds after the slot at which ``account`` starts: fixed per account, spread over 80 %
+    of the period (at most 12 minutes), so a fleet sharing a schedule does not start at once."""
+    window = min(period.total_seconds() * SPREAD_SHARE, MAX_SPREAD_S)
     if window <= 0:
         return 0.0
     return (zlib.crc32(account.encode()) % 10_000) / 10_000 * window
