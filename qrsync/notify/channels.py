@@ -72,6 +72,7 @@ import base64
 import hashlib
 import hmac
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -350,7 +351,7 @@ _SIGN_RESERVE = 160  # bytes Feishu's timestamp and sign add to the body
 _SLACK_FALLBACK_RESERVE = 400  # bytes (escaped) of Slack's fallback text
 
 
-class _Flavour:
+class _Flavour(ABC):
     """How one kind writes a digest and what its size budget counts."""
 
     def __init__(self, kind: str) -> None:
@@ -384,12 +385,14 @@ class _Flavour:
     def measure_line(self, text: str) -> int:
         return _escaped(text) + 2  # the line and its "\n" separator
 
+    @abstractmethod
     def base_cost(self) -> int:
-        raise NotImplementedError
+        """The size of a message of this kind holding no line."""
 
     # The body.
+    @abstractmethod
     def payload(self, title: str, content: str, kind_hint: str) -> dict[str, Any]:
-        raise NotImplementedError
+        """The request body of a message of this kind."""
 
 
 class _Budget:
