@@ -306,11 +306,6 @@ class Engine:
             yield conn
             conn.commit()
 
-    def read(self, sql: str, params: Any = None) -> list[Any]:
-        """The rows of one read-only statement, in a transaction of its own."""
-        with self.transaction() as conn:
-            return conn.execute(sql, params).fetchall()
-
     @property
     def database(self) -> str:
         """The database name of the URL, for messages."""
@@ -320,12 +315,6 @@ class Engine:
         """Connections handed out and not given back yet (tests check none is forgotten)."""
         with self._opening:
             return self._out
-
-    def connections_open(self) -> int:
-        """Connections the pool holds now, busy or idle (tests and the bench)."""
-        if self._pool is None:
-            return 0
-        return int(self._pool.get_stats().get("pool_size", 0))
 
     def dispose(self) -> None:
         pool, self._pool = self._pool, None
