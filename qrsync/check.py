@@ -189,6 +189,9 @@ class _WithoutDatabase:
     def get(self, key: str) -> str | None:
         return None
 
+    def at_hand(self, key: str) -> str | None:
+        return None
+
     def refresh(
         self, key: str, fetch: Callable[[str | None], FetchedToken], failed: str | None
     ) -> str:

@@ -481,7 +481,7 @@ def sync(
     failed = [r for r in results if r.status == "failed"]
     if as_json:
         document: dict[str, Any] = {
-            "accounts": [asdict(r) for r in results],
+            "accounts": results,  # (dataclasses: to_json writes their fields)
             "succeeded": sum(r.status == "succeeded" for r in results),
             "partial": sum(r.status == "partial" for r in results),
             "failed": len(failed),

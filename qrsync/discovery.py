@@ -177,6 +177,9 @@ class DiscoveryCache:
     def get(self, key: str) -> str | None:
         return self._fetched.get(key) or self._shared.get(key)
 
+    def at_hand(self, key: str) -> str | None:
+        return self._fetched.get(key) or self._shared.at_hand(key)
+
     def refresh(
         self, key: str, fetch: Callable[[str | None], FetchedToken], failed: str | None
     ) -> str:

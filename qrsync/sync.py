@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from queue import Full, Queue
@@ -32,6 +31,7 @@ from qrsync.errors import (
     TokenError,
     TransportError,
 )
+from qrsync.fleet import Fleet, Listed
 from qrsync.masking import mask, one_line
 from qrsync.model import Page
 from qrsync.store.digests import GROUP_ROWS
@@ -46,6 +46,7 @@ from qrsync.store.runs import (
     database_error,
 )
 from qrsync.store.tokens import PgTokenCache
+from qrsync.store.unchanged import Expectation, UnchangedRun, UnchangedRuns
 from qrsync.wechat.client import ApiCaller, CallCounter, Observer, TokenProvider, WeChatClient
 from qrsync.wechat.errcodes import DAILY_QUOTA, QUOTA_USED_UP, quota_resets_at
 from qrsync.wechat.listing import (
@@ -148,6 +149,7 @@ class Syncer:
         self.engine = engine
         self.client = client or WeChatClient(config.api, pool_size=config.sync.concurrency * 2)
         self.runs = RunStore(engine)
+        self.unchanged = UnchangedRuns(engine)
         cache = PgTokenCache(engine, sealer_for(config))
         self.tokens = TokenProviders(self.client, cache, config.component)
         self.clock = clock
@@ -170,43 +172,43 @@ class Syncer:
         on_finish: Callable[[RunResult], None] | None = None,
         on_page: Callable[[SyncRequest, ListingTally], None] | None = None,
     ) -> list[RunResult]:
-        """Sync the accounts ``sync.concurrency`` at a time; results in the order given.
-        ``on_page`` is told after every page of every listing (a progress display)."""
-
-        def one(request: SyncRequest) -> RunResult:
+        """Sync the accounts ``sync.concurrency`` at a time (as one fleet: :mod:`qrsync.fleet`);
+        results in the order given. ``on_page`` is told after every page of every listing (a
+        progress display)."""
+        if len(requests) == 1:
+            (request,) = requests
             if on_start is not None:
                 on_start(request)
             pages = None if on_page is None else functools.partial(on_page, request)
             result = self.sync_account(request, on_page=pages)
             if on_finish is not None:
                 on_finish(result)
-            return result
+            return [result]
+        expected = self._prime(requests)
+        fleet = Fleet(
+            self, requests, expected, on_start=on_start, on_finish=on_finish, on_page=on_page
+        )
+        return fleet.run()
 
-        self._prime([request.account for request in requests])
-        workers = max(1, min(self.config.sync.concurrency, len(requests)))
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qrsync-sync")
-        try:
-            futures = [pool.submit(one, request) for request in requests]
-            return [future.result() for future in futures]
-        except BaseException:
-            # Ctrl-C: start nothing new; runs in progress stop at their next page and are
-            # closed as failed ("interrupted") with no rule changed.
-            self.stop()
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        finally:
-            pool.shutdown(wait=True)
-
-    def _prime(self, accounts: Sequence[AccountConfig]) -> None:
-        """Read the cached tokens and the quota holds of many accounts at once (two statements
-        instead of two per account); each run still checks its own hold under its lock."""
-        if len(accounts) < 2:
-            return
-        self.tokens.prime(accounts)
+    def _prime(self, requests: Sequence[SyncRequest]) -> dict[int, Expectation]:
+        """Read the cached tokens, the quota holds and the last complete listings of many
+        accounts at once (three statements instead of three per account); each run still
+        checks its own hold under its lock, and an unchanged listing its digests."""
+        self.tokens.prime([request.account for request in requests])
         now = self.clock()
         self._held = frozenset(
             hold["appid"] for hold in self.runs.quota_holds(now) if hold["standing"]
         )
+        return self.unchanged.expectations([request.account_id for request in requests])
+
+    def is_held(self, appid: str) -> bool:
+        """Whether ``appid``'s quota is used up, as read by :meth:`sync_many` (unknown: True,
+        so that its run checks it)."""
+        return self._held is None or appid in self._held
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     def stop(self, reason: str = "interrupted") -> None:
         """Ask runs in progress to stop before their next page (they change nothing)."""
@@ -220,9 +222,11 @@ class Syncer:
         request: SyncRequest,
         *,
         on_page: Callable[[ListingTally], None] | None = None,
+        listed: Listed | None = None,
     ) -> RunResult:
         """List one account's rules and apply them; never raises for the account's own
-        failures (they are recorded on the run), only when the database itself fails."""
+        failures (they are recorded on the run), only when the database itself fails.
+        ``listed``: what was listed before the run opened (:meth:`_list_first`)."""
         account = request.account
         started = time.monotonic()
         log_extra: dict[str, object] = {
@@ -230,7 +234,7 @@ class Syncer:
             "slot": request.scheduled_for.isoformat() if request.scheduled_for else None,
             "replica": request.replica,
         }
-        token_error = self._warm_token(account)
+        token_error = self._warm_token(account) if listed is None else None
         try:
             run = self.runs.open_run(
                 request.account_id,
@@ -255,12 +259,14 @@ class Syncer:
             run_id,
             extra={"action": "run_started", **log_extra},
         )
-        counter = CallCounter(self.observer)
-        tally = ListingTally(on_page=on_page)
+        counter = CallCounter(self.observer) if listed is None else listed.counter
+        tally = ListingTally(on_page=on_page) if listed is None else listed.tally
+        if listed is not None and listed.pages is None:
+            tally.restart()  # (listed again from its first page)
         try:
             if token_error is not None:
                 raise token_error
-            result = self._run(request, run, counter, tally)
+            result = self._run(request, run, counter, tally, listed)
         except (AccountError, DatabaseError, psycopg.Error) as exc:
             # psycopg's own errors come straight from COPY, which runs on the driver's cursor.
             if isinstance(exc, psycopg.Error):
@@ -298,18 +304,59 @@ class Syncer:
                 duration_s=time.monotonic() - started,
             )
         result = replace(result, duration_s=time.monotonic() - started)
+        self._log_finished(request, result)
+        return result
+
+    @staticmethod
+    def _log_finished(request: SyncRequest, result: RunResult) -> None:
         logger.info(
             "account '%s': run %d %s: %d rules, %d new, %d changed, %d deleted",
-            account.name,
-            run_id,
+            result.account,
+            result.run_id,
             result.status,
             result.rules_seen,
             result.inserted,
             result.updated,
             result.deleted,
-            extra={"action": "run_finished", **log_extra},
+            extra={
+                "action": "run_finished",
+                "account": result.account,
+                "slot": request.scheduled_for.isoformat() if request.scheduled_for else None,
+                "replica": request.replica,
+                "run_id": result.run_id,
+            },
         )
+
+    def unchanged_result(
+        self, request: SyncRequest, run_id: int, run: UnchangedRun, started: float
+    ) -> RunResult:
+        """The result of a run recorded with others because its listing was unchanged
+        (:mod:`qrsync.fleet`), logged as every run's end is."""
+        rules = run.expectation.rules_seen
+        result = RunResult(
+            account=request.account.name,
+            run_id=run_id,
+            status="succeeded",
+            api_calls=run.api_calls,
+            pages=run.pages,
+            rules_seen=rules,
+            unchanged=rules,
+            total_count=run.total_count,
+            qrcodejump_pub_quota=run.qrcodejump_pub_quota,
+            duration_s=time.monotonic() - started,
+        )
+        self._log_finished(request, result)
         return result
+
+    @staticmethod
+    def log_dead_runs(account: str, closed: int) -> None:
+        recovery_logger.warning(
+            "account '%s': closed %d earlier run(s) left open by a process that ended "
+            "(sync_runs.abandoned); they had written nothing",
+            account,
+            closed,
+            extra={"action": "dead_runs_closed", "account": account},
+        )
 
     def _hold_quota(self, account: AccountConfig, errcode: int, run_id: int) -> str:
         """Record that the account's AppID is not to be called until its quota resets; return
@@ -331,12 +378,12 @@ class Syncer:
         if self._held is None or account.appid in self._held:
             return None
         try:
-            self._token_source(account).get()
+            self.token_source(account).get()
         except (AccountError, psycopg.Error) as exc:
             return exc
         return None
 
-    def _token_source(self, account: AccountConfig) -> TokenProvider:
+    def token_source(self, account: AccountConfig) -> TokenProvider:
         if account.token.source == "component" and self.config.component is None:
             # An imported component account outlives the [component] table it needs.
             raise TokenError(
@@ -359,29 +406,30 @@ class Syncer:
             )
 
     def _run(
-        self, request: SyncRequest, run: OpenRun, counter: CallCounter, tally: ListingTally
+        self,
+        request: SyncRequest,
+        run: OpenRun,
+        counter: CallCounter,
+        tally: ListingTally,
+        listed: Listed | None,
     ) -> RunResult:
         account = request.account
         self._check_quota(account, run.state)
         api = ApiCaller(
             client=self.client,
-            tokens=self._token_source(account),
+            tokens=self.token_source(account),
             account=account.name,
             caller=account.appid,
             counter=counter,
+            prior=None if listed is None else listed.prior,
         )
         fence = request.guard.fence if request.guard is not None else None
         run_id = run.run_id
         with self.runs.listing(run, request.account_id, clock=self.clock, fence=fence) as w:
             if run.closed_dead_runs:
-                recovery_logger.warning(
-                    "account '%s': closed %d earlier run(s) left open by a process that ended "
-                    "(sync_runs.abandoned); they had written nothing",
-                    account.name,
-                    run.closed_dead_runs,
-                    extra={"action": "dead_runs_closed", "account": account.name},
-                )
-            complete, status, notes = self._list(request, api, w, tally)
+                self.log_dead_runs(account.name, run.closed_dead_runs)
+            pages = None if listed is None else listed.pages
+            complete, status, notes = self._list(request, api, w, tally, pages)
             last = tally.last
             outcome = RunOutcome(
                 status=status,
@@ -418,9 +466,15 @@ class Syncer:
         )
 
     def _list(
-        self, request: SyncRequest, api: ApiCaller, writer: ListingWriter, tally: ListingTally
+        self,
+        request: SyncRequest,
+        api: ApiCaller,
+        writer: ListingWriter,
+        tally: ListingTally,
+        listed: list[Page] | None,
     ) -> tuple[bool, str, list[str]]:
-        """Stage and merge the account's listing; return (complete, status, notes)."""
+        """Stage and merge the account's listing (its first attempt ``listed`` already, if
+        given); return (complete, status, notes)."""
         account = request.account
         notes: list[str] = []
         if request.prefixes:
@@ -432,7 +486,8 @@ class Syncer:
                 notes.append(f"{wanted - writer.seen} not found (nothing deleted)")
             return False, "succeeded", notes
         if account.kind == "miniprogram":
-            self._stage(writer, miniprogram_listing(api, tally), request, paged=False)
+            first = iter(listed) if listed is not None else miniprogram_listing(api, tally)
+            self._stage(writer, first, request, paged=False)
             page = tally.last
             total = page.total_count if page else None
             if tally.short_pages:
@@ -452,10 +507,13 @@ class Syncer:
             if attempt > 1:
                 tally.restart()
                 writer.restart()
-            pages = service_account_listing(
-                api, account.miniprogram_appid, self.config.sync.page_size, tally
-            )
-            self._stage(writer, pages, request)
+            if attempt == 1 and listed is not None:
+                pages = iter(listed)
+            else:
+                pages = service_account_listing(
+                    api, account.miniprogram_appid, self.config.sync.page_size, tally
+                )
+            self._stage(writer, pages, request, paged=attempt > 1 or listed is None)
             problems = judge_listing(tally, writer.seen)
             if not problems:
                 break

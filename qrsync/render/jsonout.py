@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, is_dataclass
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from typing import Any
+
+import orjson
 
 from qrsync.masking import mask
 
 
 def _default(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
     if isinstance(value, timedelta):
         return value.total_seconds()
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 def to_json(document: Any) -> str:
-    """``document`` (a dataclass, or JSON-able data with datetimes) as indented JSON."""
-    if is_dataclass(document) and not isinstance(document, type):
-        document = asdict(document)
-    return mask(json.dumps(document, default=_default, ensure_ascii=False, indent=2))
+    """``document`` (dataclasses, or JSON-able data with datetimes) as indented JSON.
+
+    orjson, not the standard library: with ``indent`` the standard encoder is pure Python, and
+    the document of a 10,000-account sync took a second."""
+    text = orjson.dumps(
+        document,
+        default=_default,
+        option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
+    )
+    return mask(text.decode())

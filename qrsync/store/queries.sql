@@ -99,6 +99,90 @@ FROM (SELECT) AS one
 LEFT JOIN listing_digests d ON d.account_id = %(account_id)s
 LEFT JOIN quota_holds h ON h.appid = %(appid)s AND h.held_until > %(started_at)s;
 
+-- name: unchanged_expectations --
+-- What the listings of many accounts are compared with before their runs open (one statement for
+-- a fleet, read without their locks: open_unchanged_runs checks it again under them): the
+-- digests of each account's last complete listing, for accounts with live rules whose listing
+-- fits in :max_rules.
+SELECT d.account_id, d.sync_run_id, d.rules_seen, d.digests
+FROM listing_digests d
+WHERE d.account_id = ANY (CAST(%(account_ids)s AS bigint[]))
+  AND d.chunk_rows = %(group_rows)s AND d.rules_seen BETWEEN 1 AND %(max_rules)s
+  AND EXISTS (SELECT FROM rules r WHERE r.account_id = d.account_id AND r.deleted_at IS NULL);
+
+-- name: lock_unchanged_accounts --
+-- The first statement of a batch of unchanged listings' transaction: its search_path, and the
+-- lock of each account whose lock is free (tried, not waited for: an account whose run is under
+-- way goes its own way, and a batch never waits, nor deadlocks, on another).
+SELECT set_config('search_path', %(search_path)s, true) AS search_path,
+       ARRAY(SELECT i.account_id
+             FROM unnest(CAST(%(account_ids)s AS bigint[])) AS i(account_id)
+             WHERE pg_try_advisory_xact_lock(1903260011, CAST(i.account_id AS integer)))
+         AS locked;
+
+-- name: open_unchanged_runs --
+-- Open a run for each listing of a batch that still equals its account's last complete one.
+-- Under the accounts' locks (lock_unchanged_accounts, an earlier statement: this one sees every
+-- run that committed before them), a listing is still unchanged if its account's digests are
+-- still those its expectation read (kept by the same run). The account's runs left 'running' by
+-- a process that died are closed, as start_run does. The runs are closed by
+-- close_unchanged_runs in the same transaction: nobody sees them 'running'. (The runs come as
+-- one JSON array: binding a dozen arrays cost more CPU than the rest of the batch's recording.)
+WITH listed AS MATERIALIZED (
+    SELECT i.account_id, i.trigger, i.scheduled_for, i.replica, i.started_at,
+           nextval(pg_get_serial_sequence(%(runs_table)s, 'id')) AS id
+    FROM jsonb_to_recordset(CAST(%(runs)s AS jsonb))
+           AS i(account_id bigint, digest_run_id bigint, trigger text,
+                scheduled_for timestamptz, replica text, started_at timestamptz)
+    JOIN listing_digests d ON d.account_id = i.account_id AND d.sync_run_id = i.digest_run_id
+),
+closed AS (
+    UPDATE sync_runs r
+    SET status = 'failed', finished_at = now(), abandoned = true,
+        error = 'abandoned: the process running it ended before the run did (closed by run '
+                || CAST(l.id AS text) || ')'
+    FROM listed l
+    WHERE r.account_id = l.account_id AND r.status = 'running'
+      AND pg_try_advisory_xact_lock(1903260013, CAST(r.id %% 2147483647 AS integer))
+    RETURNING r.id, r.account_id
+),
+forgotten AS (
+    DELETE FROM staged_rules s USING closed c WHERE s.sync_run_id = c.id
+),
+started AS (
+    INSERT INTO sync_runs (id, account_id, trigger, scheduled_for, replica, started_at)
+    SELECT id, account_id, trigger, scheduled_for, replica, started_at FROM listed
+    RETURNING id, account_id
+)
+SELECT s.id, s.account_id,
+       (SELECT count(*) FROM closed c WHERE c.account_id = s.account_id) AS closed_dead_runs
+FROM started s;
+
+-- name: close_unchanged_runs --
+-- Record the snapshot of each unchanged listing and close its run (opened by
+-- open_unchanged_runs in this transaction), as finish_run does for one run that wrote nothing.
+WITH closing AS (
+    SELECT *
+    FROM jsonb_to_recordset(CAST(%(runs)s AS jsonb))
+           AS c(run_id bigint, account_id bigint, observed_at timestamptz,
+                qrcodejump_open integer, qrcodejump_pub_quota integer, total_count integer,
+                rules_seen integer, api_calls integer, pages integer)
+),
+snapshot AS (
+    INSERT INTO account_snapshots (account_id, sync_run_id, taken_at, qrcodejump_open,
+                                   qrcodejump_pub_quota, total_count, rule_count, complete)
+    SELECT account_id, run_id, observed_at, qrcodejump_open, qrcodejump_pub_quota, total_count,
+           rules_seen, true
+    FROM closing
+)
+UPDATE sync_runs r
+SET finished_at = %(finished_at)s, status = 'succeeded', api_calls = c.api_calls,
+    pages = c.pages, rules_seen = c.rules_seen, inserted = 0, updated = 0,
+    unchanged = c.rules_seen, deleted = 0, state_changes = 0, total_count = c.total_count,
+    message = NULL
+FROM closing c
+WHERE r.id = c.run_id;
+
 -- name: quota_hold --
 -- The hold on a caller AppID whose quota is used up, if it still stands.
 SELECT errcode, held_since, held_until FROM quota_holds

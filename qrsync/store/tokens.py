@@ -15,9 +15,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
+from qrsync.errors import TokenKeyError
+from qrsync.masking import register_secrets
 from qrsync.model import FetchedToken, reuse_seconds
 from qrsync.store.encryption import TokenSealer
 from qrsync.store.engine import Conn, Engine, dicts, scalar
@@ -43,6 +45,11 @@ class PgTokenCache:
         with self.engine.transaction() as conn:
             rows = conn.execute(query("tokens_reusable"), {"keys": list(keys)}).fetchall()
         now = time.monotonic()
+        opened: list[str] = []
+        for row in rows:
+            with suppress(TokenKeyError):  # (said by get(), where it is the run's error)
+                opened.append(self._open_token(row.access_token, row.key))
+        register_secrets(opened)  # at once, not one by one as the runs use them
         with self._primed_lock:
             for row in rows:
                 self._primed[row.key] = (row.access_token, now + float(row.reuse_s))
@@ -69,13 +76,21 @@ class PgTokenCache:
             return conn.execute(query("drop_token"), {"key": key}).fetchone() is not None
 
     def get(self, key: str) -> str | None:
+        token = self.at_hand(key)
+        if token is not None:
+            return token
+        with self._reading() as conn:
+            value = scalar(conn, query("token_get"), {"key": key})
+        return None if value is None else self._open_token(value, key)
+
+    def at_hand(self, key: str) -> str | None:
+        """The token read ahead by :meth:`prime` if still reusable (read once: then the memory
+        of its provider keeps it), else None."""
         with self._primed_lock:
             primed = self._primed.pop(key, None)
         if primed is not None and time.monotonic() < primed[1]:
             return self._open_token(primed[0], key)
-        with self._reading() as conn:
-            value = scalar(conn, query("token_get"), {"key": key})
-        return None if value is None else self._open_token(value, key)
+        return None
 
     def _open_token(self, stored: str, key: str) -> str:
         return self.sealer.open(stored, _access_token_name(key))

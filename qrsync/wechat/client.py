@@ -1,6 +1,6 @@
 """The one HTTP edge to WeChat: pooled connections, per-account rate limit, retries, errcodes.
 
-Only this module and its transport (:mod:`qrsync.wechat.transport`) see urllib3's exceptions;
+Only this module and its transport (:mod:`qrsync.wechat.transport`) see libcurl's errors;
 they leave as :mod:`qrsync.errors` types with every token and secret masked. Retry policy (SPEC
 behaviour 5): -1, 886001, HTTP 5xx, timeouts and resets are retried with exponential backoff and
 jitter up to ``api.max_retries``; 44990 is backed off for at least the 1-second window and
@@ -31,7 +31,7 @@ from qrsync.errors import (
     TransportError,
 )
 from qrsync.wechat.errcodes import api_error
-from qrsync.wechat.transport import Transport, snippet
+from qrsync.wechat.transport import Answer, Exchanges, Transport, snippet
 
 if TYPE_CHECKING:
     from pyrate_limiter import Limiter
@@ -191,39 +191,36 @@ class WeChatClient:
         headers: dict[str, str] | None = None,
         observer: Observer | None = None,
         wechat: bool = True,
+        prior: AccountError | None = None,
     ) -> dict[str, Any]:
         """Send one logical request, retrying transient failures; return the JSON object.
 
         ``caller`` is the AppID whose rate limit the request counts against (None: no limit,
         e.g. a company's own token service). ``wechat`` False skips errcode handling.
+        ``prior``: how its first attempt, made and counted elsewhere, failed (a fleet's
+        listing, :mod:`qrsync.fleet`): the retries go on from there.
         """
         url = url_or_path if "://" in url_or_path else self.base_url + url_or_path
+        failed_first = [prior] if prior is not None else []
 
         def attempt() -> dict[str, Any]:
+            if failed_first:
+                raise failed_first.pop()
             if caller is not None:
                 limiter = self._limiter(endpoint, caller)
                 if limiter is not None:
                     limiter.try_acquire(caller, blocking=True)
             try:
-                payload = self._send(method, url, endpoint, account, params, body, headers)
-                errcode = payload.get("errcode", 0) if wechat else 0
-                if isinstance(errcode, bool) or not isinstance(errcode, int):
-                    raise MalformedResponse(
-                        f"{endpoint} answered a non-numeric errcode {errcode!r}", account=account
-                    )
-                if not INT32_MIN <= errcode <= INT32_MAX:  # WeChat's are 32-bit, and so is
-                    raise MalformedResponse(  # sync_runs.errcode
-                        f"{endpoint} answered an errcode out of range ({errcode})",
-                        account=account,
-                    )
-                if errcode != 0:
-                    errmsg = payload.get("errmsg")
-                    raise api_error(
-                        errcode,
-                        errmsg if isinstance(errmsg, str) else "",
-                        endpoint=endpoint,
-                        account=account,
-                    )
+                answer = self._transport.send(
+                    method,
+                    url,
+                    endpoint=endpoint,
+                    account=account,
+                    params=params,
+                    body=body,
+                    headers=headers,
+                )
+                payload = self.payload(answer, endpoint, account, wechat=wechat)
             except AccountError as exc:
                 if observer is not None:
                     observer(endpoint, exc.errcode)
@@ -262,25 +259,21 @@ class WeChatClient:
             extra={"action": "api_retry", "attempt": state.attempt_number},
         )
 
-    def _send(
-        self,
-        method: str,
-        url: str,
-        endpoint: str,
-        account: str | None,
-        params: dict[str, str] | None,
-        body: dict[str, Any] | None,
-        headers: dict[str, str] | None,
+    def exchanges(self) -> Exchanges:
+        """Many requests in flight from one thread (:class:`Exchanges`), sent once each."""
+        return self._transport.exchanges()
+
+    def may_call_now(self, endpoint: str, caller: str) -> bool:
+        """Take a place in ``caller``'s rate limit for ``endpoint`` if there is one free now
+        (a request sent without :meth:`request`, e.g. by :mod:`qrsync.fleet`)."""
+        limiter = self._limiter(endpoint, caller)
+        return limiter is None or bool(limiter.try_acquire(caller, blocking=False))
+
+    def payload(
+        self, answer: Answer, endpoint: str, account: str | None, *, wechat: bool = True
     ) -> dict[str, Any]:
-        answer = self._transport.send(
-            method,
-            url,
-            endpoint=endpoint,
-            account=account,
-            params=params,
-            body=body,
-            headers=headers,
-        )
+        """The JSON object of a successful answer; raise what is wrong with any other (an
+        HTTP status, not JSON, an errcode)."""
         status = answer.status
         if status != 200:
             retryable = status >= 500 or status == 429
@@ -305,6 +298,26 @@ class WeChatClient:
                 f"{endpoint} answered JSON that is not an object: {snippet(answer.text())}",
                 account=account,
             )
+        if not wechat:
+            return payload
+        errcode = payload.get("errcode", 0)
+        if isinstance(errcode, bool) or not isinstance(errcode, int):
+            raise MalformedResponse(
+                f"{endpoint} answered a non-numeric errcode {errcode!r}", account=account
+            )
+        if not INT32_MIN <= errcode <= INT32_MAX:  # WeChat's are 32-bit, and so is
+            raise MalformedResponse(  # sync_runs.errcode
+                f"{endpoint} answered an errcode out of range ({errcode})",
+                account=account,
+            )
+        if errcode != 0:
+            errmsg = payload.get("errmsg")
+            raise api_error(
+                errcode,
+                errmsg if isinstance(errmsg, str) else "",
+                endpoint=endpoint,
+                account=account,
+            )
         return payload
 
 
@@ -314,6 +327,9 @@ class TokenProvider(Protocol):
     def get(self) -> str: ...
 
     def refresh(self, failed: str) -> str: ...
+
+    def at_hand(self) -> str | None:
+        """The token if it can be had without a round trip, else None."""
 
 
 @dataclass
@@ -342,12 +358,16 @@ class ApiCaller:
     account: str
     caller: str
     counter: CallCounter = field(default_factory=CallCounter)
+    prior: AccountError | None = None
+    """How the first attempt of the next call failed, made and counted elsewhere (see
+    :meth:`WeChatClient.request`)."""
 
     def call(self, path: str, body: dict[str, Any], *, endpoint: str) -> dict[str, Any]:
         """POST ``body`` to ``path``; on 40001/40014/42001 fetch a fresh token and retry once."""
         token = self.tokens.get()
+        prior, self.prior = self.prior, None
         try:
-            return self._post(path, body, endpoint, token)
+            return self._post(path, body, endpoint, token, prior)
         except TokenRejected as exc:
             logger.info(
                 "account '%s': token rejected (%s), fetching a fresh one",
@@ -364,7 +384,14 @@ class ApiCaller:
                 raise
             return self._post(path, body, endpoint, fresh)
 
-    def _post(self, path: str, body: dict[str, Any], endpoint: str, token: str) -> dict[str, Any]:
+    def _post(
+        self,
+        path: str,
+        body: dict[str, Any],
+        endpoint: str,
+        token: str,
+        prior: AccountError | None = None,
+    ) -> dict[str, Any]:
         return self.client.request(
             "POST",
             path,
@@ -374,4 +401,5 @@ class ApiCaller:
             params={"access_token": token},
             body=body,
             observer=self.counter,
+            prior=prior,
         )

@@ -92,34 +92,56 @@ def miniprogram_listing(api: ApiCaller, tally: ListingTally) -> Iterator[Page]:
 def service_account_listing(
     api: ApiCaller, miniprogram_appid: str, page_size: int, tally: ListingTally
 ) -> Iterator[Page]:
-    """Pages of get_type 2 until a short page, or total_count is reached.
+    """Pages of get_type 2 until a short page, or total_count is reached (see
+    :class:`ServicePages`)."""
+    pages = ServicePages(miniprogram_appid, page_size, tally)
+    while True:
+        page, more = pages.take(api.call(PATH, pages.body(), endpoint=ENDPOINT), api.account)
+        yield page
+        if not more:
+            return
+
+
+@dataclass
+class ServicePages:
+    """The paging of get_type 2, one answer at a time: what to ask for next, and when to stop.
 
     The loop is bounded: it stops ``EXTRA_PAGES`` pages past the largest total_count announced
     and then reports the listing as not ended (``tally.ended = False``).
     """
-    page_num = 1
-    largest_total = 0
-    while True:
-        body = {
-            "appid": miniprogram_appid,
+
+    miniprogram_appid: str
+    page_size: int
+    tally: ListingTally
+    page_num: int = 1
+    largest_total: int = 0
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "appid": self.miniprogram_appid,
             "get_type": 2,
-            "page_num": page_num,
-            "page_size": page_size,
+            "page_num": self.page_num,
+            "page_size": self.page_size,
         }
-        page = parse_page(api.call(PATH, body, endpoint=ENDPOINT), page_num, api.account)
+
+    def take(self, payload: dict[str, Any], account: str) -> tuple[Page, bool]:
+        """The page answered to :meth:`body`, and whether another must be asked for (then
+        :meth:`body` asks for it)."""
+        page_num, page_size = self.page_num, self.page_size
+        page = parse_page(payload, page_num, account)
         if page.total_count is None:
             raise MalformedResponse(
-                f"qrcodejumpget page {page_num} has no total_count", account=api.account
+                f"qrcodejumpget page {page_num} has no total_count", account=account
             )
-        tally.add(page)
-        yield page
-        largest_total = max(largest_total, page.total_count)
+        self.tally.add(page)
+        self.largest_total = max(self.largest_total, page.total_count)
         if len(page.rules) < page_size or page_num * page_size >= page.total_count:
-            return
-        if page_num >= math.ceil(largest_total / page_size) + EXTRA_PAGES:
-            tally.ended = False
-            return
-        page_num += 1
+            return page, False
+        if page_num >= math.ceil(self.largest_total / page_size) + EXTRA_PAGES:
+            self.tally.ended = False
+            return page, False
+        self.page_num += 1
+        return page, True
 
 
 def prefix_listing(

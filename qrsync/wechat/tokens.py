@@ -56,6 +56,9 @@ class TokenCache(Protocol):
     def get(self, key: str) -> str | None:
         """A cached token that may still be reused, or None."""
 
+    def at_hand(self, key: str) -> str | None:
+        """A reusable token read ahead (``prime``), or None: never a database round trip."""
+
     def refresh(
         self, key: str, fetch: Callable[[str | None], FetchedToken], failed: str | None
     ) -> str:
@@ -149,6 +152,14 @@ class CachedTokenProvider:
         self._memo = None
         return self._remember(self._cache.refresh(self.key, self._fetch, failed))
 
+    def at_hand(self) -> str | None:
+        """The token if it can be had without a round trip (in memory, or read ahead)."""
+        memo = self._memo
+        if memo is not None and time.monotonic() < memo[1]:
+            return memo[0]
+        token = self._cache.at_hand(self.key)
+        return None if token is None else self._remember(token)
+
     def _remember(self, token: str) -> str:
         register_secret(token)
         self._memo = (token, time.monotonic() + MEMO_S)
@@ -164,6 +175,12 @@ class StaticTokenProvider:
 
     def get(self) -> str:
         return _read(self._ref, "token.token", self._account)
+
+    def at_hand(self) -> str | None:
+        try:
+            return self.get()
+        except AccountError:
+            return None  # (said by the account's run)
 
     def refresh(self, failed: str) -> str:
         token = self.get()

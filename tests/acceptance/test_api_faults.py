@@ -65,7 +65,11 @@ RETRYABLE = [
 # Answers far larger than any real one: refused at once, never read into memory whole.
 OVERSIZE = [
     pytest.param("oversize", "longer than 33,554,432 bytes", id="oversize-streamed"),
-    pytest.param("oversize_declared", "of 50,331,648 bytes refused", id="oversize-declared"),
+    pytest.param(
+        "oversize_declared",
+        "refused: its Content-Length is over the limit of 33,554,432 bytes",
+        id="oversize-declared",
+    ),
 ]
 FATAL = [40097, 40166, 45009, 61004, 85075, 48001]
 MALFORMED = [
@@ -171,7 +175,14 @@ def test_endless_transient_failure_fails_the_run_after_max_retries_and_changes_n
     paged.admin.add_fault(endpoint="qrcodejumpget", page_num=2, times=-1, **{effect: value})
     result = qrsync("sync")
     assert result.exit_code == 1, result.output
-    assert len(_page_calls(paged, 2, MAX_RETRIES + 1)) == MAX_RETRIES + 1
+    calls = len(_page_calls(paged, 2, MAX_RETRIES + 1))
+    if effect == "drop":
+        # A kept-alive connection closed without an answer is tried again once on a new
+        # connection by libcurl itself, as browsers do (the request may never have arrived):
+        # the first attempt, which went over page 1's connection, may reach the server twice.
+        assert calls in (MAX_RETRIES + 1, MAX_RETRIES + 2)
+    else:
+        assert calls == MAX_RETRIES + 1
     assert {c["page_num"] for c in paged.admin.calls(endpoint="qrcodejumpget")} == {1, 2}
     run = last_run(db, "oa")
     assert (run["status"], run["errcode"]) == ("failed", errcode)

@@ -852,7 +852,9 @@ def test_authorizer_list_unreachable_fails_without_asking_to_authorise_again(
     assert run["status"] == "failed"
     assert "authorizer list" in run["error"] and "could not be read" in run["error"]
     assert "authorise" not in run["error"]
-    assert len(platform.admin.calls(endpoint="authorizer_list")) == 4  # 1 + api.max_retries
+    # 1 + api.max_retries, and maybe one more: a kept-alive connection closed without an answer
+    # is tried again once on a new one by libcurl itself (the request may never have arrived).
+    assert len(platform.admin.calls(endpoint="authorizer_list")) in (4, 5)
     assert scalar(db, "SELECT refresh_token FROM authorizer_refresh_tokens") == REFRESH_SEED
     platform.admin.clear_faults()
     recovered = qrsync("sync")
