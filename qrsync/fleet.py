@@ -70,6 +70,9 @@ class Listed:
     tally: ListingTally
     pages: list[Page] | None = None
     prior: AccountError | None = None
+    resume: ServicePages | None = None
+    """Where a service account's listing stopped (the page whose call failed): its run goes on
+    from there, after ``pages``."""
 
 
 @dataclass
@@ -262,18 +265,18 @@ class Fleet:
                 page, more = listing.service.take(payload, account)
         except AccountError as exc:
             counter(ENDPOINT, exc.errcode)
-            if listing.pages:
-                # A later page failed: its run lists again from the first (rare: a fleet's
-                # listings are mostly one page).
-                self._hand_over(listing, pages=None, prior=None)
-            else:
-                self._hand_over(listing, pages=None, prior=exc)
+            # Its run goes on from the call that failed (a later page: after the pages so far).
+            listing.listed.resume = listing.service if listing.pages else None
+            self._hand_over(listing, pages=listing.pages or None, prior=exc)
             return
         counter(ENDPOINT, 0)
         listing.pages.append(page)
         listing.rules += len(page.rules)
         if listing.rules > 2 * MAX_RULES:
-            self._hand_over(listing, pages=None, prior=None)  # grew: its run stages as it lists
+            # Grown past what is held here: its run goes on from the next page, staging as it
+            # lists.
+            listing.listed.resume = listing.service
+            self._hand_over(listing, pages=listing.pages, prior=None)
         elif more:
             self._send(listing, exchanges)
         elif self._unchanged(listing):

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from itertools import chain
 from queue import Full, Queue
 from typing import Any, Protocol
 
@@ -226,7 +227,7 @@ class Syncer:
     ) -> RunResult:
         """List one account's rules and apply them; never raises for the account's own
         failures (they are recorded on the run), only when the database itself fails.
-        ``listed``: what was listed before the run opened (:meth:`_list_first`)."""
+        ``listed``: what was listed before the run opened (:mod:`qrsync.fleet`)."""
         account = request.account
         started = time.monotonic()
         log_extra: dict[str, object] = {
@@ -428,8 +429,7 @@ class Syncer:
         with self.runs.listing(run, request.account_id, clock=self.clock, fence=fence) as w:
             if run.closed_dead_runs:
                 self.log_dead_runs(account.name, run.closed_dead_runs)
-            pages = None if listed is None else listed.pages
-            complete, status, notes = self._list(request, api, w, tally, pages)
+            complete, status, notes = self._list(request, api, w, tally, listed)
             last = tally.last
             outcome = RunOutcome(
                 status=status,
@@ -471,10 +471,10 @@ class Syncer:
         api: ApiCaller,
         writer: ListingWriter,
         tally: ListingTally,
-        listed: list[Page] | None,
+        listed: Listed | None,
     ) -> tuple[bool, str, list[str]]:
-        """Stage and merge the account's listing (its first attempt ``listed`` already, if
-        given); return (complete, status, notes)."""
+        """Stage and merge the account's listing (begun already if ``listed``); return
+        (complete, status, notes)."""
         account = request.account
         notes: list[str] = []
         if request.prefixes:
@@ -486,7 +486,8 @@ class Syncer:
                 notes.append(f"{wanted - writer.seen} not found (nothing deleted)")
             return False, "succeeded", notes
         if account.kind == "miniprogram":
-            first = iter(listed) if listed is not None else miniprogram_listing(api, tally)
+            given = None if listed is None else listed.pages
+            first = iter(given) if given is not None else miniprogram_listing(api, tally)
             self._stage(writer, first, request, paged=False)
             page = tally.last
             total = page.total_count if page else None
@@ -507,13 +508,16 @@ class Syncer:
             if attempt > 1:
                 tally.restart()
                 writer.restart()
-            if attempt == 1 and listed is not None:
-                pages = iter(listed)
-            else:
-                pages = service_account_listing(
-                    api, account.miniprogram_appid, self.config.sync.page_size, tally
+            given = None if listed is None or attempt > 1 else listed.pages
+            resume = None if listed is None or attempt > 1 else listed.resume
+            if given is None or resume is not None:
+                more = service_account_listing(
+                    api, account.miniprogram_appid, self.config.sync.page_size, tally, resume
                 )
-            self._stage(writer, pages, request, paged=attempt > 1 or listed is None)
+                pages = more if given is None else chain(given, more)
+            else:
+                pages = iter(given)
+            self._stage(writer, pages, request, paged=given is None or resume is not None)
             problems = judge_listing(tally, writer.seen)
             if not problems:
                 break

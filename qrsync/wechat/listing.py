@@ -90,11 +90,16 @@ def miniprogram_listing(api: ApiCaller, tally: ListingTally) -> Iterator[Page]:
 
 
 def service_account_listing(
-    api: ApiCaller, miniprogram_appid: str, page_size: int, tally: ListingTally
+    api: ApiCaller,
+    miniprogram_appid: str,
+    page_size: int,
+    tally: ListingTally,
+    resume: ServicePages | None = None,
 ) -> Iterator[Page]:
     """Pages of get_type 2 until a short page, or total_count is reached (see
-    :class:`ServicePages`)."""
-    pages = ServicePages(miniprogram_appid, page_size, tally)
+    :class:`ServicePages`); from where ``resume`` stands, if given (a listing begun elsewhere,
+    its pages so far in ``tally``)."""
+    pages = resume or ServicePages(miniprogram_appid, page_size, tally)
     while True:
         page, more = pages.take(api.call(PATH, pages.body(), endpoint=ENDPOINT), api.account)
         yield page

@@ -546,8 +546,9 @@ def test_wechat_errmsg_echoing_a_secret_is_masked(
 def test_json_output_and_debug_log_never_show_secrets_or_tokens(
     fast_simulator: Any, qrsync: Any, db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A fresh process, -vv (debug, urllib3 included) and --json, with every token source and a
-    token refreshed, a transient failure, a rotated refresh token and a failed account."""
+    """A fresh process, -vv (debug, every HTTP request included) and --json, with every token
+    source and a token refreshed, a transient failure, a rotated refresh token and a failed
+    account."""
     sim = fast_simulator
     sim.admin.add_account(mp_world())
     sim.admin.put_rules(MP, [rule(f"https://a.example.com/{i}") for i in range(4)])

@@ -1,6 +1,7 @@
 """Issue 7, security: one whole fault suite, and every secret and token it used looked for in
-everything it printed, logged (-vv: debug, urllib3 included), answered as JSON and stored as a
-run's error, and in the configuration's repr. Also: text from WeChat cannot forge log lines.
+everything it printed, logged (-vv: debug, every HTTP request included), answered as JSON and
+stored as a run's error, and in the configuration's repr. Also: text from WeChat cannot forge
+log lines.
 """
 
 from __future__ import annotations
