@@ -2,8 +2,9 @@
 
 ``python bench/sync_profile.py [--accounts 1000]``: the fleet of the fleet case (:mod:`fleet`),
 at no latency, on a private PostgreSQL; a first sync, then the no-op sync under cProfile with
-one profiler per thread (the runs happen in sync.concurrency worker threads, which cProfile
-alone does not see), each timing its thread's CPU (``time.thread_time``), merged. Prints the
+one profiler per thread (the listings happen in the main thread, but runs that change rules and
+the batches of unchanged runs in a pool's threads, which cProfile alone does not see), each
+timing its thread's CPU (``time.thread_time``), merged. Prints the
 top functions by own time (tottime) and writes the whole profile to ``--output`` (pstats) if
 given.
 """

@@ -44,6 +44,7 @@ from qrsync.wechat.listing import (
     ServicePages,
     judge_listing,
     parse_page,
+    total_count_note,
 )
 from qrsync.wechat.transport import Answer, Exchanges, Request
 
@@ -289,12 +290,7 @@ class Fleet:
         """The listing is complete, consistent and equal to the last complete one."""
         tally, expected = listing.listed.tally, listing.expected
         if listing.service is None:
-            last = tally.last
-            if tally.short_pages or (
-                last is not None
-                and last.total_count is not None
-                and last.total_count != expected.rules_seen
-            ):
+            if tally.short_pages:
                 return False
         elif judge_listing(tally, expected.rules_seen):
             return False
@@ -318,6 +314,11 @@ class Fleet:
             total_count=last.total_count if last else None,
             qrcodejump_open=last.qrcodejump_open if last else None,
             qrcodejump_pub_quota=last.qrcodejump_pub_quota if last else None,
+            message=(
+                total_count_note(listing.expected.rules_seen, last.total_count)
+                if listing.service is None and last is not None
+                else None
+            ),
         )
         self._batch.append(_Pending(listing, run))
         if len(self._batch) >= UNCHANGED_BATCH:

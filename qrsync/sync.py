@@ -56,6 +56,7 @@ from qrsync.wechat.listing import (
     miniprogram_listing,
     prefix_listing,
     service_account_listing,
+    total_count_note,
 )
 from qrsync.wechat.tokens import TokenProviders
 
@@ -344,6 +345,7 @@ class Syncer:
             unchanged=rules,
             total_count=run.total_count,
             qrcodejump_pub_quota=run.qrcodejump_pub_quota,
+            message=run.message,
             duration_s=time.monotonic() - started,
         )
         self._log_finished(request, result)
@@ -496,11 +498,9 @@ class Syncer:
                     f"{'; '.join(tally.short_pages)}: applied what was listed, deleted nothing"
                 )
                 return False, "partial", notes
-            if total is not None and total != writer.seen:
-                notes.append(
-                    f"mini-program listing holds {writer.seen} rules but its total_count says "
-                    f"{total} (WeChat's own example does this); applied as listed"
-                )
+            note = total_count_note(writer.seen, total)
+            if note is not None:
+                notes.append(note)
             return True, "succeeded", notes
         assert account.miniprogram_appid is not None
         problems: list[str] = []

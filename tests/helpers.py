@@ -225,6 +225,11 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float = 30) -> 
     raise AssertionError(f"timed out waiting for {what}")
 
 
+STATEMENT_IN_FLIGHT_S = 0.25
+"""Long enough for a statement already sent to end at the server (not a timed assertion: a
+wait before looking)."""
+
+
 def running_of(db: Any, replica: str) -> int | None:
     """The id of a run ``replica`` has open, if any (read directly from the database)."""
     row = db.execute(
@@ -237,13 +242,15 @@ def kill_mid_run(proc: subprocess.Popen[Any], db: Any, replica: str) -> int:
     """SIGKILL daemon ``replica`` while one of its runs is open, and return that run's id.
 
     A run can finish between seeing it open and the signal, so the replica is frozen with
-    SIGSTOP first and only killed once a run is seen open while it cannot move.
+    SIGSTOP first and only killed once a run is seen open while it cannot move; and a statement
+    it sent just before (the COMMIT closing the run) is given time to end at the server first.
     """
     deadline = time.monotonic() + 60
     for _ in range(1200):
         if time.monotonic() > deadline:
             break
         proc.send_signal(signal.SIGSTOP)
+        time.sleep(STATEMENT_IN_FLIGHT_S)
         run = running_of(db, replica)
         if run is not None:
             proc.send_signal(signal.SIGKILL)

@@ -166,7 +166,7 @@ WITH closing AS (
     FROM jsonb_to_recordset(CAST(%(runs)s AS jsonb))
            AS c(run_id bigint, account_id bigint, observed_at timestamptz,
                 qrcodejump_open integer, qrcodejump_pub_quota integer, total_count integer,
-                rules_seen integer, api_calls integer, pages integer)
+                rules_seen integer, api_calls integer, pages integer, message text)
 ),
 snapshot AS (
     INSERT INTO account_snapshots (account_id, sync_run_id, taken_at, qrcodejump_open,
@@ -179,7 +179,7 @@ UPDATE sync_runs r
 SET finished_at = %(finished_at)s, status = 'succeeded', api_calls = c.api_calls,
     pages = c.pages, rules_seen = c.rules_seen, inserted = 0, updated = 0,
     unchanged = c.rules_seen, deleted = 0, state_changes = 0, total_count = c.total_count,
-    message = NULL
+    message = c.message
 FROM closing c
 WHERE r.id = c.run_id;
 

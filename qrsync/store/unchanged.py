@@ -53,6 +53,7 @@ class UnchangedRun:
     total_count: int | None
     qrcodejump_open: int | None
     qrcodejump_pub_quota: int | None
+    message: str | None = None
 
 
 class Recorded(NamedTuple):
@@ -137,6 +138,7 @@ class UnchangedRuns:
                     "rules_seen": run.expectation.rules_seen,
                     "api_calls": run.api_calls,
                     "pages": run.pages,
+                    "message": run.message,
                 }
                 for run in runnable
                 if run.account_id in opened

@@ -66,6 +66,17 @@ class ListingTally:
         self.short_pages = []
 
 
+def total_count_note(listed: int, total_count: int | None) -> str | None:
+    """What a run says of a mini program's answer whose total_count disagrees with the rules
+    it holds (WeChat's own example shows 3 for 2): applied as listed all the same."""
+    if total_count is None or total_count == listed:
+        return None
+    return (
+        f"mini-program listing holds {listed} rules but its total_count says {total_count} "
+        "(WeChat's own example does this); applied as listed"
+    )
+
+
 def judge_listing(tally: ListingTally, distinct_prefixes: int) -> list[str]:
     """Why a paged listing is not complete and consistent (SPEC behaviour 2); empty if it is."""
     problems: list[str] = list(tally.short_pages)

@@ -26,7 +26,11 @@ def fleet(fast_simulator: Any, qrsync: Any, monkeypatch: pytest.MonkeyPatch) -> 
     """Six mini programs and two service accounts, synced once (their first listings)."""
     sim = fast_simulator
     for appid in MPS:
-        sim.admin.add_account({"appid": appid, "kind": "miniprogram", "secret": SECRET})
+        # (The last one's total_count says one more than it lists, as WeChat's own example.)
+        offset = 1 if appid == MPS[-1] else 0
+        sim.admin.add_account(
+            {"appid": appid, "kind": "miniprogram", "secret": SECRET, "total_count_offset": offset}
+        )
         sim.admin.generate_rules(appid, MP_RULES, published_fraction=0.5)
     for appid, linked in zip(OAS, LINKED, strict=True):
         sim.admin.add_account(oa_world(appid=appid, secret=SECRET, linked=linked))
@@ -77,6 +81,12 @@ def test_unchanged_changed_and_failing_accounts_in_one_sync(
         assert runs[name]["status"] == "succeeded"
         assert (runs[name]["unchanged"], runs[name]["inserted"]) == (rules, 0)
         assert runs[name]["api_calls"] == 1
+    assert runs["mp0"]["message"] is None
+    assert runs["mp5"]["message"] == (
+        f"mini-program listing holds {MP_RULES} rules but its total_count says {MP_RULES + 1} "
+        "(WeChat's own example does this); applied as listed"
+    )
+    assert last_run(db, "mp5")["message"] == runs["mp5"]["message"]
     assert (runs["mp1"]["status"], runs["mp1"]["updated"]) == ("succeeded", 1)
     assert (runs["oa1"]["status"], runs["oa1"]["deleted"]) == ("succeeded", 1)
     # A retryable errcode: the first attempt was the fleet's, the retries its run's; as many
