@@ -311,9 +311,7 @@ class Fleet:
             observed_at=self.syncer.clock(),
             api_calls=listing.listed.counter.calls,
             pages=tally.pages,
-            total_count=last.total_count if last else None,
-            qrcodejump_open=last.qrcodejump_open if last else None,
-            qrcodejump_pub_quota=last.qrcodejump_pub_quota if last else None,
+            **tally.snapshot(),
             message=(
                 total_count_note(listing.expected.rules_seen, last.total_count)
                 if listing.service is None and last is not None

@@ -432,14 +432,11 @@ class Syncer:
             if run.closed_dead_runs:
                 self.log_dead_runs(account.name, run.closed_dead_runs)
             complete, status, notes = self._list(request, api, w, tally, listed)
-            last = tally.last
             outcome = RunOutcome(
                 status=status,
                 api_calls=counter.calls,
                 pages=tally.pages,
-                total_count=last.total_count if last else None,
-                qrcodejump_open=last.qrcodejump_open if last else None,
-                qrcodejump_pub_quota=last.qrcodejump_pub_quota if last else None,
+                **tally.snapshot(),
                 complete=complete,
                 message="; ".join(notes) or None,
             )

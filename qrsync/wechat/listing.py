@@ -58,6 +58,15 @@ class ListingTally:
         if self.on_page is not None:
             self.on_page(self)
 
+    def snapshot(self) -> dict[str, int | None]:
+        """What the last page said of the account (``account_snapshots``'s counts)."""
+        last = self.last
+        return {
+            "total_count": last.total_count if last else None,
+            "qrcodejump_open": last.qrcodejump_open if last else None,
+            "qrcodejump_pub_quota": last.qrcodejump_pub_quota if last else None,
+        }
+
     def restart(self) -> None:
         self.rules = 0
         self.total_counts = []
