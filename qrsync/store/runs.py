@@ -246,20 +246,25 @@ class RunStore:
             own = self._run_conns.get(run_id)
         if own is not None and (own.closed or own.broken):
             self.engine.suspect()  # the others idle in the pool may be gone as well
+        params = {
+            "run_id": run_id,
+            "errcode": errcode,
+            "error": one_line(mask(error)),
+            "api_calls": api_calls,
+            "pages": pages,
+            "finished_at": finished_at,
+            "abandoned": abandoned,
+        }
         try:
-            with self.engine.transaction() as conn:
-                conn.execute(
-                    query("fail_run"),
-                    {
-                        "run_id": run_id,
-                        "errcode": errcode,
-                        "error": one_line(mask(error)),
-                        "api_calls": api_calls,
-                        "pages": pages,
-                        "finished_at": finished_at,
-                        "abandoned": abandoned,
-                    },
-                )
+            try:
+                with self.engine.transaction() as conn:
+                    conn.execute(query("fail_run"), params)
+            except psycopg.OperationalError:
+                # The connection it got was gone too (the server ended every session, and this
+                # one was not seen to): once more, every idle connection pinged first.
+                self.engine.suspect()
+                with self.engine.transaction() as conn:
+                    conn.execute(query("fail_run"), params)
         finally:
             self.end_run(run_id)  # (unrecorded, the run is then closed as dead by the next)
 
