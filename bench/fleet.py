@@ -597,10 +597,40 @@ def daemon_case(
             " WHERE trigger = 'schedule' AND scheduled_for = ANY(%s)",
             (slots,),
         ).fetchall()
+        ran = {
+            (name, slot)
+            for name, slot in conn.execute(
+                "SELECT a.name, r.scheduled_for FROM qrsync.sync_runs r"
+                " JOIN qrsync.accounts a ON a.id = r.account_id"
+                " WHERE r.trigger = 'schedule' AND r.scheduled_for = ANY(%s)",
+                (slots,),
+            )
+        }
     offsets = sorted((started - slot).total_seconds() / period for slot, started, _ in rows)
     late = sum(1 for o in offsets if o >= 1)
     if late:
         notes.append(f"{late} runs started after their slot had ended")
+        leases = {
+            name: f"lease of slot {slot:%H:%M:%S} held by {holder} until {until:%H:%M:%S}"
+            for name, slot, holder, until in conn.execute(
+                "SELECT a.name, l.scheduled_for, l.holder, l.lease_until"
+                " FROM qrsync.account_leases l JOIN qrsync.accounts a ON a.id = l.account_id"
+                " WHERE a.name = ANY(%s)",
+                (list(chosen),),
+            )
+            if slot is not None and until is not None
+        }
+    missing = sorted({(name, slot) for name in chosen for slot in slots} - ran)
+    for name, slot in missing[:5]:  # what the daemon said of a due run that did not start
+        said = [
+            line.strip()[:300]
+            for line in log.read_text(errors="replace").splitlines()
+            if f'"{name}"' in line or f"'{name}'" in line
+        ]
+        notes.append(
+            f"no run of {name} for the slot {slot:%H:%M:%S} ({leases.get(name, 'no lease')}); "
+            "the daemon's lines about it: " + (" | ".join(said[-6:]) or "none")
+        )
     total = sum(slot_cpu)
     runs = len(rows)
     per_run = (total - idle_cpu * SLOTS * period) / runs if runs else float("nan")
