@@ -606,10 +606,6 @@ def daemon_case(
                 (slots,),
             )
         }
-    offsets = sorted((started - slot).total_seconds() / period for slot, started, _ in rows)
-    late = sum(1 for o in offsets if o >= 1)
-    if late:
-        notes.append(f"{late} runs started after their slot had ended")
         leases = {
             name: f"lease of slot {slot:%H:%M:%S} held by {holder} until {until:%H:%M:%S}"
             for name, slot, holder, until in conn.execute(
@@ -620,6 +616,10 @@ def daemon_case(
             )
             if slot is not None and until is not None
         }
+    offsets = sorted((started - slot).total_seconds() / period for slot, started, _ in rows)
+    late = sum(1 for o in offsets if o >= 1)
+    if late:
+        notes.append(f"{late} runs started after their slot had ended")
     missing = sorted({(name, slot) for name in chosen for slot in slots} - ran)
     for name, slot in missing[:5]:  # what the daemon said of a due run that did not start
         said = [
