@@ -75,3 +75,29 @@ def test_more_unchanged_accounts_make_no_more_statements(
     opened = [s for s in many if s.startswith("-- Open a run for each listing of a batch")]
     assert len(opened) == 1, many  # all eight in one batch
     assert not any(s.lstrip().upper().startswith("COPY") for s in many)  # nothing staged
+
+
+def test_a_run_of_its_own_makes_four_statements(
+    qrsync: Any, fast_simulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README, "Connection budget": a run that opens before it lists (a daemon's run, or the
+    one account of `qrsync sync --account`) makes 4 statements when its listing did not change:
+    the one that locks it, the search_path and the row of the short transaction that opens it,
+    and the one that closes it; and 2 more (a short transaction) to read its cached token when
+    it has not read it in the last minute."""
+    sim = fast_simulator
+    sim.admin.add_account({"appid": MPS[0], "kind": "miniprogram", "secret": SECRET})
+    sim.admin.generate_rules(MPS[0], 20)
+    monkeypatch.setenv("BUDGET_SECRET", SECRET)
+    qrsync.write_config(toml_config(sim.url, mp_account("mp0", MPS[0], "BUDGET_SECRET")))
+    assert qrsync("sync").exit_code == 0
+    with counted() as sent:
+        result = qrsync("sync", "--account", "mp0")
+    assert result.exit_code == 0 and "1 succeeded" in result.output, result.output
+    first = next(i for i, s in enumerate(sent) if s.startswith("-- The first statement of a run"))
+    last = next(i for i, s in enumerate(sent) if s.startswith("-- Record the listing's snapshot"))
+    run = [s.splitlines()[0][:60] for s in sent[first : last + 1]]
+    token = [s for s in run if s.startswith("-- A cached token that may still be reused")]
+    assert len(token) == 1, run  # (this process has not read it before)
+    assert len(run) == 4 + 2, run  # the token's own transaction: its search_path and its read
+    assert any(s.startswith("-- Open the sync_runs row of a reserved run") for s in run), run
