@@ -378,7 +378,7 @@ class Syncer:
         returned to be recorded on it. Only where the holds were read (:meth:`_prime`): a held
         AppID is not called, not even for a token, so an unknown one gets its token in its run,
         after its hold is checked (:meth:`_check_quota`)."""
-        if self._held is None or account.appid in self._held:
+        if self.is_held(account.appid):
             return None
         try:
             self.token_source(account).get()

@@ -140,9 +140,9 @@ class CachedTokenProvider:
         self._memo: tuple[str, float] | None = None
 
     def get(self) -> str:
-        memo = self._memo
-        if memo is not None and time.monotonic() < memo[1]:
-            return memo[0]
+        token = self._memorised()
+        if token is not None:
+            return token
         token = self._cache.get(self.key)
         if token is None:
             token = self._cache.refresh(self.key, self._fetch, None)
@@ -154,11 +154,15 @@ class CachedTokenProvider:
 
     def at_hand(self) -> str | None:
         """The token if it can be had without a round trip (in memory, or read ahead)."""
-        memo = self._memo
-        if memo is not None and time.monotonic() < memo[1]:
-            return memo[0]
+        token = self._memorised()
+        if token is not None:
+            return token
         token = self._cache.at_hand(self.key)
         return None if token is None else self._remember(token)
+
+    def _memorised(self) -> str | None:
+        memo = self._memo
+        return memo[0] if memo is not None and time.monotonic() < memo[1] else None
 
     def _remember(self, token: str) -> str:
         register_secret(token)
